@@ -1,0 +1,8 @@
+"""tlzoo's protocol: spec models, backbones and heads, freezing, the engine and the CLI."""
+
+from importlib import metadata
+
+try:
+    __version__ = metadata.version("tlzoo")
+except metadata.PackageNotFoundError:  # running from a source tree that was never installed
+    __version__ = "0+unknown"

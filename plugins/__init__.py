@@ -1,0 +1,1 @@
+"""tlzoo's built-in plugins, registered exactly like third-party ones."""

@@ -1,0 +1,97 @@
+"""Catalogs: plain dicts of named components, with globbing and did-you-mean."""
+
+from __future__ import annotations
+
+import difflib
+import fnmatch
+import re
+from dataclasses import dataclass, field
+from typing import Any, Callable, Iterable
+
+from pydantic import BaseModel, ConfigDict
+
+
+class NoOptions(BaseModel):
+    """Options model for components that take none."""
+
+    model_config = ConfigDict(extra="forbid")
+
+
+@dataclass(frozen=True)
+class Component:
+    """One registered thing: a backbone, a dataset reader or a freeze strategy.
+
+    `build(options)` receives a validated instance of `options`; what it returns
+    depends on the kind (see tlzoo.core.backbone, tlzoo.core.data, tlzoo.core.freeze).
+    `info` is an optional cheap callable giving listing columns (never builds a model).
+    """
+
+    name: str
+    description: str
+    build: Callable[..., Any]
+    options: type[BaseModel] = NoOptions
+    info: Callable[[], dict] | None = None
+    plugin: str = ""
+    extra: dict = field(default_factory=dict)
+
+
+class UnknownComponent(LookupError):
+    """A name that no plugin provides; the message says what to do."""
+
+
+class DuplicateComponent(ValueError):
+    """Two plugins registered the same name."""
+
+
+def natural_key(text: str) -> list:
+    """Sort key that orders resnet18 before resnet101."""
+    return [int(part) if part.isdigit() else part.lower() for part in re.split(r"(\d+)", text)]
+
+
+class Catalog(dict):
+    """Name -> Component for one kind; `kind` is the noun used in messages."""
+
+    def __init__(self, kind: str, resolver: Callable[[str], Component | None] | None = None):
+        super().__init__()
+        self.kind = kind
+        self.resolver = resolver
+
+    def add(self, component: Component) -> None:
+        if not isinstance(component, Component):
+            raise TypeError(
+                f"plugin {component!r} registered a {type(component).__name__} as a {self.kind}; "
+                "register tlzoo.registry.Component instances"
+            )
+        if component.name in self:
+            first = self[component.name].plugin
+            raise DuplicateComponent(
+                f"Duplicate {self.kind} name {component.name!r}: registered by plugin "
+                f"{first!r} and by plugin {component.plugin!r}. Rename one of them or "
+                "uninstall one plugin (TLZOO_LOAD_PLUGINS limits which are loaded)."
+            )
+        self[component.name] = component
+
+    def list(self, pattern: str | None = None) -> list[Component]:
+        names: Iterable[str] = self
+        if pattern:
+            names = fnmatch.filter(names, pattern)
+        return [self[name] for name in sorted(names, key=natural_key)]
+
+    def get_component(self, name: str) -> Component:
+        if name in self:
+            return self[name]
+        if self.resolver is not None:
+            found = self.resolver(name)
+            if found is not None:
+                return found
+        raise UnknownComponent(self.unknown_message(name))
+
+    def unknown_message(self, name: str) -> str:
+        close = difflib.get_close_matches(name, list(self), n=3, cutoff=0.6)
+        if not close and "/" not in name:
+            # 'resnet50' should find 'torchvision/resnet50' and 'timm/resnet50'
+            tails = {key.rsplit("/", 1)[-1]: key for key in self if "/" in key}
+            close = [tails[t] for t in difflib.get_close_matches(name, list(tails), n=3, cutoff=0.8)]
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        plural = {"dataset reader": "readers", "freeze strategy": "strategies"}.get(self.kind, self.kind + "s")
+        return f"Unknown {self.kind} {name!r}.{hint} Run 'tlzoo list {plural}'."

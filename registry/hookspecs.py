@@ -1,0 +1,26 @@
+"""The hooks a tlzoo plugin can implement. README.md documents each one."""
+
+import pluggy
+
+hookspec = pluggy.HookspecMarker("tlzoo")
+hookimpl = pluggy.HookimplMarker("tlzoo")
+
+
+@hookspec
+def register_backbones(register):
+    "Register backbones: call register(Component) once for each."
+
+
+@hookspec(firstresult=True)
+def resolve_backbone(name):
+    "Return a Component for a backbone name no plugin registered up front (an open family such as timm/<name>), or None."
+
+
+@hookspec
+def register_dataset_readers(register):
+    "Register dataset readers: call register(Component) once for each."
+
+
+@hookspec
+def register_freeze_strategies(register):
+    "Register freeze strategies: call register(Component) once for each."
