@@ -55,7 +55,7 @@ class Registry:
     def _build(self, kind: str) -> Catalog:
         noun, hook_name = KINDS[kind]
         catalog = Catalog(noun, self._resolve_backbone if kind == "backbones" else None)
-        for impl in reversed(getattr(self.pm.hook, hook_name).get_hookimpls()):
+        for impl in getattr(self.pm.hook, hook_name).get_hookimpls():  # registration order
             plugin_name = impl.plugin_name
 
             def register(component, _plugin=plugin_name):

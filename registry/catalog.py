@@ -87,11 +87,25 @@ class Catalog(dict):
         raise UnknownComponent(self.unknown_message(name))
 
     def unknown_message(self, name: str) -> str:
-        close = difflib.get_close_matches(name, list(self), n=3, cutoff=0.6)
-        if not close and "/" not in name:
-            # 'resnet50' should find 'torchvision/resnet50' and 'timm/resnet50'
-            tails = {key.rsplit("/", 1)[-1]: key for key in self if "/" in key}
-            close = [tails[t] for t in difflib.get_close_matches(name, list(tails), n=3, cutoff=0.8)]
+        close = closest(name, list(self))
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         plural = {"dataset reader": "readers", "freeze strategy": "strategies"}.get(self.kind, self.kind + "s")
         return f"Unknown {self.kind} {name!r}.{hint} Run 'tlzoo list {plural}'."
+
+
+def _similarity(word: str, candidate: str) -> float:
+    ratio = difflib.SequenceMatcher(None, word, candidate).ratio()
+    if "/" not in word and "/" in candidate:
+        # a bare 'resnet50' should find 'torchvision/resnet50' and 'timm/resnet50'
+        ratio = max(ratio, difflib.SequenceMatcher(None, word, candidate.rsplit("/", 1)[-1]).ratio())
+    return ratio
+
+
+def closest(word: str, candidates: list[str], cutoff: float = 0.6, margin: float = 0.05) -> list[str]:
+    """The best matches only: those scoring within `margin` of the best one, at most five."""
+    scored = [(ratio, c) for c in candidates if (ratio := _similarity(word, c)) >= cutoff]
+    if not scored:
+        return []
+    best = max(ratio for ratio, _ in scored)
+    ranked = sorted(scored, key=lambda rc: (-rc[0], natural_key(rc[1])))
+    return [c for r, c in ranked if r >= best - margin][:5]

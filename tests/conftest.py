@@ -1,0 +1,46 @@
+"""Shared fixtures: tiny images, isolated plugin loading, CLI runs in a subprocess."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+FLOWERS12 = REPO.parent / "shared" / "datasets" / "flowers12"
+
+
+@pytest.fixture(autouse=True)
+def _fresh_registry(monkeypatch):
+    """Every test sees a registry built from the plugins installed now."""
+    from tlzoo.registry import reset_registry
+
+    reset_registry()
+    yield
+    reset_registry()
+
+
+def run_cli(*args: str, env: dict | None = None, cwd: Path | None = None, timeout: float = 600):
+    """Run `tlzoo ARGS...` in a fresh interpreter, as a user would."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    return subprocess.run(
+        [str(Path(sys.executable).parent / "tlzoo"), *args],
+        capture_output=True, text=True, env=full_env, cwd=cwd or REPO, timeout=timeout,
+    )
+
+
+@pytest.fixture(scope="session")
+def faulty_plugins(tmp_path_factory) -> Path:
+    """The deliberately faulty test distributions, pip-installed into one folder."""
+    target = tmp_path_factory.mktemp("faulty-plugins")
+    for name in ("broken", "misspelt", "duplicate"):
+        subprocess.run(
+            [sys.executable, "-m", "pip", "install", "--quiet", "--no-deps", "--no-build-isolation",
+             "--disable-pip-version-check", "--target", str(target), str(REPO / "tests" / "plugins" / name)],
+            check=True, capture_output=True,
+        )
+    return target
