@@ -102,6 +102,9 @@ def schema():
     typer.echo(json.dumps(spec_schema(registry()), indent=2))
 
 
+from . import cli_run  # noqa: E402,F401  (adds run, evaluate, predict to `app`)
+
+
 def main(argv: list[str] | None = None) -> None:
     from tlzoo.registry import DuplicateComponent, PluginError, UnknownComponent
 

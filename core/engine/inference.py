@@ -1,0 +1,159 @@
+"""Reloading a finished run: rebuild the model from its sidecar, then evaluate or predict.
+
+The model is rebuilt through the registry (the backbone with weights "none",
+then the run's safetensors), never unpickled. Evaluation uses the same eval
+transform, batch size and precision as the run, so it reproduces the run's
+validation numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..backbone import DataConfig
+from ..errors import TlzooError
+from ..model import build_model
+from ..spec import HeadSpec, ResolvedComponent
+from ..weights import load_state_file
+from . import outputs
+from .batches import SourceSetup, eval_source
+from .metrics import EvalResult, evaluate, forward_eval
+from .batches import Batch
+from .run import MODEL_FORMAT
+from .runtime import configure_threads, resolve_device, resolve_workers
+
+IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
+
+
+@dataclass
+class LoadedRun:
+    run_dir: Path
+    model: torch.nn.Module
+    sidecar: dict
+    classes: list[str]
+    data_config: DataConfig
+    device: torch.device
+
+    @property
+    def precision(self) -> str:
+        return self.sidecar["eval"]["precision"]
+
+    @property
+    def batch_size(self) -> int:
+        return self.sidecar["eval"]["batch_size"]
+
+    @property
+    def background(self) -> tuple[int, int, int]:
+        return tuple(self.sidecar["eval"]["background"])
+
+
+def backbone_component(registry, name: str, options: dict) -> ResolvedComponent:
+    from pydantic import ValidationError
+
+    from tlzoo.registry import UnknownComponent
+
+    try:
+        component = registry.catalog("backbones").get_component(name)
+    except UnknownComponent as exc:
+        raise TlzooError(f"the run's backbone is not available here: {exc.args[0]}",
+                         "install the plugin that provides it") from None
+    try:
+        return ResolvedComponent(component, component.options.model_validate(options))
+    except ValidationError as exc:
+        raise TlzooError(f"the run's backbone options no longer validate for {name}: {exc}",
+                         "use the tlzoo and plugin versions the run was made with (see its sidecar)") from None
+
+
+def load_run(run_dir: Path, registry, which: str = "best", device: str = "cpu") -> LoadedRun:
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TlzooError(f"run directory {run_dir} does not exist", "pass the folder that `tlzoo run` printed")
+    weights_file = run_dir / f"{which}.safetensors"
+    meta = outputs.read_json(run_dir / f"{which}.json", f"{which} model sidecar")
+    if meta.get("format") != MODEL_FORMAT:
+        raise TlzooError(f"{run_dir / (which + '.json')} has format {meta.get('format')!r}, not {MODEL_FORMAT!r}",
+                         "it was written by another tool or another tlzoo version")
+    classes = list(meta["classes"])
+    backbone = backbone_component(registry, meta["backbone"]["name"], meta["backbone"]["options"])
+    built = build_model(backbone, "none", HeadSpec.model_validate(meta["head"]), len(classes))
+    state = load_state_file(weights_file)
+    try:
+        built.model.load_state_dict(state, strict=True)
+    except RuntimeError as exc:
+        raise TlzooError(f"{weights_file} does not fit the model its sidecar describes: {str(exc).splitlines()[0]}",
+                         "the run directory is damaged or mixes files from different runs") from None
+    target = resolve_device(device)
+    built.model.to(target).eval()
+    if target.type == "cpu":
+        built.model.to(memory_format=torch.channels_last)
+    return LoadedRun(run_dir, built.model, meta, classes, DataConfig.from_dict(meta["data_config"]), target)
+
+
+def evaluate_items(run: LoadedRun, items: list[tuple[Path, int]], num_workers="auto") -> EvalResult:
+    from ..transforms import build_eval_transform
+
+    configure_threads()
+    source = eval_source(SourceSetup(items, build_eval_transform(run.data_config), run.batch_size,
+                                     resolve_workers(num_workers, len(items)), 0, shuffle=False,
+                                     background=run.background))
+    return evaluate(run.model, source, len(run.classes), run.device, run.precision)
+
+
+def collect_images(paths: list[Path]) -> list[Path]:
+    """Files as given; folders searched recursively for image files (hidden ones skipped)."""
+    found = []
+    for path in paths:
+        if path.is_dir():
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+                            and not any(part.startswith(".") for part in p.relative_to(path).parts))
+        elif path.exists():
+            found.append(path)
+        else:
+            raise TlzooError(f"{path} does not exist", "pass image files or folders holding images")
+    return found
+
+
+@dataclass
+class Prediction:
+    path: Path
+    top: list[tuple[str, float]]  # (class, probability), best first
+    error: str | None = None
+
+
+def predict(run: LoadedRun, paths: list[Path], top_k: int = 5) -> list[Prediction]:
+    """Top-k classes of each image, batched; unreadable images come back with `error` set."""
+    from ..images import load_rgb
+    from ..transforms import build_eval_transform
+
+    configure_threads()
+    transform = build_eval_transform(run.data_config)
+    k = max(1, min(top_k, len(run.classes)))
+    results: list[Prediction] = []
+    pending: list[tuple[int, torch.Tensor]] = []
+
+    def flush():
+        if not pending:
+            return
+        batch = Batch(torch.stack([tensor for _, tensor in pending]), torch.zeros(len(pending), dtype=torch.long))
+        probs = forward_eval(run.model, batch, run.device, run.precision).softmax(1).cpu()
+        values, indices = probs.topk(k, dim=1)
+        for (slot, _), vals, idxs in zip(pending, values.tolist(), indices.tolist()):
+            results[slot].top = [(run.classes[i], v) for i, v in zip(idxs, vals)]
+        pending.clear()
+
+    run.model.eval()
+    for path in paths:
+        results.append(Prediction(path, []))
+        try:
+            image = load_rgb(path, background=run.background)
+        except (TlzooError, OSError, ValueError) as exc:
+            results[-1].error = str(exc)
+            continue
+        pending.append((len(results) - 1, transform(image)))
+        if len(pending) == run.batch_size:
+            flush()
+    flush()
+    return results

@@ -1,0 +1,136 @@
+"""The training loop: per epoch, apply the freeze phase, train on the batch source, validate.
+
+One step runs the wholly frozen stages [start, k) without grad (in the fast
+precision), then the trainable stages and the head with grad in fp32. Hooks let
+checkpointing and interrupt handling join without changing the loop:
+`step_hooks` get (trainer, loss) after every optimizer step and `epoch_hooks`
+get (trainer, record) after every epoch's outputs are written.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from dataclasses import dataclass, field
+from typing import Callable
+
+import torch
+
+from ..errors import TlzooError
+from .batches import Batch, BatchSource, epoch_seed, seed_everything
+from .metrics import evaluate
+from .optim import set_learning_rates
+from .phases import EpochPlan, apply_plan, plan_epoch, trainable_parameter_count
+from .runtime import autocast
+from .state import TrainState
+
+
+@dataclass
+class LoopConfig:
+    epochs: int
+    seed: int
+    bn: str  # "frozen" or "train"
+    device: torch.device
+    precision: str  # of frozen and inference passes
+    num_classes: int
+    patience: int | None = None
+    min_delta: float = 0.0
+
+
+@dataclass
+class Trainer:
+    state: TrainState
+    strategy: object  # a FreezeStrategy
+    criterion: torch.nn.Module
+    train_source: BatchSource
+    val_source: BatchSource
+    config: LoopConfig
+    progress: object  # PlainProgress or RichProgress
+    save_best: Callable[["Trainer", dict], None] = lambda trainer, record: None
+    save_last: Callable[["Trainer", dict], None] = lambda trainer, record: None
+    step_hooks: list[Callable] = field(default_factory=list)
+    epoch_hooks: list[Callable] = field(default_factory=list)
+    last_eval: object = None  # EvalResult of the latest validation
+
+    def fit(self) -> TrainState:
+        state = self.state
+        while state.epoch < self.config.epochs and not state.stopped_early:
+            record = self.run_epoch(state.epoch)
+            for hook in self.epoch_hooks:
+                hook(self, record)
+        return state
+
+    def run_epoch(self, epoch: int) -> dict:
+        state, config = self.state, self.config
+        started = time.perf_counter()
+        seed_everything(epoch_seed(config.seed, epoch))  # dropout and in-process augmentation
+        plan = plan_epoch(state.model, self.strategy, epoch)
+        apply_plan(state.model, plan, config.bn)
+        learning_rates = [group["base_lr"] * plan.phase.lr_scale * state.schedule.factor(epoch, state.step)
+                          for group in state.optimizer.param_groups]
+        trainable = trainable_parameter_count(state.model)
+        self.progress.start_epoch(epoch, config.epochs, len(self.train_source), "train")
+        train_loss = self.train_epoch(epoch, plan)
+
+        result = evaluate(state.model, self.val_source, config.num_classes, config.device, config.precision)
+        self.last_eval = result
+        record = {"epoch": epoch + 1, "epochs": config.epochs, "train_loss": train_loss,
+                  **result.metrics("val_"), "lr": learning_rates, "trainable_params": trainable,
+                  "frozen_stages": plan.frozen_stages, "trainable_groups": state.model.num_groups - plan.first_trainable}
+        monitored = record.get(state.monitor)
+        record["is_best"] = state.is_improvement(monitored)
+        if state.is_improvement(monitored, config.min_delta):
+            state.bad_epochs = 0
+        else:
+            state.bad_epochs += 1
+        state.epoch = epoch + 1
+        if config.patience is not None and state.bad_epochs >= config.patience:
+            state.stopped_early = state.epoch < config.epochs
+        record["seconds"] = time.perf_counter() - started
+        if record["is_best"]:
+            state.best_metric, state.best_epoch = monitored, epoch + 1
+            state.best_record, state.best_confusion = record, result.confusion
+            self.save_best(self, record)
+        state.history.append(record)
+        self.save_last(self, record)
+        self.progress.end_epoch(record)
+        if state.stopped_early:
+            self.progress.message(f"early stopping: {state.monitor} has not improved for "
+                                  f"{state.bad_epochs} epoch(s)")
+        return record
+
+    def train_epoch(self, epoch: int, plan: EpochPlan) -> float:
+        state, total, count = self.state, 0.0, 0
+        for batch in self.train_source.epoch(epoch, plan.frozen_stages):
+            scale = plan.phase.lr_scale * state.schedule.factor(epoch, state.step)
+            set_learning_rates(state.optimizer, scale)
+            value = self.train_step(batch, plan.frozen_stages, epoch)
+            state.step += 1
+            total += value * batch.y.numel()
+            count += batch.y.numel()
+            self.progress.advance(value)
+            for hook in self.step_hooks:
+                hook(self, value)
+        return total / count if count else math.nan
+
+    def train_step(self, batch: Batch, frozen_stages: int, epoch: int) -> float:
+        model, config = self.state.model, self.config
+        x = batch.x.to(config.device, non_blocking=True)
+        y = batch.y.to(config.device, non_blocking=True)
+        if x.ndim == 4:
+            x = x.contiguous(memory_format=torch.channels_last)
+        if batch.start < frozen_stages:
+            with torch.no_grad(), autocast(config.precision, config.device):
+                x = model.forward_stages(x, batch.start, frozen_stages)
+            x = x.float()
+        logits = model.head(model.forward_stages(x, max(batch.start, frozen_stages)))
+        loss = self.criterion(logits, y)
+        value = loss.item()
+        if not math.isfinite(value):  # before the update, so no NaN ever reaches the weights
+            raise TlzooError(f"the training loss became {value} at epoch {epoch + 1}, step {self.state.step + 1}; "
+                             "the run stopped before updating the weights",
+                             "lower train.optimizer.lr, or check the data for broken images")
+        self.state.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        self.state.optimizer.step()
+        return value

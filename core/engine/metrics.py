@@ -1,0 +1,86 @@
+"""Evaluating a TransferModel on a batch source: loss, top-1, top-5, confusion matrix.
+
+The training loop's validation, `tlzoo evaluate` and `tlzoo predict` all use
+`logits_over`, so a reloaded model reproduces the run's numbers exactly.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+
+from .runtime import autocast
+
+TOP5_MIN_CLASSES = 5
+
+
+@dataclass
+class EvalResult:
+    loss: float
+    top1: float
+    top5: float | None
+    confusion: list[list[int]]  # rows: true class, columns: predicted class
+    count: int
+    extra: dict = field(default_factory=dict)
+
+    @property
+    def per_class_accuracy(self) -> list[float | None]:
+        """Recall of each class; None for a class with no samples."""
+        out = []
+        for index, row in enumerate(self.confusion):
+            total = sum(row)
+            out.append(row[index] / total if total else None)
+        return out
+
+    def metrics(self, prefix: str = "val_") -> dict:
+        values = {f"{prefix}loss": self.loss, f"{prefix}top1": self.top1}
+        if self.top5 is not None:
+            values[f"{prefix}top5"] = self.top5
+        return values
+
+
+def forward_eval(model, batch, device, precision: str) -> torch.Tensor:
+    """fp32 logits of a batch entering at its start stage, in inference mode."""
+    x = batch.x.to(device, non_blocking=True)
+    if x.ndim == 4:
+        x = x.contiguous(memory_format=torch.channels_last)
+    with torch.inference_mode(), autocast(precision, device):
+        features = model.forward_stages(x, batch.start)
+    with torch.inference_mode():
+        return model.head(features.float())
+
+
+def logits_over(model, source, device, precision: str, frozen_stages: int = 0):
+    """All logits and labels of one pass over `source`, in its order; the model goes to eval mode."""
+    model.eval()
+    all_logits, all_labels = [], []
+    for batch in source.epoch(0, frozen_stages):
+        all_logits.append(forward_eval(model, batch, device, precision).cpu())
+        all_labels.append(batch.y)
+    if not all_logits:
+        return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
+    return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def summarize(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> EvalResult:
+    count = int(labels.numel())
+    if count == 0:
+        return EvalResult(math.nan, math.nan, None, [[0] * num_classes for _ in range(num_classes)], 0)
+    loss = F.cross_entropy(logits, labels, reduction="sum").item() / count
+    predicted = logits.argmax(1)
+    top1 = (predicted == labels).sum().item() / count
+    top5 = None
+    if num_classes >= TOP5_MIN_CLASSES:
+        best5 = logits.topk(TOP5_MIN_CLASSES, dim=1).indices
+        top5 = (best5 == labels[:, None]).any(1).sum().item() / count
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    confusion.index_put_((labels, predicted), torch.ones(count, dtype=torch.long), accumulate=True)
+    return EvalResult(loss, top1, top5, confusion.tolist(), count)
+
+
+def evaluate(model, source, num_classes: int, device, precision: str, frozen_stages: int = 0) -> EvalResult:
+    logits, labels = logits_over(model, source, device, precision, frozen_stages)
+    return summarize(logits, labels, num_classes)

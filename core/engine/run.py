@@ -1,0 +1,195 @@
+"""`tlzoo run`: from a resolved spec to a finished run directory.
+
+Wires the parts together: data through the reader contract, the model through
+build_model, the freeze strategy, optimizer and schedule, the batch sources,
+the loop, and the outputs (spec.json, metrics.jsonl, best/last, summary.json).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from ..backbone import count_parameters
+from ..model import build_model
+from . import outputs
+from .batches import SourceSetup, eval_source, seed_everything, train_source
+from .loop import LoopConfig, Trainer
+from .optim import Schedule, base_learning_rates, build_optimizer
+from .progress import make_progress
+from .runtime import configure_threads, resolve_device, resolve_precision, resolve_workers
+from .state import TrainState
+
+MODEL_FORMAT = "tlzoo-model/1"
+
+
+@dataclass
+class RunResult:
+    run_dir: Path
+    summary: dict
+
+
+@dataclass
+class RunSetup:
+    """What was built before the first epoch; kept together for checkpoints and resume."""
+
+    resolved: object
+    run_dir: Path
+    data: object  # LabelledData
+    built: object  # BuiltModel
+    spec_json: dict
+    device: torch.device
+    precision: str
+    eval_batch_size: int
+
+
+def choose_run_dir(resolved, output: Path | None) -> Path:
+    if output is not None:
+        return outputs.claim_run_dir(Path(output))
+    return outputs.new_run_dir(resolved.path(resolved.spec.output), resolved.spec.name or "run")
+
+
+def class_weights(train: list[tuple[Path, int]], num_classes: int) -> torch.Tensor:
+    """'balanced': N / (C x n_c), as scikit-learn defines it; 0 for a class with no images."""
+    counts = torch.bincount(torch.tensor([label for _, label in train], dtype=torch.long), minlength=num_classes)
+    weights = torch.zeros(num_classes)
+    present = counts > 0
+    weights[present] = len(train) / (num_classes * counts[present].float())
+    return weights
+
+
+def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
+    spec = setup.resolved.spec
+    return {
+        "format": MODEL_FORMAT,
+        "kind": kind,
+        "classes": setup.data.classes,
+        "backbone": {"name": setup.resolved.backbone.name, "options": setup.spec_json["backbone"]["options"],
+                     "weights": setup.spec_json["backbone"]["weights"]},
+        "weights_source": setup.built.weights,
+        "head": spec.head.model_dump(mode="json"),
+        "data_config": setup.built.data_config.to_dict(),
+        "eval": {"batch_size": setup.eval_batch_size, "precision": setup.precision,
+                 "background": list(spec.data.background)},
+        "spec_hash": outputs.spec_hash(setup.spec_json),
+        "spec_dir": str(setup.resolved.base_dir),
+        "versions": outputs.package_versions(),
+        "epoch": record["epoch"],
+        "metrics": record,
+    }
+
+
+def prepare(resolved, output: Path | None, log) -> RunSetup:
+    from ..data import load_labelled, write_skipped
+
+    spec = resolved.spec
+    seed_everything(spec.train.seed)  # the new head's initial weights
+    device = resolve_device(spec.train.device)
+    precision = resolve_precision(spec.train.precision, device)
+    data = load_labelled(resolved)
+    built = build_model(resolved.backbone, spec.backbone.weights, spec.head, len(data.classes), resolved.base_dir)
+    built.model.to(device)
+    if device.type == "cpu":
+        built.model.to(memory_format=torch.channels_last)
+    run_dir = choose_run_dir(resolved, output)
+    spec_json = outputs.resolved_spec_json(resolved)
+    outputs.write_json(run_dir / outputs.SPEC_FILE, spec_json)
+    write_skipped(data.skipped, run_dir / outputs.SKIPPED_FILE)
+    log(f"run directory: {run_dir}")
+    log(f"data: {len(data.train)} training and {len(data.val)} validation images in {len(data.classes)} classes"
+        + (f"; {len(data.skipped)} file(s) skipped, listed in {run_dir / outputs.SKIPPED_FILE}" if data.skipped else ""))
+    log(f"model: {resolved.backbone.name} (weights: {built.weights}), {built.model.num_groups} parameter groups, "
+        f"{count_parameters(built.model):,} parameters")
+    for line in built.report.lines():
+        log(f"weights: {line}")
+    eval_batch_size = spec.data.eval_batch_size or spec.data.batch_size
+    return RunSetup(resolved, run_dir, data, built, spec_json, device, precision, eval_batch_size)
+
+
+def make_trainer(setup: RunSetup, progress) -> Trainer:
+    from ..transforms import build_eval_transform, build_train_transform, is_deterministic
+
+    spec, data, model = setup.resolved.spec, setup.data, setup.built.model
+    train, num_classes = spec.train, len(data.classes)
+    workers = resolve_workers(spec.data.num_workers, len(data.train))
+    # a last batch of one image cannot train a BatchNorm; it is dropped (a different one each epoch)
+    drop_last = len(data.train) % spec.data.batch_size == 1 and len(data.train) > 1
+    train_batches = train_source(SourceSetup(
+        data.train, build_train_transform(spec.data.augment, setup.built.data_config), spec.data.batch_size,
+        workers, train.seed, shuffle=True, background=spec.data.background, drop_last=drop_last,
+        deterministic=is_deterministic(spec.data.augment)))
+    val_batches = eval_source(SourceSetup(
+        data.val, build_eval_transform(setup.built.data_config), setup.eval_batch_size,
+        resolve_workers(spec.data.num_workers, len(data.val)), train.seed, shuffle=False,
+        background=spec.data.background))
+    optimizer = build_optimizer(model.group_parameters(), train.optimizer,
+                                base_learning_rates(model.num_groups, train.optimizer.lr, train.backbone_lr_mult))
+    state = TrainState(model, optimizer, Schedule(train.scheduler, train.epochs, len(train_batches)),
+                       monitor=train.monitor)
+    weights = class_weights(data.train, num_classes) if train.class_weights == "balanced" else None
+    criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(setup.device),
+                                          label_smoothing=train.label_smoothing)
+    config = LoopConfig(train.epochs, train.seed, train.bn, setup.device, setup.precision, num_classes,
+                        train.early_stopping.patience, train.early_stopping.min_delta)
+    progress.message(f"training: {train.strategy.name}, {train.optimizer.name} lr {train.optimizer.lr:g}, "
+                     f"scheduler {train.scheduler.name}, {train.epochs} epoch(s) of {len(train_batches)} batches; "
+                     f"device {setup.device}, {torch.get_num_threads()} thread(s), {workers} loader worker(s), "
+                     f"{setup.precision} frozen/eval passes")
+
+    def save(kind: str):
+        def write(trainer: Trainer, record: dict) -> None:
+            outputs.save_weights(setup.run_dir / f"{kind}.safetensors", trainer.state.model,
+                                 sidecar(setup, kind, record))
+        return write
+
+    def log_metrics(trainer: Trainer, record: dict) -> None:
+        outputs.append_jsonl(setup.run_dir / outputs.METRICS_FILE, record)
+
+    return Trainer(state, setup.resolved.strategy.build(), criterion, train_batches, val_batches, config, progress,
+                   save_best=save("best"), save_last=save("last"), epoch_hooks=[log_metrics])
+
+
+def summarize(setup: RunSetup, state: TrainState, seconds: float) -> dict:
+    classes = setup.data.classes
+    best = state.best_record or {}
+    confusion = state.best_confusion or []
+    per_class = {}
+    for index, name in enumerate(classes):
+        row = confusion[index] if index < len(confusion) else []
+        per_class[name] = row[index] / sum(row) if row and sum(row) else None
+    return {
+        "run_dir": str(setup.run_dir),
+        "spec_hash": outputs.spec_hash(setup.spec_json),
+        "classes": classes,
+        "num_train": len(setup.data.train),
+        "num_val": len(setup.data.val),
+        "skipped": len(setup.data.skipped),
+        "epochs_run": state.epoch,
+        "stopped_early": state.stopped_early,
+        "monitor": state.monitor,
+        "best_epoch": state.best_epoch,
+        "best": {k: v for k, v in best.items() if k not in ("epochs", "is_best")},
+        "per_class_accuracy": per_class,
+        "confusion_matrix": confusion,
+        "last": state.history[-1] if state.history else None,
+        "seconds": seconds,
+    }
+
+
+def run_spec(resolved, output: Path | None = None, stream=None) -> RunResult:
+    """Train and evaluate as the spec says; returns the run directory and its summary."""
+    stream = stream or sys.stderr
+    started = time.perf_counter()
+    configure_threads()
+    progress = make_progress(resolved.spec.train.epochs, stream)
+    setup = prepare(resolved, output, progress.message)
+    with progress:
+        trainer = make_trainer(setup, progress)
+        state = trainer.fit()
+    summary = summarize(setup, state, time.perf_counter() - started)
+    outputs.write_json(setup.run_dir / outputs.SUMMARY_FILE, summary)
+    return RunResult(setup.run_dir, summary)
