@@ -17,7 +17,10 @@ from . import hookspecs
 # instead of through an entry point.
 DEFAULT_PLUGINS = (
     "tlzoo.plugins.shipped_backbones",
+    "tlzoo.plugins.torchvision_backbones",
+    "tlzoo.plugins.timm_backbones",
     "tlzoo.plugins.freeze_strategies",
+    "tlzoo.plugins.dataset_readers",
 )
 ENTRY_POINT_GROUP = "tlzoo"
 
