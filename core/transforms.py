@@ -1,0 +1,122 @@
+"""Image transforms: training augmentation as a list of named ops, evaluation from the backbone.
+
+`data.augment` is a preset name (none, light, seed001, strong) or a list of ops,
+each `{"op": NAME, ...parameters}`; every op is a small pydantic model in
+tlzoo.core.augment_ops. A train pipeline runs in three parts:
+
+1. image ops (PIL): resize, crops, rotation, flips, colour, auto-augment, in list order;
+2. ToTensor, then Normalize with the backbone's mean/std unless the list has a
+   `normalize` op (placed where it stands among the tensor ops);
+3. tensor ops (normalize, random_erasing), which must come after every image op.
+
+If no op fixes the output size, the evaluation resize and centre crop are put
+first, so every sample of a batch has the backbone's input size.
+
+Evaluation (and `augment: "none"`) follows the backbone's pretrained DataConfig:
+resize the shorter side to size / crop_pct with its interpolation, centre crop
+to size, normalize with its mean/std (the timm convention).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+from torchvision import transforms as T
+
+from .augment_ops import OPS, PRESETS, Normalize, Op, is_random, parse_ops
+from .backbone import DataConfig
+from .errors import SpecError
+
+__all__ = ["validate_augment", "build_train_transform", "build_eval_transform", "is_deterministic",
+           "Pipeline", "PRESETS", "OPS"]
+
+
+class Pipeline:
+    """image -> tensor in two parts: `image_part` (PIL -> PIL) and `tensor_part` (PIL -> normalized tensor).
+
+    Kept apart so a cache of decoded or geometry-transformed images can reuse the second part.
+    """
+
+    def __init__(self, image_part: T.Compose, tensor_part: T.Compose):
+        self.image_part = image_part
+        self.tensor_part = tensor_part
+
+    def __call__(self, image):
+        return self.tensor_part(self.image_part(image))
+
+    def __repr__(self) -> str:
+        return f"Pipeline(image_part={self.image_part!r}, tensor_part={self.tensor_part!r})"
+
+
+def validate_augment(value: Any) -> list[tuple[str, str]]:
+    """Problems in a `data.augment` value as (location suffix, message); [] when valid."""
+    from tlzoo.registry.catalog import closest
+
+    if isinstance(value, str):
+        if value in PRESETS:
+            return []
+        close = closest(value, list(PRESETS))
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        return [("", f"unknown augmentation preset {value!r}.{hint} Presets: {', '.join(PRESETS)}; "
+                     "or give a list of ops such as [{\"op\": \"horizontal_flip\"}]")]
+    if not isinstance(value, list):
+        return [("", "give a preset name or a list of {\"op\": ...} objects")]
+    _, problems = parse_ops(value)
+    return problems
+
+
+def resolve_ops(augment: str | list) -> list[Op]:
+    """The op models for a preset name or a list; raises SpecError on bad input."""
+    ops, problems = parse_ops(PRESETS[augment] if isinstance(augment, str) and augment in PRESETS else augment)
+    if isinstance(augment, str) and augment not in PRESETS:
+        problems = validate_augment(augment)
+    if problems:
+        raise SpecError([("data.augment" + loc, msg) for loc, msg in problems], "data.augment")
+    return ops
+
+
+def is_deterministic(augment: str | list) -> bool:
+    """True when the training pipeline has no random op (one cached view per image is then exact)."""
+    return not any(is_random(op) for op in resolve_ops(augment))
+
+
+def build_train_transform(augment: str | list, data_config: DataConfig) -> Pipeline:
+    """The training pipeline for `data.augment` on a backbone with `data_config`."""
+    ops = resolve_ops(augment)
+    image_ops = [op for op in ops if op.stage == "image"]
+    tensor_ops = [op for op in ops if op.stage == "tensor"]
+    image_part = [op.build(data_config) for op in image_ops]
+    if not any(op.fixes_size for op in image_ops):
+        image_part = _eval_geometry(data_config) + image_part
+    tensor_part = [T.ToTensor()]
+    if not any(isinstance(op, Normalize) for op in tensor_ops):
+        tensor_part.append(T.Normalize(data_config.mean, data_config.std))
+    tensor_part += [op.build(data_config) for op in tensor_ops]
+    return Pipeline(T.Compose(image_part), T.Compose(tensor_part))
+
+
+def build_eval_transform(data_config: DataConfig) -> Pipeline:
+    """Resize to size / crop_pct, centre crop to size, normalize: the backbone's pretrained recipe."""
+    return Pipeline(T.Compose(_eval_geometry(data_config)),
+                    T.Compose([T.ToTensor(), T.Normalize(data_config.mean, data_config.std)]))
+
+
+def interpolation_mode(name: str) -> T.InterpolationMode:
+    """'bicubic' -> InterpolationMode.BICUBIC; timm's 'random' falls back to bilinear."""
+    try:
+        return T.InterpolationMode(name)
+    except ValueError:
+        return T.InterpolationMode.BILINEAR
+
+
+def _eval_geometry(data_config: DataConfig) -> list:
+    height, width = data_config.input_size[1:]
+    crop_pct = data_config.crop_pct or 1.0
+    mode = interpolation_mode(data_config.interpolation)
+    if height == width:
+        resize = T.Resize(math.floor(height / crop_pct), interpolation=mode)
+    else:
+        resize = T.Resize((math.floor(height / crop_pct), math.floor(width / crop_pct)), interpolation=mode)
+    return [resize, T.CenterCrop((height, width))]
+
