@@ -21,13 +21,17 @@ def run(
     set_: List[str] = typer.Option([], "--set", help="override a field: --set train.epochs=5"),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="run directory (default: <spec output>/<spec name>[-N])"),
+    resume: Optional[Path] = typer.Option(None, "--resume",
+                                          help="continue the run in this directory from its last checkpoint"),
 ):
     """Train a classifier as the spec says; writes a run directory."""
     from .engine.run import run_spec
     from .spec import load_spec
 
+    if resume is not None and output is not None:
+        raise TlzooError("--resume and --output both name a run directory", "pass only --resume RUN_DIR")
     resolved = load_spec(spec, registry(), set_)
-    result = run_spec(resolved, output)
+    result = run_spec(resolved, output, resume=resume)
     typer.echo(best_line(result.summary))
 
 

@@ -87,6 +87,13 @@ def apply_state(model: nn.Module, state: dict[str, torch.Tensor], classifier: st
     state = dict(state)
     prefix = classifier + "." if classifier else None
     for key in list(state):
+        if key in own and state[key].is_floating_point() != own[key].is_floating_point():
+            # float16 into float32 is a harmless cast; integers into float weights (or back) mean a wrong file
+            raise WeightsError(
+                f"weights file {source}: tensor {key!r} has dtype {state[key].dtype}, "
+                f"the network expects {own[key].dtype}",
+                "the file was made for another architecture or is damaged; pick the matching backbone",
+            )
         if key in own and own[key].shape != state[key].shape:
             if prefix and key.startswith(prefix):
                 report.dropped.append(key)

@@ -17,6 +17,7 @@ from ..backbone import DataConfig
 from ..errors import TlzooError
 from ..model import build_model
 from ..spec import HeadSpec, ResolvedComponent
+from ..training_checkpoint import strip_training
 from ..weights import load_state_file
 from . import outputs
 from .batches import SourceSetup, eval_source
@@ -79,7 +80,7 @@ def load_run(run_dir: Path, registry, which: str = "best", device: str = "cpu") 
     classes = list(meta["classes"])
     backbone = backbone_component(registry, meta["backbone"]["name"], meta["backbone"]["options"])
     built = build_model(backbone, "none", HeadSpec.model_validate(meta["head"]), len(classes))
-    state = load_state_file(weights_file)
+    state = strip_training(load_state_file(weights_file))  # `last` also holds optimizer and RNG state
     try:
         built.model.load_state_dict(state, strict=True)
     except RuntimeError as exc:

@@ -51,6 +51,9 @@ class Trainer:
     step_hooks: list[Callable] = field(default_factory=list)
     epoch_hooks: list[Callable] = field(default_factory=list)
     last_eval: object = None  # EvalResult of the latest validation
+    # resume inside an epoch (tlzoo.core.resume): an EpochPosition, and where the running epoch is
+    resume_at: object = None
+    position: tuple = (0, 0.0, 0)  # (batches done in this epoch, loss total, samples) after the last step
 
     def fit(self) -> TrainState:
         state = self.state
@@ -66,7 +69,8 @@ class Trainer:
         seed_everything(epoch_seed(config.seed, epoch))  # dropout and in-process augmentation
         plan = plan_epoch(state.model, self.strategy, epoch)
         apply_plan(state.model, plan, config.bn)
-        learning_rates = [group["base_lr"] * plan.phase.lr_scale * state.schedule.factor(epoch, state.step)
+        first_step = state.step - (self.resume_at.batch if self.resume_at is not None else 0)
+        learning_rates = [group["base_lr"] * plan.phase.lr_scale * state.schedule.factor(epoch, first_step)
                           for group in state.optimizer.param_groups]
         trainable = trainable_parameter_count(state.model)
         self.progress.start_epoch(epoch, config.epochs, len(self.train_source), "train")
@@ -101,13 +105,21 @@ class Trainer:
 
     def train_epoch(self, epoch: int, plan: EpochPlan) -> float:
         state, total, count = self.state, 0.0, 0
-        for batch in self.train_source.epoch(epoch, plan.frozen_stages):
+        resume, self.resume_at = self.resume_at, None
+        for index, batch in enumerate(self.train_source.epoch(epoch, plan.frozen_stages)):
+            if resume is not None and index < resume.batch:
+                # trained before the stop: drawn again so the loader stays in step, then dropped; the RNG
+                # goes back to its state at the stop just before the next batch loads
+                if index == resume.batch - 1:
+                    total, count = resume.restore()
+                continue
             scale = plan.phase.lr_scale * state.schedule.factor(epoch, state.step)
             set_learning_rates(state.optimizer, scale)
             value = self.train_step(batch, plan.frozen_stages, epoch)
             state.step += 1
             total += value * batch.y.numel()
             count += batch.y.numel()
+            self.position = (index + 1, total, count)
             self.progress.advance(value)
             for hook in self.step_hooks:
                 hook(self, value)

@@ -83,7 +83,7 @@ def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
     }
 
 
-def prepare(resolved, output: Path | None, log) -> RunSetup:
+def prepare(resolved, output: Path | None, log, resumed=None) -> RunSetup:
     from ..data import load_labelled, write_skipped
 
     spec = resolved.spec
@@ -95,7 +95,7 @@ def prepare(resolved, output: Path | None, log) -> RunSetup:
     built.model.to(device)
     if device.type == "cpu":
         built.model.to(memory_format=torch.channels_last)
-    run_dir = choose_run_dir(resolved, output)
+    run_dir = choose_run_dir(resolved, output) if resumed is None else resumed.accept(data.classes)
     spec_json = outputs.resolved_spec_json(resolved)
     outputs.write_json(run_dir / outputs.SPEC_FILE, spec_json)
     write_skipped(data.skipped, run_dir / outputs.SKIPPED_FILE)
@@ -180,16 +180,26 @@ def summarize(setup: RunSetup, state: TrainState, seconds: float) -> dict:
     }
 
 
-def run_spec(resolved, output: Path | None = None, stream=None) -> RunResult:
-    """Train and evaluate as the spec says; returns the run directory and its summary."""
+def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | None = None) -> RunResult:
+    """Train and evaluate as the spec says; returns the run directory and its summary.
+
+    `resume`: a run directory whose `last` checkpoint the run continues from.
+    SIGTERM and Ctrl-C save a resumable `last` and raise `Interrupted`.
+    """
+    from ..interrupts import StopRequest
+    from ..resume import guard_training, open_resume
+
     stream = stream or sys.stderr
     started = time.perf_counter()
     configure_threads()
     progress = make_progress(resolved.spec.train.epochs, stream)
-    setup = prepare(resolved, output, progress.message)
-    with progress:
-        trainer = make_trainer(setup, progress)
-        state = trainer.fit()
+    with StopRequest(stream) as stop:
+        resumed = open_resume(resume, outputs.resolved_spec_json(resolved)) if resume is not None else None
+        setup = prepare(resolved, output, progress.message, resumed)
+        with progress:
+            trainer = make_trainer(setup, progress)
+            guard_training(trainer, setup, stop, resumed, sidecar, progress.message)
+            state = trainer.fit()
     summary = summarize(setup, state, time.perf_counter() - started)
     outputs.write_json(setup.run_dir / outputs.SUMMARY_FILE, summary)
     return RunResult(setup.run_dir, summary)
