@@ -1,0 +1,104 @@
+"""Caches that keep a run from redoing work: frozen-prefix activations and decoded images.
+
+`attach_caches` is the one call the engine makes: it wraps the training and
+validation batch sources, and logs whether caching is on and why (or why not).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from importlib import metadata
+from pathlib import Path
+
+import torch
+
+from .prefix import CacheSettings, FrozenPrefixSource
+from .store import MemoryBudget
+
+__all__ = ["attach_caches", "cache_root", "reason_off", "CacheSettings", "FrozenPrefixSource"]
+
+
+def cache_root(resolved) -> Path:
+    """cache.dir (relative to the spec file), else $TLZOO_CACHE_DIR, else $XDG_CACHE_HOME/tlzoo or ~/.cache/tlzoo."""
+    if resolved.spec.cache.dir:
+        return resolved.path(resolved.spec.cache.dir)
+    if os.environ.get("TLZOO_CACHE_DIR"):
+        return Path(os.environ["TLZOO_CACHE_DIR"]).expanduser()
+    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
+    return Path(base) / "tlzoo"
+
+
+def writable_folder(folder: Path) -> bool:
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        with tempfile.TemporaryFile(dir=folder):
+            return True
+    except OSError:
+        return False
+
+
+def frozen_epochs(model, strategy, epochs: int) -> list[int]:
+    """k (wholly frozen leading stages) of every epoch the strategy plans."""
+    from ..engine.phases import plan_epoch
+
+    return [plan_epoch(model, strategy, epoch).frozen_stages for epoch in range(epochs)]
+
+
+def tlzoo_version() -> str:
+    try:
+        return metadata.version("tlzoo")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def reason_off(spec, ks: list[int]) -> str | None:
+    """Why the activation cache is off for this run, or None when it is on."""
+    if spec.cache.enabled is False:
+        return "cache: off (cache.enabled is false)"
+    if spec.train.bn == "train":
+        return ("cache: off: train.bn is 'train', so the BatchNorm layers of frozen stages update their "
+                "statistics on every batch and their output cannot be reused; set train.bn to 'frozen' to cache")
+    if not any(ks):
+        return f"cache: off: strategy {spec.train.strategy.name!r} freezes no whole stage in any epoch"
+    return None
+
+
+def attach_caches(setup, train_source, val_source, log):
+    """(train, val) batch sources with the frozen-prefix cache in front when it applies.
+
+    `setup` is the engine's RunSetup (resolved spec, built model, device, precision).
+    """
+    spec, model = setup.resolved.spec, setup.built.model
+    ks = frozen_epochs(model, setup.resolved.strategy.build(), spec.train.epochs)
+    off = reason_off(spec, ks)
+    if off:
+        log(off)
+        return train_source, val_source
+    root, persist = cache_root(setup.resolved), True
+    if not writable_folder(root / "activations"):
+        persist = False
+        fallback = Path(tempfile.mkdtemp(prefix="tlzoo-cache-"))
+        log(f"cache: cannot write to {root}; caching in {fallback} for this run only "
+            "(HINT: set cache.dir to a writable folder to keep the cache between runs)")
+        root = fallback
+    identity = {
+        "backbone": setup.resolved.backbone.name,
+        "options": setup.spec_json["backbone"]["options"],
+        "weights": setup.built.weights,
+        "data_config": setup.built.data_config.to_dict(),
+        "background": list(spec.data.background),
+        "torch": torch.__version__,
+        "tlzoo": tlzoo_version(),
+    }
+    settings = CacheSettings(
+        root=root / "activations", persist=persist, budget=MemoryBudget(spec.cache.memory_mb * 2**20),
+        identity=identity, device=setup.device, precision=setup.precision,
+        exact=spec.train.precision == "fp32", require_smaller=spec.cache.enabled == "auto", log=log)
+    random_views = not train_source.setup.deterministic
+    views = min(spec.cache.views, spec.train.epochs) if random_views else 1
+    kind = f"{views} augmented view(s) per image" if random_views else "one view per image (deterministic transforms)"
+    log(f"cache: on for epochs with frozen stages ({sum(1 for k in ks if k)} of {len(ks)}), {kind}; "
+        f"up to {spec.cache.memory_mb} MiB in RAM, then memory-mapped files under {settings.root}")
+    return (FrozenPrefixSource(train_source, model, settings, "train", views),
+            FrozenPrefixSource(val_source, model, settings, "val", 1))

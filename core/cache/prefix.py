@@ -1,0 +1,271 @@
+"""A batch source that runs the frozen prefix of the network once, not once per epoch.
+
+When stages [0, k) are frozen for an epoch, `FrozenPrefixSource` yields their
+output, computed once per input view, as `Batch(x, y, start=k)`; the engine
+then runs only the trainable rest. Deterministic transforms need one view per
+image. Random augmentation gets `views` augmented views per image, made once
+with a seed of their own; epoch e shows image i its view (offset_i + e) mod
+views, so every view is seen once before any repeats. With k = 0 (nothing
+frozen) the source hands over to the plain loader it wraps.
+
+Batches come in exactly the order the wrapped loader would give (the same
+sampler, seeded the same way), so with deterministic transforms a cached run
+trains on the same batches as an uncached one.
+"""
+
+from __future__ import annotations
+
+import random
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Callable, Iterator
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader, Dataset
+
+from ..engine.batches import Batch, epoch_seed
+from ..engine.runtime import autocast
+from .keys import digest, files_fingerprint, modules_fingerprint, transform_description
+from .store import META_FILE, STORAGE, ActivationStore, MemoryBudget, read_meta
+
+VIEW_SEED_SALT = 0x5EED_CAC4E
+
+
+@dataclass
+class CacheSettings:
+    """What every cached source of a run shares."""
+
+    root: Path  # <cache dir>/activations
+    persist: bool  # publish finished stores for later runs
+    budget: MemoryBudget
+    identity: dict  # backbone name, options, weights source, background, ...: part of every key
+    device: torch.device
+    precision: str  # of the frozen pass: fp32, bf16 or fp16
+    exact: bool  # store fp32 activations as fp32 (precision: fp32 asked for); else 16-bit
+    require_smaller: bool  # auto mode: skip a boundary whose activation outgrows the input image
+    log: Callable[[str], None] = print
+    skipped: set = field(default_factory=set)  # (role, k) found not worth caching
+
+
+class ViewInputs(Dataset):
+    """(image tensor, row, view) for the listed (row, view) pairs; random views seeded per pair."""
+
+    def __init__(self, dataset, pairs: list[tuple[int, int]], seed: int | None):
+        self.dataset, self.pairs, self.seed = dataset, pairs, seed
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int):
+        row, view = self.pairs[index]
+        if self.seed is None:
+            return self.dataset[row][0], row, view
+        with seeded_rngs(view_seed(self.seed, row, view)):
+            return self.dataset[row][0], row, view
+
+
+def view_seed(seed: int, row: int, view: int) -> int:
+    """The same number in every process and every run (unlike hash() of a str)."""
+    return ((seed * 1_000_003 + row) * 1_000_033 + view) % (2**63 - 1)
+
+
+class seeded_rngs:
+    """Seed torch, random and numpy for one view; put the caller's RNG states back afterwards."""
+
+    def __init__(self, seed: int):
+        self.seed = seed
+
+    def __enter__(self):
+        self.saved = torch.get_rng_state(), random.getstate(), np.random.get_state()
+        torch.manual_seed(self.seed)
+        random.seed(self.seed)
+        np.random.seed(self.seed % 2**32)
+
+    def __exit__(self, *exc):
+        torch.set_rng_state(self.saved[0])
+        random.setstate(self.saved[1])
+        np.random.set_state(self.saved[2])
+        return False
+
+
+class FrozenPrefixSource:
+    """Wraps a LoaderSource (`base`); see the module docstring."""
+
+    def __init__(self, base, model, settings: CacheSettings, role: str, views: int = 1):
+        self.base, self.model, self.settings, self.role = base, model, settings, role
+        setup = base.setup
+        self.views = max(1, views)
+        self.labels = torch.tensor([label for _, label in setup.items], dtype=torch.long)
+        self.order_generator = torch.Generator()
+        # an index loader with the base loader's sampler settings: the same order, no images
+        self.order = DataLoader(range(len(setup.items)), batch_size=setup.batch_size, shuffle=setup.shuffle,
+                                drop_last=setup.drop_last, generator=self.order_generator)
+        offsets = torch.Generator().manual_seed(setup.seed ^ VIEW_SEED_SALT)
+        self.view_offsets = torch.randint(0, self.views, (len(setup.items),), generator=offsets)
+        self.store: ActivationStore | None = None
+        self.store_k: int | None = None
+        self.stamp: list[int] | None = None
+        description, stable = transform_description(setup.transform)
+        self.transform_text = description
+        self.stable = stable and settings.persist  # a store with an unstable key is not published
+
+    def __len__(self) -> int:
+        return len(self.base)
+
+    def epoch(self, epoch: int, frozen_stages: int) -> Iterator[Batch]:
+        store = self.store_for(frozen_stages) if frozen_stages > 0 else None
+        if store is None:
+            yield from self.base.epoch(epoch, frozen_stages)
+            return
+        self.order_generator.manual_seed(epoch_seed(self.base.setup.seed, epoch))
+        views = (self.view_offsets + epoch) % self.views
+        for rows in self.order:
+            yield Batch(store.read(rows, views[rows]), self.labels[rows], frozen_stages)
+
+    # -- the store for one boundary ------------------------------------------------------------
+
+    def prefix_tensors(self, k: int) -> list[torch.Tensor]:
+        return [t for stage in self.model.stages[:k] for t in (*stage.parameters(), *stage.buffers())]
+
+    def version_stamp(self, k: int) -> list[int]:
+        """Changes whenever any prefix tensor is modified in place (an optimizer step, a load)."""
+        return [t._version for t in self.prefix_tensors(k)]
+
+    def store_for(self, k: int) -> ActivationStore | None:
+        if (self.role, k) in self.settings.skipped:
+            return None
+        if self.store is not None and self.store_k == k and self.stamp == self.version_stamp(k):
+            return self.store
+        self.close()
+        key_parts = self.key_parts(k)
+        key = digest(key_parts)
+        store = self.open_published(key)
+        if store is None:
+            store = self.build(k, key, key_parts)
+        if store is not None:
+            self.store, self.store_k, self.stamp = store, k, self.version_stamp(k)
+        return store
+
+    def key_parts(self, k: int) -> dict:
+        setup = self.base.setup
+        return {
+            **self.settings.identity, "role": self.role, "boundary": k,
+            "prefix": modules_fingerprint(list(self.model.stages[:k])),
+            "transform": self.transform_text, "views": self.views,
+            "view_seed": setup.seed if self.views > 1 else None,
+            "precision": self.settings.precision, "exact": self.settings.exact or self.role != "train",
+            "files": files_fingerprint([path for path, _ in setup.items]),
+        }
+
+    def open_published(self, key: str) -> ActivationStore | None:
+        folder = self.settings.root / key
+        meta = read_meta(folder) if self.stable else None
+        if meta is None or meta.get("key") != key:
+            return None
+        store = ActivationStore.open(folder, meta, self.settings.budget)
+        if store is not None:
+            where = "RAM" if store.in_memory else "a memory map"
+            self.settings.log(f"cache: reusing stage-{meta['boundary']} activations of {meta['items']} "
+                              f"{self.role} images x {meta['views']} view(s) from {folder} (in {where})")
+        return store
+
+    def storage_dtype(self, produced: torch.dtype) -> str:
+        """16-bit outputs are kept as they are; fp32 ones become bfloat16 unless exactness was asked for.
+
+        Validation activations are always lossless, so `tlzoo evaluate` later reproduces the run's numbers.
+        """
+        if produced in (torch.bfloat16, torch.float16):
+            return str(produced).removeprefix("torch.")
+        return "float32" if self.settings.exact or self.role != "train" else "bfloat16"
+
+    def build(self, k: int, key: str, key_parts: dict) -> ActivationStore | None:
+        setup, settings = self.base.setup, self.settings
+        pairs = [(row, view) for view in range(self.views) for row in range(len(setup.items))]
+        inputs = ViewInputs(self.base.dataset, pairs, setup.seed if self.views > 1 else None)
+        # its own generator: a loader without one would draw its worker seed from the global RNG
+        loader = DataLoader(inputs, batch_size=setup.batch_size, num_workers=setup.num_workers,
+                            generator=torch.Generator().manual_seed(0))
+        started, store = time.perf_counter(), None
+        stages = self.model.stages[:k]
+        modes = [stage.training for stage in stages]
+        for stage in stages:
+            stage.eval()
+        try:
+            with torch.no_grad(), autocast(settings.precision, settings.device):
+                for x, rows, views in loader:
+                    x = x.to(settings.device).contiguous(memory_format=torch.channels_last)
+                    out = self.model.forward_stages(x, 0, k)
+                    if store is None:
+                        store = self.new_store(k, out, x)
+                        if store is None:
+                            return None
+                    store.write(rows, views, out)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        finally:
+            for stage, mode in zip(stages, modes):
+                stage.train(mode)
+        if store is None:
+            return None
+        seconds = time.perf_counter() - started
+        settings.log(f"cache: stage-{k} activations of {len(setup.items)} {self.role} images x {self.views} "
+                     f"view(s) computed in {seconds:.1f}s")
+        if self.stable:
+            meta = {"key": key, "boundary": k, "items": len(setup.items), "views": self.views,
+                    "created": time.time(), "parts": key_parts}
+            store.publish(settings.root / key, meta)
+        return store
+
+    def new_store(self, k: int, out: torch.Tensor, x: torch.Tensor) -> ActivationStore | None:
+        settings, items = self.settings, len(self.base.setup.items)
+        shape = tuple(out.shape[1:])
+        per_view, per_image = int(np.prod(shape)), int(np.prod(x.shape[1:]))
+        if settings.require_smaller and per_view > per_image:
+            settings.log(f"cache: not caching stage-{k} {self.role} activations: {shape} holds more values "
+                         f"than the input image {tuple(x.shape[1:])}, so storing them saves little; "
+                         "cache.enabled: true caches them anyway")
+            settings.skipped.add((self.role, k))
+            return None
+        dtype = self.storage_dtype(out.dtype)
+        nbytes = items * self.views * per_view * torch.empty(0, dtype=STORAGE[dtype][0]).element_size()
+        if nbytes > settings.budget.remaining and nbytes > free_disk(settings.root) * 0.9:
+            settings.log(f"cache: not caching stage-{k} {self.role} activations: {nbytes / 2**20:.0f} MiB "
+                         f"fit neither cache.memory_mb nor the free space in {settings.root}")
+            settings.skipped.add((self.role, k))
+            return None
+        store = ActivationStore.create(items, self.views, shape, dtype, settings.budget, settings.root)
+        where = "RAM" if store.in_memory else f"a memory-mapped file in {store.folder}"
+        settings.log(f"cache: computing stage-{k} activations {shape} of {items} {self.role} images x "
+                     f"{self.views} view(s), {store.nbytes / 2**20:.0f} MiB {dtype} in {where}")
+        return store
+
+    def close(self) -> None:
+        if self.store is not None:
+            self.store.close()
+        self.store, self.store_k, self.stamp = None, None, None
+
+    def __del__(self):
+        try:
+            self.close()
+        except Exception:  # noqa: BLE001 - interpreter shutdown
+            pass
+
+
+def free_disk(folder: Path) -> int:
+    try:
+        return shutil.disk_usage(folder).free
+    except OSError:
+        return 0
+
+
+def published_entries(root: Path) -> list[Path]:
+    """Finished cache entries under `root`, oldest first (for listing and pruning)."""
+    if not root.is_dir():
+        return []
+    found = [p for p in root.iterdir() if (p / META_FILE).is_file()]
+    return sorted(found, key=lambda p: (p / META_FILE).stat().st_mtime)

@@ -1,0 +1,158 @@
+"""Where cached activations live: a tensor in RAM, or a memory-mapped file when RAM is short.
+
+A store holds `items x views` activations of one shape. It lives in RAM while
+the memory budget allows and spills to a memory-mapped file otherwise;
+16-bit values go to disk as raw 16-bit words (bfloat16 as uint16, which numpy
+lacks), so the file is the tensor's bytes and nothing else.
+
+Finished stores are published under `<cache dir>/activations/<key>/` by an
+atomic rename of a private temporary folder, so two runs never see each
+other's half-written files, and a later run with the same key maps them again.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from .keys import KEY_FORMAT
+
+VALUES_FILE = "values.bin"
+META_FILE = "meta.json"
+# torch dtype <-> the numpy type its bytes are stored as (numpy has no bfloat16)
+STORAGE = {
+    "float32": (torch.float32, np.float32),
+    "float16": (torch.float16, np.float16),
+    "bfloat16": (torch.bfloat16, np.uint16),
+}
+
+
+@dataclass
+class MemoryBudget:
+    """RAM shared by every store of a run (cache.memory_mb)."""
+
+    remaining: int  # bytes
+
+    def take(self, nbytes: int) -> bool:
+        if nbytes > self.remaining:
+            return False
+        self.remaining -= nbytes
+        return True
+
+    def give_back(self, nbytes: int) -> None:
+        self.remaining += nbytes
+
+
+def as_torch(array: np.ndarray, dtype_name: str) -> torch.Tensor:
+    """A tensor sharing `array`'s memory, reinterpreted as the stored dtype."""
+    torch_dtype, _ = STORAGE[dtype_name]
+    if dtype_name == "bfloat16":
+        return torch.from_numpy(array.view(np.int16)).view(torch.bfloat16)  # torch indexes int16, not uint16
+    return torch.from_numpy(array)
+
+
+class ActivationStore:
+    """`items x views x shape` activations; `write` once per slot, `read` many times."""
+
+    def __init__(self, data: torch.Tensor, dtype_name: str, in_memory: bool, folder: Path | None,
+                 budget: MemoryBudget | None, mapped: np.ndarray | None = None):
+        self.data = data
+        self.dtype_name = dtype_name
+        self.in_memory = in_memory
+        self.folder = folder  # the private folder while building, the published one after
+        self.budget = budget
+        self._mapped = mapped  # keeps the memory map open while `data` views it
+        self.published = False
+
+    @property
+    def nbytes(self) -> int:
+        return self.data.numel() * self.data.element_size()
+
+    @classmethod
+    def create(cls, items: int, views: int, shape: tuple[int, ...], dtype_name: str,
+               budget: MemoryBudget, work_dir: Path) -> "ActivationStore":
+        """An empty store in RAM if the budget allows, else a memory-mapped file in `work_dir`."""
+        torch_dtype, numpy_dtype = STORAGE[dtype_name]
+        full = (items, views, *shape)
+        nbytes = int(np.prod(full)) * np.dtype(numpy_dtype).itemsize
+        work_dir.mkdir(parents=True, exist_ok=True)
+        folder = Path(tempfile.mkdtemp(prefix="building-", dir=work_dir))
+        if budget.take(nbytes):
+            return cls(torch.empty(full, dtype=torch_dtype), dtype_name, True, folder, budget)
+        mapped = np.memmap(folder / VALUES_FILE, dtype=numpy_dtype, mode="w+", shape=full)
+        return cls(as_torch(mapped, dtype_name), dtype_name, False, folder, None, mapped)
+
+    @classmethod
+    def open(cls, folder: Path, meta: dict, budget: MemoryBudget) -> "ActivationStore | None":
+        """A published store, loaded into RAM if the budget allows, else mapped; None if unusable."""
+        dtype_name = meta.get("dtype")
+        if dtype_name not in STORAGE:
+            return None
+        _, numpy_dtype = STORAGE[dtype_name]
+        shape = tuple(meta["shape"])
+        path = folder / VALUES_FILE
+        nbytes = int(np.prod(shape)) * np.dtype(numpy_dtype).itemsize
+        try:
+            if path.stat().st_size != nbytes:
+                return None
+            if budget.take(nbytes):
+                array = np.fromfile(path, dtype=numpy_dtype).reshape(shape)
+                store = cls(as_torch(array, dtype_name).clone(), dtype_name, True, folder, budget)
+            else:  # copy-on-write: readable like RAM, and nothing is ever written back
+                mapped = np.memmap(path, dtype=numpy_dtype, mode="c", shape=shape)
+                store = cls(as_torch(mapped, dtype_name), dtype_name, False, folder, None, mapped)
+        except (OSError, ValueError):
+            return None
+        store.published = True
+        return store
+
+    def write(self, rows: torch.Tensor, views: torch.Tensor, values: torch.Tensor) -> None:
+        self.data[rows, views] = values.detach().to("cpu", self.data.dtype)
+
+    def read(self, rows: torch.Tensor, views: torch.Tensor) -> torch.Tensor:
+        """fp32 activations of (row, view) pairs, in their order."""
+        return self.data[rows, views].float()
+
+    def publish(self, final: Path, meta: dict) -> bool:
+        """Move the finished store to `final` (atomic rename); False if another run got there first."""
+        if self.published or self.folder is None:
+            return False
+        if self.in_memory:
+            array = self.data.view(torch.int16) if self.dtype_name == "bfloat16" else self.data
+            array.numpy().tofile(self.folder / VALUES_FILE)
+        else:
+            self._mapped.flush()
+        meta = {**meta, "format": KEY_FORMAT, "dtype": self.dtype_name, "shape": list(self.data.shape)}
+        (self.folder / META_FILE).write_text(json.dumps(meta, indent=1), encoding="utf-8")
+        try:
+            os.rename(self.folder, final)
+        except OSError:  # published meanwhile by a run with the same key: ours is identical, drop it
+            return False
+        self.folder, self.published = final, True
+        return True
+
+    def close(self) -> None:
+        """Release RAM; a store that was never published leaves no files behind."""
+        if self.in_memory and self.budget is not None:
+            self.budget.give_back(self.nbytes)
+            self.budget = None
+        self.data = torch.empty(0)
+        self._mapped = None
+        if not self.published and self.folder is not None:
+            shutil.rmtree(self.folder, ignore_errors=True)
+            self.folder = None
+
+
+def read_meta(folder: Path) -> dict | None:
+    try:
+        meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return None
+    return meta if isinstance(meta, dict) and meta.get("format") == KEY_FORMAT else None

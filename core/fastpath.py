@@ -1,0 +1,49 @@
+"""The fast path for passes that need no gradient: precision choice and inference-ready models.
+
+`auto` precision is decided by what the hardware computes quickly, not by
+what it can compute at all: on a CPU without native bfloat16 (AVX2-only, as on
+this project's 2-core test machine) torch emulates bf16 convolutions and
+bf16 autocast runs lite0 more than ten times slower than fp32, so auto stays
+fp32 there. Trainable parts always run in fp32 on CPU; only frozen and
+inference passes use the reduced precision.
+"""
+
+from __future__ import annotations
+
+import os
+
+import torch
+
+
+def cpu_has_fast_bf16() -> bool:
+    """oneDNN has native bf16 kernels here (AVX512-BF16/AMX, or AVX512 cores it counts as bf16-capable)."""
+    if os.environ.get("TLZOO_CPU_BF16") in ("0", "1"):  # for experiments and tests on other machines
+        return os.environ["TLZOO_CPU_BF16"] == "1"
+    if not torch.backends.mkldnn.is_available():
+        return False
+    try:
+        return bool(torch.ops.mkldnn._is_mkldnn_bf16_supported())
+    except (AttributeError, RuntimeError):  # the private probe moved or is missing in this torch build
+        return False
+
+
+def auto_precision(device: torch.device) -> str:
+    """What `precision: auto` means on `device` for frozen and inference passes."""
+    if device.type == "cuda":
+        return "bf16" if torch.cuda.is_bf16_supported() else "fp16"
+    if device.type == "cpu" and cpu_has_fast_bf16():
+        return "bf16"
+    return "fp32"
+
+
+def precision_note(value: str, resolved: str, device: torch.device) -> str | None:
+    """A line for the run log when `auto` chose fp32, or an explicit choice is known to be slow."""
+    if device.type != "cpu":
+        return None
+    if value == "auto" and resolved == "fp32":
+        return (f"precision: fp32 (auto: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native "
+                "bfloat16, where bf16 autocast is slower than fp32)")
+    if value == "bf16" and not cpu_has_fast_bf16():
+        return ("precision: bf16 as asked, but this CPU has no native bfloat16 and emulates it slowly; "
+                "HINT: train.precision 'auto' or 'fp32' is faster here")
+    return None
