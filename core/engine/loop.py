@@ -76,7 +76,8 @@ class Trainer:
         self.progress.start_epoch(epoch, config.epochs, len(self.train_source), "train")
         train_loss = self.train_epoch(epoch, plan)
 
-        result = evaluate(state.model, self.val_source, config.num_classes, config.device, config.precision)
+        result = evaluate(state.model, self.val_source, config.num_classes, config.device, config.precision,
+                          plan.frozen_stages)  # a cached validation source skips the frozen stages
         self.last_eval = result
         record = {"epoch": epoch + 1, "epochs": config.epochs, "train_loss": train_loss,
                   **result.metrics("val_"), "lr": learning_rates, "trainable_params": trainable,

@@ -15,6 +15,8 @@ from pathlib import Path
 import torch
 
 from ..backbone import count_parameters
+from ..cache import attach_caches
+from ..fastpath import precision_note
 from ..model import build_model
 from . import outputs
 from .batches import SourceSetup, eval_source, seed_everything, train_source
@@ -90,6 +92,8 @@ def prepare(resolved, output: Path | None, log, resumed=None) -> RunSetup:
     seed_everything(spec.train.seed)  # the new head's initial weights
     device = resolve_device(spec.train.device)
     precision = resolve_precision(spec.train.precision, device)
+    if precision_note(spec.train.precision, precision, device):
+        log(precision_note(spec.train.precision, precision, device))
     data = load_labelled(resolved)
     built = build_model(resolved.backbone, spec.backbone.weights, spec.head, len(data.classes), resolved.base_dir)
     built.model.to(device)
@@ -126,6 +130,7 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
         data.val, build_eval_transform(setup.built.data_config), setup.eval_batch_size,
         resolve_workers(spec.data.num_workers, len(data.val)), train.seed, shuffle=False,
         background=spec.data.background))
+    train_batches, val_batches = attach_caches(setup, train_batches, val_batches, progress.message)
     optimizer = build_optimizer(model.group_parameters(), train.optimizer,
                                 base_learning_rates(model.num_groups, train.optimizer.lr, train.backbone_lr_mult))
     state = TrainState(model, optimizer, Schedule(train.scheduler, train.epochs, len(train_batches)),
