@@ -69,12 +69,14 @@ class Schedule:
         return low + (1 - low) * 0.5 * (1 + math.cos(math.pi * progress))
 
     def _onecycle(self, step: int) -> float:
-        start, end = 1 / ONECYCLE_DIV, 1 / (ONECYCLE_DIV * ONECYCLE_FINAL_DIV)
-        rise = max(1, round(ONECYCLE_PCT_START * self.total_steps))
-        if step < rise:
-            return _cos_between(start, 1.0, step / rise)
-        fall = max(1, self.total_steps - rise)
-        return _cos_between(1.0, end, min(1.0, (step - rise) / fall))
+        """torch's OneCycleLR shape (two phases, cosine), learning rate only."""
+        start = 1 / ONECYCLE_DIV
+        end = start / ONECYCLE_FINAL_DIV
+        peak_step = max(1.0, ONECYCLE_PCT_START * self.total_steps - 1)
+        last_step = max(peak_step + 1, self.total_steps - 1)
+        if step <= peak_step:
+            return _cos_between(start, 1.0, step / peak_step)
+        return _cos_between(1.0, end, min(1.0, (step - peak_step) / (last_step - peak_step)))
 
 
 def _cos_between(a: float, b: float, t: float) -> float:
