@@ -57,8 +57,8 @@ def test_cached_run_ends_with_the_uncached_weights_and_metrics(tmp_path, tiny_ba
 def test_bn_train_turns_the_cache_off_and_says_why(tmp_path, tiny_backbone):
     make_image_folder(tmp_path / "data", classes=2, per_class=4)
     _, metrics, log = run(tmp_path, "bn", train__bn="train", train__epochs=1, cache__dir=str(tmp_path / "cache"))
-    assert "cache: off: train.bn is 'train'" in log
-    assert not (tmp_path / "cache").exists()
+    assert "cache: activations off: train.bn is 'train'" in log
+    assert not (tmp_path / "cache" / "activations").exists()
     assert metrics[0]["frozen_stages"] == 3
 
 

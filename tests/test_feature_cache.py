@@ -9,49 +9,14 @@ import numpy as np
 import pytest
 import torch
 from PIL import Image
-from torch.utils.data import DataLoader, Dataset
 from torchvision import transforms as T
 
 from tlzoo.core.cache import FrozenPrefixSource, CacheSettings, reason_off
 from tlzoo.core.cache.keys import digest, files_fingerprint, modules_fingerprint, transform_description
 from tlzoo.core.cache.store import ActivationStore, MemoryBudget, read_meta
-from tlzoo.core.engine.batches import Batch, SourceSetup, epoch_seed
+from tlzoo.core.engine.batches import Batch, LoaderSource, SourceSetup
 from test_engine_support import build_tiny, split_tiny
 from tlzoo.core.backbone import ClassifierHead, TransferModel
-
-
-class FolderImages(Dataset):
-    """Stands in for ImageDataset: (transform(image), label) of listed files."""
-
-    def __init__(self, items, transform):
-        self.items, self.transform = items, transform
-
-    def __len__(self):
-        return len(self.items)
-
-    def __getitem__(self, index):
-        path, label = self.items[index]
-        with Image.open(path) as image:
-            return self.transform(image.convert("RGB")), label
-
-
-class PlainSource:
-    """The uncached source's contract: a DataLoader whose shuffle is seeded by (seed, epoch)."""
-
-    def __init__(self, setup: SourceSetup):
-        self.setup = setup
-        self.dataset = FolderImages(setup.items, setup.transform)
-        self.generator = torch.Generator()
-        self.loader = DataLoader(self.dataset, batch_size=setup.batch_size, shuffle=setup.shuffle,
-                                 drop_last=setup.drop_last, generator=self.generator, num_workers=setup.num_workers)
-
-    def __len__(self):
-        return len(self.loader)
-
-    def epoch(self, epoch, frozen_stages):
-        self.generator.manual_seed(epoch_seed(self.setup.seed, epoch))
-        for x, y in self.loader:
-            yield Batch(x, y, 0)
 
 
 def tiny_images(folder: Path, count: int = 10, size: int = 16) -> list[tuple[Path, int]]:
@@ -85,7 +50,7 @@ def settings_for(root: Path, logs: list, memory_mb: int = 64, exact: bool = True
 def source_for(items, root, logs, transform=EVAL, views=1, seed=3, batch_size=4, shuffle=True, model=None, **extra):
     setup = SourceSetup(items, transform, batch_size, 0, seed, shuffle=shuffle, deterministic=views == 1)
     model = model or tiny_model()
-    return FrozenPrefixSource(PlainSource(setup), model, settings_for(root, logs, **extra), "train", views), model
+    return FrozenPrefixSource(LoaderSource(setup), model, settings_for(root, logs, **extra), "train", views), model
 
 
 # -- storage ---------------------------------------------------------------------------------------------

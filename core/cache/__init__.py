@@ -57,31 +57,56 @@ def reason_off(spec, ks: list[int]) -> str | None:
     if spec.cache.enabled is False:
         return "cache: off (cache.enabled is false)"
     if spec.train.bn == "train":
-        return ("cache: off: train.bn is 'train', so the BatchNorm layers of frozen stages update their "
-                "statistics on every batch and their output cannot be reused; set train.bn to 'frozen' to cache")
+        return ("cache: activations off: train.bn is 'train', so the BatchNorm layers of frozen stages update "
+                "their statistics on every batch and their output cannot be reused; set train.bn to 'frozen' "
+                "to cache")
     if not any(ks):
-        return f"cache: off: strategy {spec.train.strategy.name!r} freezes no whole stage in any epoch"
+        return f"cache: activations off: strategy {spec.train.strategy.name!r} freezes no whole stage in any epoch"
     return None
 
 
-def attach_caches(setup, train_source, val_source, log):
-    """(train, val) batch sources with the frozen-prefix cache in front when it applies.
+def usable_root(resolved, log) -> tuple[Path, bool]:
+    """(cache root, persist): the configured folder, or a temporary one for this run when it is not writable."""
+    root = cache_root(resolved)
+    if writable_folder(root):
+        return root, True
+    fallback = Path(tempfile.mkdtemp(prefix="tlzoo-cache-"))
+    log(f"cache: cannot write to {root}; caching in {fallback} for this run only "
+        "(HINT: set cache.dir to a writable folder to keep the cache between runs)")
+    return fallback, False
 
-    `setup` is the engine's RunSetup (resolved spec, built model, device, precision).
+
+def with_decoded(source, sizes: dict, folder: Path, log, role: str):
+    """The same source, its images decoded once (see tlzoo.core.cache.decoded)."""
+    from ..engine.batches import LoaderSource
+    from .decoded import decoded_dataset
+
+    dataset = decoded_dataset(source.setup, sizes, folder, log, role)
+    return source if dataset is None else LoaderSource(source.setup, dataset)
+
+
+def attach_caches(setup, train_source, val_source, log):
+    """(train, val) batch sources with the caches in front where they apply.
+
+    `setup` is the engine's RunSetup (resolved spec, built model, data, device, precision).
+    Decoded images are kept when at least two epochs read images (nothing frozen, or
+    activations not cached); frozen-prefix activations whenever a whole stage is frozen.
     """
     spec, model = setup.resolved.spec, setup.built.model
     ks = frozen_epochs(model, setup.resolved.strategy.build(), spec.train.epochs)
     off = reason_off(spec, ks)
+    if spec.cache.enabled is False:
+        log(off)
+        return train_source, val_source
+    root, persist = usable_root(setup.resolved, log)
+    image_epochs = len(ks) if off else ks.count(0)
+    if image_epochs >= 2:
+        sizes = getattr(setup.data, "sizes", {})
+        train_source = with_decoded(train_source, sizes, root / "decoded", log, "train")
+        val_source = with_decoded(val_source, sizes, root / "decoded", log, "val")
     if off:
         log(off)
         return train_source, val_source
-    root, persist = cache_root(setup.resolved), True
-    if not writable_folder(root / "activations"):
-        persist = False
-        fallback = Path(tempfile.mkdtemp(prefix="tlzoo-cache-"))
-        log(f"cache: cannot write to {root}; caching in {fallback} for this run only "
-            "(HINT: set cache.dir to a writable folder to keep the cache between runs)")
-        root = fallback
     identity = {
         "backbone": setup.resolved.backbone.name,
         "options": setup.spec_json["backbone"]["options"],
@@ -98,7 +123,7 @@ def attach_caches(setup, train_source, val_source, log):
     random_views = not train_source.setup.deterministic
     views = min(spec.cache.views, spec.train.epochs) if random_views else 1
     kind = f"{views} augmented view(s) per image" if random_views else "one view per image (deterministic transforms)"
-    log(f"cache: on for epochs with frozen stages ({sum(1 for k in ks if k)} of {len(ks)}), {kind}; "
+    log(f"cache: activations of frozen stages on ({sum(1 for k in ks if k)} of {len(ks)} epochs), {kind}; "
         f"up to {spec.cache.memory_mb} MiB in RAM, then memory-mapped files under {settings.root}")
     return (FrozenPrefixSource(train_source, model, settings, "train", views),
             FrozenPrefixSource(val_source, model, settings, "val", 1))

@@ -78,11 +78,13 @@ def seed_worker(worker_id: int) -> None:
 class LoaderSource:
     """Images through a DataLoader; every batch starts at stage 0."""
 
-    def __init__(self, setup: SourceSetup):
+    def __init__(self, setup: SourceSetup, dataset=None):
         from ..data import ImageDataset
 
         self.setup = setup
-        self.dataset = ImageDataset(setup.items, setup.transform, background=setup.background)
+        # `dataset`: an ImageDataset stand-in over the same items (the decoded-image cache)
+        self.dataset = dataset if dataset is not None else ImageDataset(setup.items, setup.transform,
+                                                                        background=setup.background)
         self.generator = torch.Generator()
         self.loader = DataLoader(
             self.dataset,

@@ -1,0 +1,170 @@
+"""Decoded-image cache: decode (and resize) each image once, so later epochs do no JPEG decoding.
+
+What is stored is the image after the transform's leading deterministic
+geometry (resize to a fixed size, centre crop), as 8-bit RGB: the evaluation
+transform keeps only its final crop, seed 001's pipeline its 300x300 resize.
+Every later access rebuilds the PIL image from those bytes and runs the rest
+of the transform, so the result is bit-identical to decoding the file again.
+A pipeline that starts with a random op (random_resized_crop) gets the decoded
+image at its own size instead, when the data scan measured every image.
+
+Images live in one file per run, one slot per image, read and written with
+pread/pwrite: DataLoader workers (separate processes) fill slots and every
+later epoch reads them, and nothing is memory-mapped, so the run's resident
+memory does not grow with the dataset (the OS page cache keeps hot slots).
+"""
+
+from __future__ import annotations
+
+import os
+import tempfile
+import weakref
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+from torchvision import transforms as T
+
+from ..data import ImageDataset, SampleError
+from ..images import BadImage, load_rgb
+
+# torchvision ops whose output depends on the input image only
+DETERMINISTIC_GEOMETRY = (T.Resize, T.CenterCrop)
+
+
+def fixed_size(op) -> tuple[int, int] | None:
+    """(height, width) every output of `op` has, whatever the input; None if it varies."""
+    size = getattr(op, "size", None)
+    if isinstance(op, T.CenterCrop):
+        return tuple(size) if len(size) == 2 else (size[0], size[0])
+    if isinstance(op, T.Resize) and isinstance(size, (list, tuple)) and len(size) == 2 and op.max_size is None:
+        return tuple(size)
+    return None
+
+
+def split_leading(transform):
+    """(leading ops, output (h, w) or None, the rest as a callable) of a tlzoo Pipeline.
+
+    The leading part is the longest run of deterministic geometry ops that ends
+    at a fixed size; it is empty when the pipeline starts with anything else.
+    """
+    from ..transforms import Pipeline
+
+    if not isinstance(transform, Pipeline):
+        return [], None, transform
+    ops = list(transform.image_part.transforms)
+    cut, size = 0, None
+    for index, op in enumerate(ops):
+        if not isinstance(op, DETERMINISTIC_GEOMETRY):
+            break
+        if fixed_size(op) is not None:
+            cut, size = index + 1, fixed_size(op)
+    return ops[:cut], size, Pipeline(T.Compose(ops[cut:]), transform.tensor_part)
+
+
+class SlotFile:
+    """One uint8 slot of known shape per image in a file, plus one byte per image that says 'filled'."""
+
+    def __init__(self, path: Path, shapes: list[tuple[int, int, int]]):
+        self.path, self.shapes = path, shapes
+        sizes = [int(np.prod(shape)) for shape in shapes]
+        self.offsets = np.concatenate([[0], np.cumsum(sizes)]).astype(np.int64)
+        self.nbytes = int(self.offsets[-1])
+        with open(path, "wb") as handle:  # sparse until written; the flags sit after the slots
+            handle.truncate(self.nbytes + len(shapes))
+        self._fd, self._pid = None, None
+
+    def fd(self) -> int:
+        if self._pid != os.getpid():  # a DataLoader worker opens its own descriptor
+            self._fd, self._pid = os.open(self.path, os.O_RDWR), os.getpid()
+        return self._fd
+
+    def get(self, index: int) -> np.ndarray | None:
+        fd = self.fd()
+        if os.pread(fd, 1, self.nbytes + index) != b"\1":
+            return None
+        start, shape = int(self.offsets[index]), self.shapes[index]
+        data = os.pread(fd, int(self.offsets[index + 1]) - start, start)
+        return np.frombuffer(data, dtype=np.uint8).reshape(shape)
+
+    def put(self, index: int, pixels: np.ndarray) -> bool:
+        """Store an image whose shape matches its slot; False (nothing stored) otherwise."""
+        if pixels.shape != self.shapes[index]:
+            return False
+        fd = self.fd()
+        os.pwrite(fd, np.ascontiguousarray(pixels).tobytes(), int(self.offsets[index]))
+        os.pwrite(fd, b"\1", self.nbytes + index)  # after the pixels: a reader never sees half an image
+        return True
+
+    def filled(self) -> int:
+        return int(np.count_nonzero(np.fromfile(self.path, dtype=np.uint8, offset=self.nbytes)))
+
+    def __getstate__(self):  # a worker process reopens the file by path
+        return {**self.__dict__, "_fd": None, "_pid": None}
+
+
+def _remove(path: Path, owner: int) -> None:
+    if os.getpid() == owner:  # never from a worker process holding a copy
+        try:
+            os.unlink(path)
+        except OSError:
+            pass
+
+
+class DecodedImageDataset(ImageDataset):
+    """ImageDataset whose images are decoded once into a SlotFile."""
+
+    def __init__(self, items, transform, background, slots: SlotFile, leading: list, rest):
+        super().__init__(items, transform, background)
+        self.slots, self.leading, self.rest = slots, T.Compose(leading), rest
+
+    def __getitem__(self, index: int):
+        path, label = self.items[index]
+        pixels = self.slots.get(index)
+        if pixels is None:
+            try:
+                image = self.leading(load_rgb(path, self.background))
+            except BadImage as exc:
+                raise SampleError(f"{path}: {exc.reason}") from None
+            except Exception as exc:  # noqa: BLE001 - name the file whatever the transform raised
+                raise SampleError(f"{path}: transform failed: {type(exc).__name__}: {exc}") from exc
+            self.slots.put(index, np.asarray(image))
+        else:
+            image = Image.fromarray(pixels)
+        try:
+            return self.rest(image), label
+        except Exception as exc:  # noqa: BLE001
+            raise SampleError(f"{path}: transform failed: {type(exc).__name__}: {exc}") from exc
+
+
+def decoded_dataset(setup, sizes: dict, folder: Path, log, role: str) -> DecodedImageDataset | None:
+    """A decoded-image dataset for a SourceSetup, or None (with a log line) when it cannot apply."""
+    leading, size, rest = split_leading(setup.transform)
+    if size is not None:
+        shapes = [(size[0], size[1], 3)] * len(setup.items)
+        what = f"{size[1]}x{size[0]} after {', '.join(type(op).__name__ for op in leading)}"
+    elif all(path in sizes for path, _ in setup.items):
+        shapes = [(sizes[path][1], sizes[path][0], 3) for path, _ in setup.items]
+        what = "at their decoded size"
+    else:
+        log(f"cache: decoded {role} images not kept: the transform starts with a random op and the image "
+            "sizes are unknown")
+        return None
+    nbytes = sum(int(np.prod(shape)) for shape in shapes)
+    try:
+        folder.mkdir(parents=True, exist_ok=True)
+        free = os.statvfs(folder).f_bavail * os.statvfs(folder).f_frsize
+        if nbytes > 0.5 * free:
+            log(f"cache: decoded {role} images not kept: {nbytes / 2**20:.0f} MiB is more than half the free "
+                f"space in {folder}")
+            return None
+        handle, name = tempfile.mkstemp(prefix=f"decoded-{role}-", suffix=".u8", dir=folder)
+        os.close(handle)
+        slots = SlotFile(Path(name), shapes)
+    except OSError as exc:
+        log(f"cache: decoded {role} images not kept: cannot write in {folder} ({exc.strerror})")
+        return None
+    dataset = DecodedImageDataset(setup.items, setup.transform, setup.background, slots, leading, rest)
+    weakref.finalize(dataset, _remove, slots.path, os.getpid())
+    log(f"cache: {role} images decoded once and kept as 8-bit RGB {what} ({nbytes / 2**20:.0f} MiB in {slots.path})")
+    return dataset
