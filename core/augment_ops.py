@@ -4,13 +4,14 @@ Parameters and defaults mirror torchvision's transform of the same purpose, so
 a torchvision pipeline translates one op at a time (Resize([300,300]) is
 {"op": "resize", "size": [300, 300]}). A `size` left out means the backbone's
 input size. Image ops work on PIL images, tensor ops after ToTensor.
+The presets and list parsing are in tlzoo.core.transforms.
 """
 
 from __future__ import annotations
 
 from typing import Any, ClassVar, Literal, Union
 
-from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationError, ValidationInfo, field_validator
+from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
 from torchvision import transforms as T
 
 from .backbone import DataConfig
@@ -18,7 +19,6 @@ from .backbone import DataConfig
 Interpolation = Literal["nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"]
 Size = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
 Probability = Field(0.5, ge=0.0, le=1.0, description="probability of applying the op")
-IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 
 def _mode(name: str) -> T.InterpolationMode:
@@ -299,77 +299,3 @@ OPS: dict[str, type[Op]] = {
     for cls in (Resize, CenterCrop, RandomCrop, RandomResizedCrop, RandomRotation, HorizontalFlip, VerticalFlip,
                 Grayscale, ColorJitter, GaussianBlur, TrivialAugment, RandAugment, RandomErasing, Normalize)
 }
-
-PRESETS: dict[str, list[dict]] = {
-    "none": [],  # the evaluation transform: resize, centre crop, normalize
-    "light": [{"op": "random_resized_crop", "scale": [0.5, 1.0]}, {"op": "horizontal_flip"}],
-    # seed 001's training pipeline exactly (torchvision defaults, ImageNet statistics)
-    "seed001": [
-        {"op": "resize", "size": [300, 300]},
-        {"op": "random_rotation", "degrees": 45},
-        {"op": "center_crop", "size": 224},
-        {"op": "horizontal_flip", "p": 0.5},
-        {"op": "vertical_flip", "p": 0.5},
-        {"op": "grayscale", "p": 0.1},
-        {"op": "normalize", **IMAGENET},
-    ],
-    "strong": [
-        {"op": "random_resized_crop"},
-        {"op": "horizontal_flip"},
-        {"op": "trivial_augment"},
-        {"op": "random_erasing", "p": 0.25},
-    ],
-}
-
-
-def is_random(op: Op) -> bool:
-    return bool(op.random)
-
-
-def _by_word(name: str) -> list[str]:
-    """'rotate' -> random_rotation: match against each word of an op's name."""
-    import difflib
-
-    return [op for op in OPS if any(difflib.SequenceMatcher(None, name.lower(), word).ratio() >= 0.7
-                                    for word in op.split("_"))][:3]
-
-
-def parse_ops(items: Any) -> tuple[list[Op], list[tuple[str, str]]]:
-    """Validate a list of op dicts: (ops, problems as (location suffix like '[2].degrees', message))."""
-    from tlzoo.registry.catalog import closest
-
-    if not isinstance(items, list):
-        return [], [("", "give a preset name or a list of {\"op\": ...} objects")]
-    ops: list[Op] = []
-    problems: list[tuple[str, str]] = []
-    first_tensor_op: int | None = None
-    for index, item in enumerate(items):
-        where = f"[{index}]"
-        if not isinstance(item, dict):
-            problems.append((where, "each op is an object such as {\"op\": \"horizontal_flip\", \"p\": 0.5}"))
-            continue
-        name = item.get("op")
-        if not isinstance(name, str) or not name:
-            problems.append((f"{where}.op", f"missing op name; ops: {', '.join(OPS)}"))
-            continue
-        if name not in OPS:
-            close = closest(name, list(OPS)) or _by_word(name)
-            hint = f" Did you mean: {', '.join(close)}?" if close else f" Ops: {', '.join(OPS)}."
-            problems.append((f"{where}.op", f"unknown augmentation op {name!r}.{hint}"))
-            continue
-        try:
-            op = OPS[name].model_validate(item)
-        except ValidationError as exc:
-            for error in exc.errors():
-                loc = ".".join(str(part) for part in error["loc"])
-                message = error["msg"].removeprefix("Value error, ")
-                problems.append((f"{where}.{loc}" if loc else where, message))
-            continue
-        if op.stage == "tensor" and first_tensor_op is None:
-            first_tensor_op = index
-        elif op.stage == "image" and first_tensor_op is not None:
-            problems.append((f"{where}.op", f"{name!r} works on images; put it before the tensor op at "
-                             f"[{first_tensor_op}] ({items[first_tensor_op]['op']})"))
-            continue
-        ops.append(op)
-    return ops, problems

@@ -19,17 +19,90 @@ to size, normalize with its mean/std (the timm convention).
 
 from __future__ import annotations
 
+import difflib
 import math
 from typing import Any
 
+from pydantic import ValidationError
 from torchvision import transforms as T
 
-from .augment_ops import OPS, PRESETS, Normalize, Op, is_random, parse_ops
+from .augment_ops import OPS, Normalize, Op
 from .backbone import DataConfig
 from .errors import SpecError
 
 __all__ = ["validate_augment", "build_train_transform", "build_eval_transform", "is_deterministic",
            "Pipeline", "PRESETS", "OPS"]
+
+
+IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
+
+PRESETS: dict[str, list[dict]] = {
+    "none": [],  # the evaluation transform: resize, centre crop, normalize
+    "light": [{"op": "random_resized_crop", "scale": [0.5, 1.0]}, {"op": "horizontal_flip"}],
+    # seed 001's training pipeline exactly (torchvision defaults, ImageNet statistics)
+    "seed001": [
+        {"op": "resize", "size": [300, 300]},
+        {"op": "random_rotation", "degrees": 45},
+        {"op": "center_crop", "size": 224},
+        {"op": "horizontal_flip", "p": 0.5},
+        {"op": "vertical_flip", "p": 0.5},
+        {"op": "grayscale", "p": 0.1},
+        {"op": "normalize", **IMAGENET},
+    ],
+    "strong": [
+        {"op": "random_resized_crop"},
+        {"op": "horizontal_flip"},
+        {"op": "trivial_augment"},
+        {"op": "random_erasing", "p": 0.25},
+    ],
+}
+
+
+def _by_word(name: str) -> list[str]:
+    """'rotate' -> random_rotation: match against each word of an op's name."""
+    return [op for op in OPS if any(difflib.SequenceMatcher(None, name.lower(), word).ratio() >= 0.7
+                                    for word in op.split("_"))][:3]
+
+
+def parse_ops(items: Any) -> tuple[list[Op], list[tuple[str, str]]]:
+    """Validate a list of op dicts: (ops, problems as (location suffix like '[2].degrees', message))."""
+    from tlzoo.registry.catalog import closest
+
+    if not isinstance(items, list):
+        return [], [("", "give a preset name or a list of {\"op\": ...} objects")]
+    ops: list[Op] = []
+    problems: list[tuple[str, str]] = []
+    first_tensor_op: int | None = None
+    for index, item in enumerate(items):
+        where = f"[{index}]"
+        if not isinstance(item, dict):
+            problems.append((where, "each op is an object such as {\"op\": \"horizontal_flip\", \"p\": 0.5}"))
+            continue
+        name = item.get("op")
+        if not isinstance(name, str) or not name:
+            problems.append((f"{where}.op", f"missing op name; ops: {', '.join(OPS)}"))
+            continue
+        if name not in OPS:
+            close = closest(name, list(OPS)) or _by_word(name)
+            hint = f" Did you mean: {', '.join(close)}?" if close else f" Ops: {', '.join(OPS)}."
+            problems.append((f"{where}.op", f"unknown augmentation op {name!r}.{hint}"))
+            continue
+        try:
+            op = OPS[name].model_validate(item)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = ".".join(str(part) for part in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                problems.append((f"{where}.{loc}" if loc else where, message))
+            continue
+        if op.stage == "tensor" and first_tensor_op is None:
+            first_tensor_op = index
+        elif op.stage == "image" and first_tensor_op is not None:
+            problems.append((f"{where}.op", f"{name!r} works on images; put it before the tensor op at "
+                             f"[{first_tensor_op}] ({items[first_tensor_op]['op']})"))
+            continue
+        ops.append(op)
+    return ops, problems
 
 
 class Pipeline:
@@ -78,7 +151,7 @@ def resolve_ops(augment: str | list) -> list[Op]:
 
 def is_deterministic(augment: str | list) -> bool:
     """True when the training pipeline has no random op (one cached view per image is then exact)."""
-    return not any(is_random(op) for op in resolve_ops(augment))
+    return not any(op.random for op in resolve_ops(augment))
 
 
 def build_train_transform(augment: str | list, data_config: DataConfig) -> Pipeline:
