@@ -142,8 +142,9 @@ class RandomRotation(Op):
 
     @property
     def random(self):
-        low, high = _range(self.degrees, "degrees")
-        return not (isinstance(self.degrees, (int, float)) and self.degrees == 0) and low != high
+        degrees = self.degrees
+        low, high = (-degrees, degrees) if isinstance(degrees, (int, float)) else degrees
+        return low != high
 
     def build(self, data_config):
         return T.RandomRotation(self.degrees, interpolation=_mode(self.interpolation), expand=self.expand,

@@ -94,4 +94,5 @@ class ListEntries:
             if as_index and mode == "auto" and not self._index_ok(origin, label):
                 continue
             samples.append(Sample(path, parse_index(label) if as_index else label, origin))
+        self.problems.sort(key=lambda problem: int(problem.origin.rsplit(":", 1)[1]))  # back in line order
         return samples
