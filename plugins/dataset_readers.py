@@ -8,6 +8,7 @@ relative to the spec file's folder; paths inside lists are relative to the list.
 from __future__ import annotations
 
 import csv
+import os
 import random
 from pathlib import Path
 from typing import Literal
@@ -26,7 +27,7 @@ FIELD = "data.reader.options"
 
 def option_path(base_dir: Path, value: str, field: str, kind: str = "folder") -> Path:
     path = Path(value).expanduser()
-    path = path if path.is_absolute() else Path(base_dir) / path
+    path = Path(os.path.normpath(path if path.is_absolute() else Path(base_dir) / path))
     exists = path.is_dir() if kind == "folder" else path.is_file()
     if not exists:
         raise TlzooError(f"{FIELD}.{field}: {kind} {path} does not exist",

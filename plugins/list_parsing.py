@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 from typing import Literal
 
@@ -58,8 +59,7 @@ class ListEntries:
         if labels == "indices" and not self._index_ok(origin, label):
             return
         path = Path(path_text).expanduser()
-        path = path if path.is_absolute() else base / path
-        key = path  # pathlib already folds a/./b into a/b
+        key = Path(os.path.normpath(path if path.is_absolute() else base / path))  # one spelling per file
         if key in self._first:
             first_origin, first_label = self._first[key]
             same = "duplicate" if first_label == label else f"listed again with label {label!r} ({first_label!r} first)"

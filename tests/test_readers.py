@@ -211,3 +211,24 @@ def test_csv_problems(tmp_path):
     (tmp_path / "bad.csv").write_text("image,class\nimgs/a0.png,0\n")
     with pytest.raises(TlzooError, match=r"bad.csv:1: column\(s\) 'path', 'label' not in the header"):
         build("csv", tmp_path, train="bad.csv", val="val.csv")
+
+
+
+def test_make_txt_lists_agrees_with_imagefolder(tmp_path):
+    import importlib.util
+
+    script = Path(__file__).resolve().parents[1] / "examples" / "make_txt_lists.py"
+    spec = importlib.util.spec_from_file_location("make_txt_lists", script)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    tree(tmp_path / "flowers", {"train": {"rose 2": 2, "rose10": 1, "daisy": 1}, "test": {"daisy": 1, "rose10": 1}})
+    written = module.write_lists(tmp_path / "flowers", tmp_path / "lists")
+    assert written == {"train.txt": 4, "test.txt": 2, "classes.txt": 3}
+    assert (tmp_path / "lists" / "train.txt").read_text().splitlines()[0] == "../flowers/train/daisy/img0.png 0"
+    raw = {"data": {"reader": {"name": "txt_list", "options": {
+        "train": "lists/train.txt", "val": "lists/test.txt", "classes": "lists/classes.txt"}}}}
+    from_lists = load_labelled(resolve_spec(raw, get_registry(), tmp_path))
+    raw = {"data": {"reader": {"name": "imagefolder", "options": {"root": "flowers", "val": "test"}}}}
+    from_folders = load_labelled(resolve_spec(raw, get_registry(), tmp_path))
+    assert from_lists.classes == from_folders.classes == ["daisy", "rose10", "rose 2"]  # natural_key order
+    assert from_lists.train == from_folders.train and from_lists.val == from_folders.val
