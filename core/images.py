@@ -2,7 +2,7 @@
 
 Conversions (PIL modes):
 - L, 1, RGB, YCbCr, LAB, HSV, CMYK: Pillow's own conversion to RGB.
-- LA, RGBA, PA, P with transparency, La, RGBa: composited on `background`
+- LA, RGBA, PA, La, RGBa, and P/L/RGB with a transparency entry: composited on `background`
   (white by default), so transparent pixels never turn black.
 - I;16* (16-bit grayscale) and I (32-bit integer): scaled, not clipped, from the
   full 16-bit range: value 40000 becomes round(40000 / 65535 * 255) = 156. An I
@@ -93,14 +93,14 @@ def _size(path: Path) -> int | None:
 def to_rgb(image: Image.Image, background: Background = (255, 255, 255)) -> Image.Image:
     """Convert a decoded image of any mode to 8-bit RGB."""
     mode = image.mode
+    if mode in ("P", "L", "RGB") and "transparency" in image.info:  # a tRNS colour or palette entry
+        image, mode = image.convert("RGBA"), "RGBA"
     if mode == "RGB":
         return image.copy()
     if mode.startswith("I;16") or mode == "I":
         return Image.fromarray(_scale_integers(np.asarray(image), mode)).convert("RGB")
     if mode == "F":
         return Image.fromarray(_scale_floats(np.asarray(image, dtype=np.float64))).convert("RGB")
-    if mode == "P" and "transparency" in image.info:
-        image, mode = image.convert("RGBA"), "RGBA"
     if mode in _ALPHA_MODES:
         rgba = image.convert("RGBA")
         canvas = Image.new("RGBA", rgba.size, tuple(background) + (255,))

@@ -62,6 +62,15 @@ def test_palette_with_transparency(tmp_path):
     assert tuple(out[2, 2]) == (0, 255, 0)
 
 
+def test_grayscale_with_a_transparent_level(tmp_path):
+    image = Image.new("L", (3, 3), 0)
+    image.putpixel((1, 1), 90)
+    image.save(tmp_path / "l.png", transparency=0)  # level 0 is transparent (PNG tRNS)
+    out = pixels(load_rgb(tmp_path / "l.png", background=(0, 0, 250)))
+    assert tuple(out[0, 0]) == (0, 0, 250)
+    assert tuple(out[1, 1]) == (90, 90, 90)
+
+
 def test_cmyk_jpeg(tmp_path):
     Image.new("CMYK", (8, 8), (0, 255, 255, 0)).save(tmp_path / "c.jpg", quality=95)  # red in CMYK
     out = pixels(load_rgb(tmp_path / "c.jpg"))
