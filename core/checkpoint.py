@@ -67,8 +67,8 @@ def atomic_write(path: Path, data: bytes) -> None:
 def clean_stale_temporaries(run_dir: Path) -> list[Path]:
     """Remove temporary files a crashed save left in `run_dir`; returns what was removed."""
     removed = []
-    for path in sorted(Path(run_dir).glob(f"*{TMP_SUFFIX}")) + sorted(Path(run_dir).glob(f".*{TMP_SUFFIX}")):
-        if path.is_file() and path not in removed:
+    for path in sorted(Path(run_dir).glob(f"*{TMP_SUFFIX}")):  # pathlib's * matches dot files too
+        if path.is_file():
             path.unlink()
             removed.append(path)
     return removed

@@ -30,7 +30,10 @@ def pretrained_cfg(model_name: str):
     """timm's pretrained config for 'arch' (its default tag) or 'arch.tag'; None when there is none."""
     from timm.models import get_pretrained_cfg
 
-    return get_pretrained_cfg(model_name, allow_unregistered=False)
+    try:
+        return get_pretrained_cfg(model_name, allow_unregistered=False)
+    except RuntimeError:  # timm's answer for an unknown tag of a known model
+        return None
 
 
 def sources_of(cfg) -> list[dict]:

@@ -64,12 +64,10 @@ def dumps(value) -> str:
 
 
 def write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(path.name + TMP_SUFFIX)
-    with open(tmp, "wb") as handle:
-        handle.write(data)
-        handle.flush()
-        os.fsync(handle.fileno())
-    os.replace(tmp, path)
+    """Temporary file, fsync, rename, fsync the folder (tlzoo.core.checkpoint.atomic_write)."""
+    from ..checkpoint import atomic_write
+
+    atomic_write(path, data)
 
 
 def write_json(path: Path, value) -> None:

@@ -1,0 +1,155 @@
+"""`tlzoo run SPEC --resume RUN_DIR`: a run killed with SIGKILL ends exactly like one that never stopped."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import signal
+from pathlib import Path
+
+import pytest
+import torch
+
+from tlzoo.core.checkpoint import load_checkpoint
+from tlzoo.core.errors import TlzooError
+from tlzoo.core.engine.run import run_spec
+from tlzoo.core.spec import load_spec
+from tlzoo.registry import Component, get_registry
+
+from reliability_support import one_thread  # noqa: F401 (a fixture)
+from reliability_support import TINY, build_tiny, cli, launch, make_images, register_tiny, wait_for, write_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+STEPS_PER_EPOCH = 6  # 3 classes x 8 training images, batch 4
+
+
+def without(value, keys=("seconds", "run_dir")):
+    if isinstance(value, dict):
+        return {k: without(v, keys) for k, v in value.items() if k not in keys}
+    if isinstance(value, list):
+        return [without(v, keys) for v in value]
+    return value
+
+
+def metrics(run_dir: Path, keys=("seconds", "run_dir")) -> list[dict]:
+    return [without(json.loads(line), keys) for line in (run_dir / "metrics.jsonl").read_text().splitlines()]
+
+
+def assert_same_run(run_dir: Path, reference: Path, keys=("seconds", "run_dir")) -> None:
+    """Bitwise-equal best and last (model, optimizer and RNG state), metrics and summary."""
+    for stem in ("best", "last"):
+        ours, theirs = load_checkpoint(run_dir / stem)[0], load_checkpoint(reference / stem)[0]
+        assert set(ours) == set(theirs), stem
+        different = [name for name in ours if not torch.equal(ours[name], theirs[name])]
+        assert different == [], f"{stem}: {different}"
+    assert metrics(run_dir, keys) == metrics(reference, keys)
+    summary = lambda d: without(json.loads((d / "summary.json").read_text()), keys)  # noqa: E731
+    assert summary(run_dir) == summary(reference)
+
+
+def test_kill_9_in_epoch_3_of_5_then_resume_gives_the_uninterrupted_result(tmp_path):
+    register_tiny()
+    spec = write_spec(tmp_path, make_images(tmp_path / "data"))  # 5 epochs, random augmentation, dropout
+    reference = run_spec(load_spec(spec, get_registry()), tmp_path / "reference").run_dir  # in this process
+
+    run_dir, marker = tmp_path / "killed", tmp_path / "paused"
+    process = launch("run", str(spec), "--output", str(run_dir), wait=False,
+                     env={"TLZOO_TEST_PAUSE_AT_STEP": str(2 * STEPS_PER_EPOCH + 3), "TLZOO_TEST_MARKER": str(marker)})
+    wait_for(marker, process)
+    assert marker.read_text() == f"2 {2 * STEPS_PER_EPOCH + 3}"  # 0-based epoch 2 = the third, mid-way
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert process.returncode == -signal.SIGKILL
+    assert len(metrics(run_dir)) == 2
+    stray = run_dir / ".last.safetensors.4242.0.tmp"  # what a kill during a save leaves behind
+    stray.write_bytes(b"half a checkpoint")
+
+    resumed = launch("run", str(spec), "--resume", str(run_dir))
+    assert resumed.returncode == 0, resumed.stderr
+    assert f"resuming {run_dir} at epoch 3 (step {2 * STEPS_PER_EPOCH})" in resumed.stderr
+    assert not stray.exists()
+    assert_same_run(run_dir, reference)
+
+
+# ---- in-process: what may and may not change -----------------------------------------------------
+
+@pytest.fixture
+def finished(tmp_path):
+    """A 2-epoch run of the tiny backbone (scheduler none, so more epochs continue the same run)."""
+    register_tiny()
+    root = make_images(tmp_path / "data")
+    spec = write_spec(tmp_path, root, train={"epochs": 2, "scheduler": {"name": "none"}})
+    result = run_spec(load_spec(spec, get_registry()), tmp_path / "run")
+    return spec, result.run_dir
+
+
+def resume(spec: Path, run_dir: Path, *overrides: str):
+    return run_spec(load_spec(spec, get_registry(), list(overrides)), resume=run_dir)
+
+
+def test_resume_with_more_epochs_continues_like_a_longer_run(tmp_path, finished):
+    spec, run_dir = finished
+    result = resume(spec, run_dir, "train.epochs=4")
+    assert result.summary["epochs_run"] == 4 and len(metrics(run_dir)) == 4
+    longer = run_spec(load_spec(spec, get_registry(), ["train.epochs=4"]), tmp_path / "longer")
+    # the same run, except that epochs 1-2 were logged as "of 2" and the spec hash differs
+    assert_same_run(run_dir, longer.run_dir, ("seconds", "run_dir", "epochs"))
+
+
+def test_resume_of_a_finished_run_trains_nothing_more(finished):
+    spec, run_dir = finished
+    before = load_checkpoint(run_dir / "last")[0]
+    result = resume(spec, run_dir)
+    assert result.summary["epochs_run"] == 2 and len(metrics(run_dir)) == 2
+    after = load_checkpoint(run_dir / "last")[0]
+    assert all(torch.equal(before[name], after[name]) for name in before)
+
+
+def test_last_with_training_state_still_serves_evaluate_and_predict(finished):
+    from tlzoo.core.engine.inference import load_run
+
+    _, run_dir = finished
+    loaded = load_run(run_dir, get_registry(), "last")
+    tensors = load_checkpoint(run_dir / "last")[0]
+    assert torch.equal(loaded.model.state_dict()["head.1.weight"], tensors["head.1.weight"])
+    assert any(name.startswith("optimizer.") for name in tensors)
+
+
+@pytest.mark.parametrize("override, field", [
+    ("backbone.weights=none", "backbone.weights"),
+    ("head.dropout=0.1", "head.dropout"),
+    ("head.hidden=8", "head.hidden"),
+    ("train.optimizer.name=sgd", "train.optimizer.name"),
+])
+def test_resume_refuses_a_spec_that_changes_what_the_run_is(finished, override, field):
+    spec, run_dir = finished
+    before = (run_dir / "last.safetensors").read_bytes()
+    with pytest.raises(TlzooError, match=rf"cannot resume .*{field.replace('.', '[.]')} is"):
+        resume(spec, run_dir, override)
+    assert (run_dir / "last.safetensors").read_bytes() == before
+
+
+def test_resume_refuses_another_backbone_or_other_classes(tmp_path, finished):
+    spec, run_dir = finished
+    get_registry().catalog("backbones").add(Component("test/other_cnn", "another", build_tiny, plugin="tests"))
+    with pytest.raises(TlzooError, match=r"backbone[.]name is \"test/reliability_cnn\" in the run and "
+                                         r"\"test/other_cnn\" in the spec"):
+        resume(spec, run_dir, "backbone.name=test/other_cnn")
+    shutil.copytree(tmp_path / "data" / "train" / "class2", tmp_path / "data" / "train" / "class3")
+    shutil.copytree(tmp_path / "data" / "val" / "class2", tmp_path / "data" / "val" / "class3")
+    with pytest.raises(TlzooError, match=r"data \(data.reader\) now gives classes .*class3"):
+        resume(spec, run_dir)
+
+
+def test_resume_errors_through_the_cli_exit_2(tmp_path, finished, capsys):
+    spec, run_dir = finished
+    code, err = cli(capsys, "run", str(spec), "--resume", str(run_dir), "--set", "train.optimizer.name=sgd")
+    assert code == 2 and "train.optimizer.name" in err, err
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    code, err = cli(capsys, "run", str(spec), "--resume", str(empty))
+    assert code == 2 and "holds no last.safetensors" in err and "without --resume" in err, err
+    code, err = cli(capsys, "run", str(spec), "--resume", str(run_dir), "--output", str(tmp_path / "x"))
+    assert code == 2 and "--resume and --output" in err, err
+    assert TINY in (run_dir / "last.json").read_text()
