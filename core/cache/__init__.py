@@ -13,6 +13,7 @@ from pathlib import Path
 
 import torch
 
+from ..fastpath_jit import fast_mode
 from .prefix import CacheSettings, FrozenPrefixSource
 from .store import MemoryBudget
 
@@ -119,7 +120,8 @@ def attach_caches(setup, train_source, val_source, log):
     settings = CacheSettings(
         root=root / "activations", persist=persist, budget=MemoryBudget(spec.cache.memory_mb * 2**20),
         identity=identity, device=setup.device, precision=setup.precision,
-        exact=spec.train.precision == "fp32", require_smaller=spec.cache.enabled == "auto", log=log)
+        exact=spec.train.precision == "fp32", require_smaller=spec.cache.enabled == "auto", log=log,
+        fast=fast_mode(spec.train.precision, setup.precision, setup.device))
     random_views = not train_source.setup.deterministic
     views = min(spec.cache.views, spec.train.epochs) if random_views else 1
     kind = f"{views} augmented view(s) per image" if random_views else "one view per image (deterministic transforms)"

@@ -28,6 +28,7 @@ from torch.utils.data import DataLoader, Dataset
 
 from ..engine.batches import Batch, epoch_seed
 from ..engine.runtime import autocast
+from ..fastpath_jit import FAST_PASS_BATCH, InferencePath, StagePrefix
 from .keys import digest, files_fingerprint, modules_fingerprint, transform_description
 from .store import META_FILE, STORAGE, ActivationStore, MemoryBudget, read_meta
 
@@ -48,6 +49,7 @@ class CacheSettings:
     require_smaller: bool  # auto mode: skip a boundary whose activation outgrows the input image
     log: Callable[[str], None] = print
     skipped: set = field(default_factory=set)  # (role, k) found not worth caching
+    fast: str = "eager"  # 'jit': the frozen pass runs TorchScript-compiled (tlzoo.core.fastpath_jit)
 
 
 class ViewInputs(Dataset):
@@ -157,6 +159,7 @@ class FrozenPrefixSource:
             "transform": self.transform_text, "views": self.views,
             "view_seed": setup.seed if self.views > 1 else None,
             "precision": self.settings.precision, "exact": self.settings.exact or self.role != "train",
+            "fast": self.settings.fast,
             "files": files_fingerprint([path for path, _ in setup.items]),
         }
 
@@ -186,18 +189,20 @@ class FrozenPrefixSource:
         pairs = [(row, view) for view in range(self.views) for row in range(len(setup.items))]
         inputs = ViewInputs(self.base.dataset, pairs, setup.seed if self.views > 1 else None)
         # its own generator: a loader without one would draw its worker seed from the global RNG
-        loader = DataLoader(inputs, batch_size=setup.batch_size, num_workers=setup.num_workers,
+        # compiled passes run fastest at a measured batch size; it does not change the stored values' order
+        batch_size = FAST_PASS_BATCH if settings.fast == "jit" else setup.batch_size
+        loader = DataLoader(inputs, batch_size=batch_size, num_workers=setup.num_workers,
                             generator=torch.Generator().manual_seed(0))
         started, store = time.perf_counter(), None
         stages = self.model.stages[:k]
         modes = [stage.training for stage in stages]
         for stage in stages:
             stage.eval()
+        prefix = InferencePath(StagePrefix(self.model, k), settings.fast, settings.log, f"stage-{k} prefix")
         try:
             with torch.no_grad(), autocast(settings.precision, settings.device):
                 for x, rows, views in loader:
-                    x = x.to(settings.device).contiguous(memory_format=torch.channels_last)
-                    out = self.model.forward_stages(x, 0, k)
+                    out = prefix(x.to(settings.device))
                     if store is None:
                         store = self.new_store(k, out, x)
                         if store is None:
@@ -214,7 +219,8 @@ class FrozenPrefixSource:
             return None
         seconds = time.perf_counter() - started
         settings.log(f"cache: stage-{k} activations of {len(setup.items)} {self.role} images x {self.views} "
-                     f"view(s) computed in {seconds:.1f}s")
+                     f"view(s) computed in {seconds:.1f}s"
+                     + (f" (TorchScript-compiled in {prefix.seconds:.1f}s)" if prefix.compiled_ok else ""))
         if self.stable:
             meta = {"key": key, "boundary": k, "items": len(setup.items), "views": self.views,
                     "created": time.time(), "parts": key_parts}

@@ -8,6 +8,7 @@ validation numbers.
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -45,6 +46,13 @@ class LoadedRun:
     @property
     def batch_size(self) -> int:
         return self.sidecar["eval"]["batch_size"]
+
+    @property
+    def fast(self) -> str:
+        """'jit' when the run asked for precision auto and it meant fp32 on this device (fastpath_jit.fast_mode)."""
+        from ..fastpath_jit import fast_mode
+
+        return fast_mode(self.sidecar["eval"].get("precision_asked", self.precision), self.precision, self.device)
 
     @property
     def background(self) -> tuple[int, int, int]:
@@ -93,14 +101,20 @@ def load_run(run_dir: Path, registry, which: str = "best", device: str = "cpu") 
     return LoadedRun(run_dir, built.model, meta, classes, DataConfig.from_dict(meta["data_config"]), target)
 
 
-def evaluate_items(run: LoadedRun, items: list[tuple[Path, int]], num_workers="auto") -> EvalResult:
+def note(line: str) -> None:
+    """Notes go to stderr: stdout carries the predictions and metrics."""
+    print(f"tlzoo: {line}", file=sys.stderr)
+
+
+def evaluate_items(run: LoadedRun, items: list[tuple[Path, int]], num_workers="auto", log=None) -> EvalResult:
     from ..transforms import build_eval_transform
 
     configure_threads()
     source = eval_source(SourceSetup(items, build_eval_transform(run.data_config), run.batch_size,
                                      resolve_workers(num_workers, len(items)), 0, shuffle=False,
                                      background=run.background))
-    return evaluate(run.model, source, len(run.classes), run.device, run.precision)
+    return evaluate(run.model, source, len(run.classes), run.device, run.precision, fast=run.fast,
+                    log=log or note)
 
 
 def collect_images(paths: list[Path]) -> list[Path]:
@@ -124,13 +138,16 @@ class Prediction:
     error: str | None = None
 
 
-def predict(run: LoadedRun, paths: list[Path], top_k: int = 5) -> list[Prediction]:
+def predict(run: LoadedRun, paths: list[Path], top_k: int = 5, log=None) -> list[Prediction]:
     """Top-k classes of each image, batched; unreadable images come back with `error` set."""
+    from ..fastpath_jit import FAST_PASS_BATCH, InferencePath
     from ..images import load_rgb
     from ..transforms import build_eval_transform
 
     configure_threads()
     transform = build_eval_transform(run.data_config)
+    compiled = InferencePath(run.model, run.fast, log or note, "prediction model") if run.fast == "jit" else None
+    batch_size = FAST_PASS_BATCH if compiled is not None else run.batch_size
     k = max(1, min(top_k, len(run.classes)))
     results: list[Prediction] = []
     pending: list[tuple[int, torch.Tensor]] = []
@@ -139,7 +156,10 @@ def predict(run: LoadedRun, paths: list[Path], top_k: int = 5) -> list[Predictio
         if not pending:
             return
         batch = Batch(torch.stack([tensor for _, tensor in pending]), torch.zeros(len(pending), dtype=torch.long))
-        probs = forward_eval(run.model, batch, run.device, run.precision).softmax(1).cpu()
+        if compiled is not None:
+            probs = compiled(batch.x.to(run.device)).float().softmax(1).cpu()
+        else:
+            probs = forward_eval(run.model, batch, run.device, run.precision).softmax(1).cpu()
         values, indices = probs.topk(k, dim=1)
         for (slot, _), vals, idxs in zip(pending, values.tolist(), indices.tolist()):
             results[slot].top = [(run.classes[i], v) for i, v in zip(idxs, vals)]
@@ -154,7 +174,7 @@ def predict(run: LoadedRun, paths: list[Path], top_k: int = 5) -> list[Predictio
             results[-1].error = str(exc)
             continue
         pending.append((len(results) - 1, transform(image)))
-        if len(pending) == run.batch_size:
+        if len(pending) == batch_size:
             flush()
     flush()
     return results

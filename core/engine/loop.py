@@ -35,6 +35,7 @@ class LoopConfig:
     num_classes: int
     patience: int | None = None
     min_delta: float = 0.0
+    fast: str = "eager"  # 'jit': validation through a compiled copy (tlzoo.core.fastpath_jit.fast_mode)
 
 
 @dataclass
@@ -77,7 +78,8 @@ class Trainer:
         train_loss = self.train_epoch(epoch, plan)
 
         result = evaluate(state.model, self.val_source, config.num_classes, config.device, config.precision,
-                          plan.frozen_stages)  # a cached validation source skips the frozen stages
+                          plan.frozen_stages,  # a cached validation source skips the frozen stages
+                          config.fast, self.progress.message)
         self.last_eval = result
         record = {"epoch": epoch + 1, "epochs": config.epochs, "train_loss": train_loss,
                   **result.metrics("val_"), "lr": learning_rates, "trainable_params": trainable,

@@ -53,12 +53,24 @@ def forward_eval(model, batch, device, precision: str) -> torch.Tensor:
         return model.head(features.float())
 
 
-def logits_over(model, source, device, precision: str, frozen_stages: int = 0):
-    """All logits and labels of one pass over `source`, in its order; the model goes to eval mode."""
+def logits_over(model, source, device, precision: str, frozen_stages: int = 0, fast: str = "eager", log=print):
+    """All logits and labels of one pass over `source`, in its order; the model goes to eval mode.
+
+    `fast` 'jit' runs the pass through a compiled copy of the model as it is now
+    (tlzoo.core.fastpath_jit); 'eager' runs the model itself.
+    """
+    from ..fastpath_jit import InferencePath, StagesAndHead
+
     model.eval()
     all_logits, all_labels = [], []
+    paths: dict[int, InferencePath] = {}  # one per start stage; a pass normally has one
     for batch in source.epoch(0, frozen_stages):
-        all_logits.append(forward_eval(model, batch, device, precision).cpu())
+        if fast == "jit":
+            if batch.start not in paths:
+                paths[batch.start] = InferencePath(StagesAndHead(model, batch.start), "jit", log, "evaluation model")
+            all_logits.append(paths[batch.start](batch.x.to(device)).float().cpu())
+        else:
+            all_logits.append(forward_eval(model, batch, device, precision).cpu())
         all_labels.append(batch.y)
     if not all_logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
@@ -81,6 +93,7 @@ def summarize(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> E
     return EvalResult(loss, top1, top5, confusion.tolist(), count)
 
 
-def evaluate(model, source, num_classes: int, device, precision: str, frozen_stages: int = 0) -> EvalResult:
-    logits, labels = logits_over(model, source, device, precision, frozen_stages)
+def evaluate(model, source, num_classes: int, device, precision: str, frozen_stages: int = 0,
+             fast: str = "eager", log=print) -> EvalResult:
+    logits, labels = logits_over(model, source, device, precision, frozen_stages, fast, log)
     return summarize(logits, labels, num_classes)

@@ -17,6 +17,7 @@ import torch
 from ..backbone import count_parameters
 from ..cache import attach_caches
 from ..fastpath import precision_note
+from ..fastpath_jit import fast_mode
 from ..model import build_model
 from . import outputs
 from .batches import SourceSetup, eval_source, seed_everything, train_source
@@ -76,7 +77,7 @@ def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
         "head": spec.head.model_dump(mode="json"),
         "data_config": setup.built.data_config.to_dict(),
         "eval": {"batch_size": setup.eval_batch_size, "precision": setup.precision,
-                 "background": list(spec.data.background)},
+                 "precision_asked": spec.train.precision, "background": list(spec.data.background)},
         "spec_hash": outputs.spec_hash(setup.spec_json),
         "spec_dir": str(setup.resolved.base_dir),
         "versions": outputs.package_versions(),
@@ -139,11 +140,13 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
     criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(setup.device),
                                           label_smoothing=train.label_smoothing)
     config = LoopConfig(train.epochs, train.seed, train.bn, setup.device, setup.precision, num_classes,
-                        train.early_stopping.patience, train.early_stopping.min_delta)
+                        train.early_stopping.patience, train.early_stopping.min_delta,
+                        fast=fast_mode(train.precision, setup.precision, setup.device))
     progress.message(f"training: {train.strategy.name}, {train.optimizer.name} lr {train.optimizer.lr:g}, "
                      f"scheduler {train.scheduler.name}, {train.epochs} epoch(s) of {len(train_batches)} batches; "
                      f"device {setup.device}, {torch.get_num_threads()} thread(s), {workers} loader worker(s), "
-                     f"{setup.precision} frozen/eval passes")
+                     f"{setup.precision} frozen/eval passes"
+                     + (" (TorchScript-compiled, channels_last)" if config.fast == "jit" else ""))
 
     def save(kind: str):
         def write(trainer: Trainer, record: dict) -> None:
