@@ -132,13 +132,13 @@ def bench_full(report: Report, work: Path, epochs: int, state: dict) -> None:
     base = plain("full", epochs, work)
     adam = {"name": "adam", "lr": 1e-4}
     run = tlzoo_run(tlzoo_spec("full", DATA, work, epochs, "none", optimizer=adam,
-                               scheduler={"name": "step"}, backbone_lr_mult=1.0), work)
+                               scheduler={"name": "step"}, backbone_lr_mult=1.0, batch_size=64), work)
     state["full_run"] = run
     plain_speed = epoch_throughput(base["train_images"], [r["seconds"] for r in base["history"]])
     ours = epoch_throughput(run["summary"]["num_train"], [r["seconds"] for r in run["history"]])
     report.row("full fine-tune", f"plain loop, all parameters, fp32 NCHW, {epochs} epochs", base["wall"],
                plain_speed, base["best_top1"], base["peak_rss"])
-    report.row("full fine-tune", f"tlzoo strategy none, {epochs} epochs", run["wall"], ours, run["best_top1"],
+    report.row("full fine-tune", f"tlzoo strategy none, batch 64, {epochs} epochs", run["wall"], ours, run["best_top1"],
                run["peak_rss"])
     report.check("full fine-tune: >= 1.25x the plain loop's images per second", ours >= 1.25 * plain_speed,
                  f"{ours:.1f} vs {plain_speed:.1f} training images per epoch-second (train + test pass): "
@@ -193,7 +193,7 @@ def main() -> None:
         if "partial" in chosen:
             bench_partial(report, work, state)
         if "predict" in chosen:
-            bench_predict(report, state["head_run"], DATA)
+            bench_predict(report, state["head_run"], DATA, work)
         if "memory" in chosen:
             bench_memory(report, state["head_run"])
         if "scale" in chosen:
