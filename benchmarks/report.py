@@ -37,7 +37,8 @@ def machine_header() -> str:
         f"{psutil.virtual_memory().total / 2**30:.1f} GiB RAM, {platform.system()} {platform.release()}; "
         f"Python {platform.python_version()}, torch {torch.__version__}. No GPU used.\n\n"
         "Columns: wall = process wall time (start to exit, model build and data scan included); "
-        "img/s = training images x epochs / wall for training runs, images / pass time for predict; "
+        "img/s = training images x epochs / wall for head-only and scale runs, training images per "
+        "epoch-second (train + test pass) for full and partial fine-tunes, images / pass time for predict; "
         "peak RSS = the sum over the run's process tree (main process and loader workers), sampled every 0.1 s.\n"
     )
 
