@@ -34,12 +34,12 @@ __all__ = ["validate_augment", "build_train_transform", "build_eval_transform", 
            "Pipeline", "PRESETS", "OPS"]
 
 
-IMAGENET = {"mean": [0.485, 0.456, 0.406], "std": [0.229, 0.224, 0.225]}
 
 PRESETS: dict[str, list[dict]] = {
     "none": [],  # the evaluation transform: resize, centre crop, normalize
     "light": [{"op": "random_resized_crop", "scale": [0.5, 1.0]}, {"op": "horizontal_flip"}],
-    # seed 001's training pipeline exactly (torchvision defaults, ImageNet statistics)
+    # seed 001's training pipeline exactly (torchvision defaults); its Normalize values are its
+    # ResNet's own statistics, so the preset normalizes as the backbone expects, like evaluation
     "seed001": [
         {"op": "resize", "size": [300, 300]},
         {"op": "random_rotation", "degrees": 45},
@@ -47,7 +47,7 @@ PRESETS: dict[str, list[dict]] = {
         {"op": "horizontal_flip", "p": 0.5},
         {"op": "vertical_flip", "p": 0.5},
         {"op": "grayscale", "p": 0.1},
-        {"op": "normalize", **IMAGENET},
+        {"op": "normalize"},
     ],
     "strong": [
         {"op": "random_resized_crop"},
@@ -152,6 +152,18 @@ def resolve_ops(augment: str | list) -> list[Op]:
 def is_deterministic(augment: str | list) -> bool:
     """True when the training pipeline has no random op (one cached view per image is then exact)."""
     return not any(op.random for op in resolve_ops(augment))
+
+
+def explicit_normalization(augment: str | list) -> tuple[tuple, tuple] | None:
+    """(mean, std) of a `normalize` op that states its own statistics, else None.
+
+    The run then evaluates and predicts with these too: features normalized one
+    way in training and another at test time cost accuracy silently.
+    """
+    for op in resolve_ops(augment):
+        if isinstance(op, Normalize) and (op.mean is not None or op.std is not None):
+            return op.mean, op.std
+    return None
 
 
 def build_train_transform(augment: str | list, data_config: DataConfig) -> Pipeline:

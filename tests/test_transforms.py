@@ -13,7 +13,8 @@ from torchvision import transforms as T
 from tlzoo.core.backbone import DataConfig
 from tlzoo.core.errors import SpecError
 from tlzoo.core.spec import resolve_spec
-from tlzoo.core.transforms import (OPS, PRESETS, build_eval_transform, build_train_transform, is_deterministic,
+from tlzoo.core.transforms import (OPS, PRESETS, build_eval_transform, build_train_transform, explicit_normalization,
+                                   is_deterministic,
                                    validate_augment)
 from tlzoo.registry import get_registry
 
@@ -42,7 +43,8 @@ def seed001_as_written() -> T.Compose:
 
 
 def test_seed001_preset_equals_the_seeds_pipeline():
-    ours = build_train_transform("seed001", DataConfig(mean=(0.5,) * 3, std=(0.5,) * 3))  # its own statistics win
+    # the seed's Normalize values are its ResNet's statistics; the preset takes the backbone's
+    ours = build_train_transform("seed001", DataConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
     theirs = seed001_as_written()
     image = noise(120, 90)
     outputs = []
@@ -54,6 +56,19 @@ def test_seed001_preset_equals_the_seeds_pipeline():
         outputs.append(mine)
     assert mine.shape == (3, 224, 224)
     assert not all(torch.equal(outputs[0], other) for other in outputs[1:])  # it really is random
+
+
+def test_seed001_preset_normalizes_as_the_backbone_does():
+    lite = DataConfig(mean=(0.5,) * 3, std=(0.5,) * 3)
+    normalize = build_train_transform("seed001", lite).tensor_part.transforms[-1]
+    assert isinstance(normalize, T.Normalize) and normalize.mean == (0.5,) * 3 and normalize.std == (0.5,) * 3
+    assert explicit_normalization("seed001") is None
+
+
+def test_stated_normalization_is_reported_for_evaluation_too():
+    ops = [{"op": "horizontal_flip"}, {"op": "normalize", "mean": [0.4, 0.4, 0.4]}]
+    assert explicit_normalization(ops) == ((0.4, 0.4, 0.4), None)
+    assert explicit_normalization("light") is None
 
 
 def test_eval_transform_follows_the_data_config():
