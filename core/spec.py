@@ -10,6 +10,7 @@ All problems are collected and raised together as one SpecError.
 from __future__ import annotations
 
 import json
+import os
 from pathlib import Path
 from typing import Any, Literal
 
@@ -203,7 +204,7 @@ class Resolved:
     def path(self, value: str) -> Path:
         """A path from the spec: relative ones are relative to the spec file's folder."""
         path = Path(value).expanduser()
-        return path if path.is_absolute() else (self.base_dir / path)
+        return Path(os.path.normpath(path if path.is_absolute() else self.base_dir / path))
 
 
 # (attribute on Resolved, path of the ComponentRef inside the spec, catalog kind)

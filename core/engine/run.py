@@ -7,6 +7,7 @@ the loop, and the outputs (spec.json, metrics.jsonl, best/last, summary.json).
 
 from __future__ import annotations
 
+import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -24,7 +25,7 @@ from .batches import SourceSetup, eval_source, seed_everything, train_source
 from .loop import LoopConfig, Trainer
 from .optim import Schedule, base_learning_rates, build_optimizer
 from .progress import make_progress
-from .runtime import configure_threads, resolve_device, resolve_precision, resolve_workers
+from .runtime import configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
 from .state import TrainState
 
 MODEL_FORMAT = "tlzoo-model/1"
@@ -65,6 +66,11 @@ def class_weights(train: list[tuple[Path, int]], num_classes: int) -> torch.Tens
     return weights
 
 
+def trains_whole_backbone(strategy, epochs: int, num_groups: int) -> bool:
+    """True when some epoch backpropagates down to the stem (then freed buffers are not kept)."""
+    return any(phase.first_trainable(num_groups) == 0 for phase in strategy.plan(epochs, num_groups))
+
+
 def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
     spec = setup.resolved.spec
     return {
@@ -88,6 +94,7 @@ def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
 
 def prepare(resolved, output: Path | None, log, resumed=None) -> RunSetup:
     from ..data import load_labelled, write_skipped
+    from ..transforms import explicit_normalization
 
     spec = resolved.spec
     seed_everything(spec.train.seed)  # the new head's initial weights
@@ -97,6 +104,13 @@ def prepare(resolved, output: Path | None, log, resumed=None) -> RunSetup:
         log(precision_note(spec.train.precision, precision, device))
     data = load_labelled(resolved)
     built = build_model(resolved.backbone, spec.backbone.weights, spec.head, len(data.classes), resolved.base_dir)
+    stated = explicit_normalization(spec.data.augment)
+    if stated is not None:
+        mean, std = stated
+        built.data_config = dataclasses.replace(built.data_config, mean=tuple(mean or built.data_config.mean),
+                                                std=tuple(std or built.data_config.std))
+        log(f"data: data.augment's normalize op sets mean {list(built.data_config.mean)}, std "
+            f"{list(built.data_config.std)}; evaluation and prediction use them too")
     built.model.to(device)
     if device.type == "cpu":
         built.model.to(memory_format=torch.channels_last)
@@ -120,6 +134,9 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
 
     spec, data, model = setup.resolved.spec, setup.data, setup.built.model
     train, num_classes = spec.train, len(data.classes)
+    strategy = setup.resolved.strategy.build()
+    if not trains_whole_backbone(strategy, train.epochs, model.num_groups):
+        keep_freed_memory()
     workers = resolve_workers(spec.data.num_workers, len(data.train))
     # a last batch of one image cannot train a BatchNorm; it is dropped (a different one each epoch)
     drop_last = len(data.train) % spec.data.batch_size == 1 and len(data.train) > 1
@@ -157,7 +174,7 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
     def log_metrics(trainer: Trainer, record: dict) -> None:
         outputs.append_jsonl(setup.run_dir / outputs.METRICS_FILE, record)
 
-    return Trainer(state, setup.resolved.strategy.build(), criterion, train_batches, val_batches, config, progress,
+    return Trainer(state, strategy, criterion, train_batches, val_batches, config, progress,
                    save_best=save("best"), save_last=save("last"), epoch_hooks=[log_metrics])
 
 
@@ -199,7 +216,7 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
 
     stream = stream or sys.stderr
     started = time.perf_counter()
-    configure_threads()
+    configure_threads(keep_buffers=False)  # decided in make_trainer, once the model's groups are known
     progress = make_progress(resolved.spec.train.epochs, stream)
     with StopRequest(stream) as stop:
         resumed = open_resume(resume, outputs.resolved_spec_json(resolved)) if resume is not None else None
