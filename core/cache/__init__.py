@@ -123,9 +123,11 @@ def attach_caches(setup, train_source, val_source, log):
         exact=spec.train.precision == "fp32", require_smaller=spec.cache.enabled == "auto", log=log,
         fast=fast_mode(spec.train.precision, setup.precision, setup.device))
     random_views = not train_source.setup.deterministic
-    views = min(spec.cache.views, spec.train.epochs) if random_views else 1
+    cached_epochs = sum(1 for k in ks if k)
+    # an epoch reads one view per image: views beyond the cached epochs would never be read
+    views = min(spec.cache.views, cached_epochs) if random_views else 1
     kind = f"{views} augmented view(s) per image" if random_views else "one view per image (deterministic transforms)"
-    log(f"cache: activations of frozen stages on ({sum(1 for k in ks if k)} of {len(ks)} epochs), {kind}; "
+    log(f"cache: activations of frozen stages on ({cached_epochs} of {len(ks)} epochs), {kind}; "
         f"up to {spec.cache.memory_mb} MiB in RAM, then memory-mapped files under {settings.root}")
     return (FrozenPrefixSource(train_source, model, settings, "train", views),
             FrozenPrefixSource(val_source, model, settings, "val", 1))
