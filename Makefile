@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.tlzoo-installed
 
-.PHONY: test demo install bench clean
+.PHONY: test demo seed001 finetune install bench clean
 
 $(STAMP): pyproject.toml examples/tlzoo-plugin-example/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -19,8 +19,20 @@ install: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest
 
+# trains into runs/demo, then scores its best model on the flowers12 test split
 demo: $(STAMP)
-	$(VENV)/bin/tlzoo run examples/flowers12.json
+	rm -rf runs/demo
+	$(VENV)/bin/tlzoo run examples/flowers12.json --output runs/demo
+	@echo "test accuracy of runs/demo/best.safetensors on flowers12/test:"
+	$(VENV)/bin/tlzoo evaluate runs/demo
+
+# seed 001's recipe on txt lists written for flowers12
+seed001: $(STAMP)
+	$(PY) examples/make_txt_lists.py ../shared/datasets/flowers12 examples/lists/flowers12
+	$(VENV)/bin/tlzoo run examples/seed001.json
+
+finetune: $(STAMP)
+	$(VENV)/bin/tlzoo run examples/finetune.json
 
 bench: $(STAMP)
 	$(PY) benchmarks/bench.py
