@@ -44,3 +44,23 @@ def faulty_plugins(tmp_path_factory) -> Path:
             check=True, capture_output=True,
         )
     return target
+
+
+@pytest.fixture
+def one_thread():
+    """Tiny models on a shared 2-core machine: one thread, so OpenMP does not spin against other processes."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def resolved_backbone(name: str, **options):
+    """A backbone from the registry with its options validated, as build_model takes it."""
+    from tlzoo.core.spec import ResolvedComponent
+    from tlzoo.registry import get_registry
+
+    component = get_registry().backbones.get_component(name)
+    return ResolvedComponent(component, component.options.model_validate(options))

@@ -93,16 +93,9 @@ def register_tiny() -> str:
 
 def make_images(root: Path, classes: int = 3, train: int = 8, val: int = 3, size: int = 16) -> Path:
     """root/{train,val}/classN/*.png: noisy colours, one per class, learnable in a few steps."""
-    rng = np.random.default_rng(0)
-    for split, count in (("train", train), ("val", val)):
-        for index in range(classes):
-            folder = root / split / f"class{index}"
-            folder.mkdir(parents=True, exist_ok=True)
-            for number in range(count):
-                base = np.array(COLOURS[index % len(COLOURS)], dtype=np.float32)
-                pixels = np.clip(base + rng.normal(0, 50, (size, size, 3)), 0, 255).astype(np.uint8)
-                Image.fromarray(pixels).save(folder / f"{number}.png")
-    return root
+    from test_engine_support import make_image_folder
+
+    return make_image_folder(root, classes, per_class=train, size=size, val_per_class=val, noise=50)
 
 
 def write_spec(folder: Path, root: Path, name: str = "spec.json", **sections) -> Path:

@@ -67,7 +67,7 @@ def tiny_model() -> TransferModel:
 
 
 def make_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: int = 32, val_per_class: int = 3,
-                      seed: int = 0) -> Path:
+                      seed: int = 0, noise: float = 40) -> Path:
     """train/ and val/ folders of PNGs: each class a noisy colour, so classes are learnable."""
     rng = np.random.default_rng(seed)
     for split, count in (("train", per_class), ("val", val_per_class)):
@@ -76,7 +76,7 @@ def make_image_folder(root: Path, classes: int = 3, per_class: int = 8, size: in
             folder.mkdir(parents=True, exist_ok=True)
             for number in range(count):
                 base = np.array(COLOURS[index % len(COLOURS)], dtype=np.float32)
-                pixels = np.clip(base + rng.normal(0, 40, (size, size, 3)), 0, 255).astype(np.uint8)
+                pixels = np.clip(base + rng.normal(0, noise, (size, size, 3)), 0, 255).astype(np.uint8)
                 Image.fromarray(pixels).save(folder / f"{number}.png")
     return root
 

@@ -8,9 +8,10 @@ import timm
 import torch
 from PIL import Image
 
+from conftest import resolved_backbone as resolved
 from tlzoo.core.errors import TlzooError, WeightsError
 from tlzoo.core.model import build_model
-from tlzoo.core.spec import HeadSpec, ResolvedComponent
+from tlzoo.core.spec import HeadSpec
 from tlzoo.plugins import timm_backbones
 from tlzoo.plugins.timm_split import LAYOUTS
 from tlzoo.registry import UnknownComponent, get_registry
@@ -65,18 +66,7 @@ SPREAD = [
 ]
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread, so OpenMP does not spin against other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def resolved(name: str, **options) -> ResolvedComponent:
-    component = get_registry().backbones.get_component(name)
-    return ResolvedComponent(component, component.options.model_validate(options))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recording:

@@ -9,10 +9,11 @@ from pydantic import ValidationError
 from torch import nn
 from torchvision.models import get_model_builder, get_model_weights, list_models
 
+from conftest import resolved_backbone as resolved
 from tlzoo.core.backbone import TransferModel
 from tlzoo.core.errors import WeightsError
 from tlzoo.core.model import build_model
-from tlzoo.core.spec import HeadSpec, ResolvedComponent
+from tlzoo.core.spec import HeadSpec
 from tlzoo.plugins import torchvision_backbones as tvb
 from tlzoo.plugins.torchvision_split import FAMILIES, family_of
 from tlzoo.registry import get_registry
@@ -40,18 +41,7 @@ def smallest_per_family() -> list[str]:
 SMALLEST = smallest_per_family()
 
 
-@pytest.fixture(autouse=True)
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread, so OpenMP does not spin against other processes."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
-def resolved(name: str, **options) -> ResolvedComponent:
-    component = get_registry().backbones.get_component(name)
-    return ResolvedComponent(component, component.options.model_validate(options))
+pytestmark = pytest.mark.usefixtures("one_thread")
 
 
 class Recording:
