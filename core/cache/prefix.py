@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from ..engine.batches import Batch, epoch_seed
 from ..engine.runtime import autocast
 from ..fastpath_jit import FAST_PASS_BATCH, InferencePath, StagePrefix
+from .byte_inputs import byte_variant
 from .keys import digest, files_fingerprint, modules_fingerprint, transform_description
 from .store import META_FILE, STORAGE, ActivationStore, MemoryBudget, read_meta
 
@@ -50,6 +51,7 @@ class CacheSettings:
     log: Callable[[str], None] = print
     skipped: set = field(default_factory=set)  # (role, k) found not worth caching
     fast: str = "eager"  # 'jit': the frozen pass runs TorchScript-compiled (tlzoo.core.fastpath_jit)
+    prefixes: dict = field(default_factory=dict)  # the latest compiled prefix, shared by train and val builds
 
 
 class ViewInputs(Dataset):
@@ -187,22 +189,27 @@ class FrozenPrefixSource:
     def build(self, k: int, key: str, key_parts: dict) -> ActivationStore | None:
         setup, settings = self.base.setup, self.settings
         pairs = [(row, view) for view in range(self.views) for row in range(len(setup.items))]
-        inputs = ViewInputs(self.base.dataset, pairs, setup.seed if self.views > 1 else None)
+        dataset, finish = byte_variant(self.base.dataset) or (self.base.dataset, None)
+        inputs = ViewInputs(dataset, pairs, setup.seed if self.views > 1 else None)
         # its own generator: a loader without one would draw its worker seed from the global RNG
         # compiled passes run fastest at a measured batch size; it does not change the stored values' order
         batch_size = FAST_PASS_BATCH if settings.fast == "jit" else setup.batch_size
         loader = DataLoader(inputs, batch_size=batch_size, num_workers=setup.num_workers,
                             generator=torch.Generator().manual_seed(0))
-        started, store = time.perf_counter(), None
+        started, store, prefix, compiled_before = time.perf_counter(), None, None, True
         stages = self.model.stages[:k]
         modes = [stage.training for stage in stages]
         for stage in stages:
             stage.eval()
-        prefix = InferencePath(StagePrefix(self.model, k), settings.fast, settings.log, f"stage-{k} prefix")
         try:
             with torch.no_grad(), autocast(settings.precision, settings.device):
                 for x, rows, views in loader:
-                    out = prefix(x.to(settings.device))
+                    x = x.to(settings.device)
+                    x = finish(x) if finish is not None else x
+                    if prefix is None:
+                        prefix = self.prefix_path(k, x)
+                        compiled_before = prefix.tried
+                    out = prefix(x)
                     if store is None:
                         store = self.new_store(k, out, x)
                         if store is None:
@@ -218,14 +225,30 @@ class FrozenPrefixSource:
         if store is None:
             return None
         seconds = time.perf_counter() - started
+        compiled = "" if not prefix.compiled_ok else (
+            " (TorchScript graph reused)" if compiled_before else f" (TorchScript-compiled in {prefix.seconds:.1f}s)")
         settings.log(f"cache: stage-{k} activations of {len(setup.items)} {self.role} images x {self.views} "
-                     f"view(s) computed in {seconds:.1f}s"
-                     + (f" (TorchScript-compiled in {prefix.seconds:.1f}s)" if prefix.compiled_ok else ""))
+                     f"view(s) computed in {seconds:.1f}s{compiled}")
         if self.stable:
             meta = {"key": key, "boundary": k, "items": len(setup.items), "views": self.views,
                     "created": time.time(), "parts": key_parts}
             store.publish(settings.root / key, meta)
         return store
+
+    def prefix_path(self, k: int, x: torch.Tensor) -> InferencePath:
+        """The frozen pass for stages [0, k) on inputs like `x`: compiled once, reused by the other role's build.
+
+        Keyed by the prefix's weight versions and the input's shape, so a changed
+        weight or another image size compiles afresh; only the latest is kept.
+        """
+        key = (k, tuple(self.version_stamp(k)), tuple(x.shape[1:]), x.dtype)
+        path = self.settings.prefixes.get(key)
+        if path is None:
+            path = InferencePath(StagePrefix(self.model, k), self.settings.fast, self.settings.log,
+                                 f"stage-{k} prefix")
+            self.settings.prefixes.clear()
+            self.settings.prefixes[key] = path
+        return path
 
     def new_store(self, k: int, out: torch.Tensor, x: torch.Tensor) -> ActivationStore | None:
         settings, items = self.settings, len(self.base.setup.items)
