@@ -4,8 +4,8 @@
 
 Every training run is a subprocess (the plain loops through benchmarks/seed_loop.py,
 tlzoo through `tlzoo run` with a spec written to a temporary folder and a fresh
-cache folder), watched for wall time and peak RSS (the sum over its process tree,
-sampled every 0.1 s). Results are printed and appended to benchmarks/RESULTS.md.
+cache folder), watched for wall time and peak memory (the main process's RSS plus
+its loader workers' unique memory, sampled every 0.1 s). Results are printed and appended to benchmarks/RESULTS.md.
 """
 
 from __future__ import annotations
@@ -31,16 +31,28 @@ sys.path.insert(0, str(HERE))
 from report import Report, machine_header  # noqa: E402
 
 
+def unique_bytes(process: psutil.Process) -> int:
+    """Memory only this process holds (USS).
+
+    A forked DataLoader worker maps its parent's pages copy-on-write, and its RSS
+    counts them again: summing RSS over the tree double-counts the parent.
+    """
+    try:
+        return process.memory_full_info().uss
+    except psutil.Error:
+        return 0
+
+
 def watched(command: list[str], log_file: Path) -> dict:
-    """Run `command`; wall seconds and peak RSS (bytes) of its process tree."""
+    """Run `command`; wall seconds and peak memory (bytes): the main process's RSS plus its children's USS."""
     started, peak = time.perf_counter(), 0
     with open(log_file, "w") as log:
         process = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, cwd=REPO)
         watcher = psutil.Process(process.pid)
         while process.poll() is None:
             try:
-                tree = [watcher, *watcher.children(recursive=True)]
-                peak = max(peak, sum(p.memory_info().rss for p in tree if p.is_running()))
+                peak = max(peak, watcher.memory_info().rss + sum(unique_bytes(child)
+                                                                 for child in watcher.children(recursive=True)))
             except psutil.Error:
                 pass
             time.sleep(0.1)

@@ -39,7 +39,8 @@ def machine_header() -> str:
         "Columns: wall = process wall time (start to exit, model build and data scan included); "
         "img/s = training images x epochs / wall for head-only and scale runs, training images per "
         "epoch-second (train + test pass) for full and partial fine-tunes, images / pass time for predict; "
-        "peak RSS = the sum over the run's process tree (main process and loader workers), sampled every 0.1 s.\n"
+        "peak RSS = the main process's RSS plus its loader workers' unique memory (USS; their RSS would "
+        "count the parent's copy-on-write pages again), sampled every 0.1 s.\n"
     )
 
 
@@ -75,7 +76,8 @@ class Report:
         lines = [f"\n## {self.started:%Y-%m-%d %H:%M %Z}: sections {', '.join(self.sections)}\n",
                  f"Benchmark wall time {self.seconds / 60:.1f} min; plain head-only epochs {self.args.plain_epochs}, "
                  f"full fine-tune epochs {self.args.full_epochs}. Before: {self.load_before}; after: "
-                 f"{self.load_after} (on 2 cores, a load above ~2 means other work shared the machine).\n",
+                 f"{self.load_after} (on 2 cores, a load above ~2 means other work shared the machine). "
+                 "Peak RSS: main process RSS + loader workers' USS.\n",
                  "| section | run | wall s | img/s | best top-1 | peak RSS GiB |",
                  "|---|---|---:|---:|---:|---:|"]
         for section, what, wall, per_second, top1, rss in self.rows:
