@@ -27,7 +27,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from ..engine.batches import Batch, epoch_seed
-from ..engine.runtime import autocast
+from ..engine.runtime import autocast, release_freed_memory
 from ..fastpath_jit import FAST_PASS_BATCH, InferencePath, StagePrefix
 from .byte_inputs import byte_variant
 from .keys import digest, files_fingerprint, modules_fingerprint, transform_description
@@ -201,6 +201,8 @@ class FrozenPrefixSource:
         modes = [stage.training for stage in stages]
         for stage in stages:
             stage.eval()
+        if setup.num_workers:
+            release_freed_memory()  # workers fork as the loop below starts
         try:
             with torch.no_grad(), autocast(settings.precision, settings.device):
                 for x, rows, views in loader:

@@ -23,6 +23,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader
 
+from .runtime import release_freed_memory
+
 
 @dataclass
 class Batch:
@@ -102,6 +104,8 @@ class LoaderSource:
 
     def epoch(self, epoch: int, frozen_stages: int) -> Iterator[Batch]:
         self.generator.manual_seed(epoch_seed(self.setup.seed, epoch))
+        if self.setup.num_workers:
+            release_freed_memory()  # workers fork as the loop below starts
         for x, y in self.loader:
             yield Batch(x, y, 0)
 

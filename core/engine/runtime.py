@@ -65,6 +65,23 @@ def keep_freed_memory() -> bool:
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
 
 
+def release_freed_memory() -> bool:
+    """Return freed heap pages to the OS; call it just before DataLoader workers fork.
+
+    A forked worker shares its parent's pages copy-on-write. As the parent then
+    reuses its freed heap, each page it writes is copied and the worker keeps
+    the old one, so a worker forked from a 5 GiB full fine-tuning process came
+    to hold gigabytes it never reads (a 2-epoch run peaked at 10.8 GiB, twice
+    the main process). Trimming first leaves the worker only live memory.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
 def configure_threads(cpus: int | None = None, keep_buffers: bool = True) -> int:
     """Intra-op threads = the cores this process may use (torch may count more).
 
