@@ -226,6 +226,19 @@ def test_random_views_are_reproducible_and_cycle_over_epochs(tmp_path):
     assert a.store.data.shape[:2] == (6, 3)
 
 
+def test_each_boundary_makes_as_many_views_as_epochs_read_it(tmp_path):
+    """freeze_unfreeze: 3 epochs at the top boundary, then 2 at a lower one; no view is made and never read."""
+    items = tiny_images(tmp_path / "img", count=6)
+    source, _ = source_for(items, tmp_path / "cache", [], transform=RANDOM, views={2: 3, 1: 2}, shuffle=False,
+                           batch_size=6)
+    top = [next(iter(source.epoch(e, 2))).x for e in range(3)]
+    assert source.store.data.shape[:2] == (6, 3)
+    assert all(not torch.equal(top[i], top[j]) for i, j in ((0, 1), (1, 2), (0, 2)))  # three epochs, three views
+    lower = [next(iter(source.epoch(e, 1))).x for e in range(3, 5)]
+    assert source.store.data.shape[:2] == (6, 2)
+    assert not torch.equal(lower[0], lower[1])
+
+
 def test_building_views_leaves_the_global_rng_alone(tmp_path):
     items = tiny_images(tmp_path / "img", count=4)
     source, _ = source_for(items, tmp_path / "cache", [], transform=RANDOM, views=2)

@@ -98,17 +98,18 @@ class seeded_rngs:
 class FrozenPrefixSource:
     """Wraps a LoaderSource (`base`); see the module docstring."""
 
-    def __init__(self, base, model, settings: CacheSettings, role: str, views: int = 1):
+    def __init__(self, base, model, settings: CacheSettings, role: str, views: int | dict[int, int] = 1):
         self.base, self.model, self.settings, self.role = base, model, settings, role
         setup = base.setup
-        self.views = max(1, views)
+        self.view_plan = views  # one count for every boundary, or {boundary k: count}
+        self.views = 1  # the count at the boundary of the current store
         self.labels = torch.tensor([label for _, label in setup.items], dtype=torch.long)
         self.order_generator = torch.Generator()
         # an index loader with the base loader's sampler settings: the same order, no images
         self.order = DataLoader(range(len(setup.items)), batch_size=setup.batch_size, shuffle=setup.shuffle,
                                 drop_last=setup.drop_last, generator=self.order_generator)
         offsets = torch.Generator().manual_seed(setup.seed ^ VIEW_SEED_SALT)
-        self.view_offsets = torch.randint(0, self.views, (len(setup.items),), generator=offsets)
+        self.view_offsets = torch.randint(0, 2**31 - 1, (len(setup.items),), generator=offsets)
         self.store: ActivationStore | None = None
         self.store_k: int | None = None
         self.stamp: list[int] | None = None
@@ -138,12 +139,17 @@ class FrozenPrefixSource:
         """Changes whenever any prefix tensor is modified in place (an optimizer step, a load)."""
         return [t._version for t in self.prefix_tensors(k)]
 
+    def views_at(self, k: int) -> int:
+        plan = self.view_plan
+        return max(1, plan.get(k, 1) if isinstance(plan, dict) else plan)
+
     def store_for(self, k: int) -> ActivationStore | None:
         if (self.role, k) in self.settings.skipped:
             return None
         if self.store is not None and self.store_k == k and self.stamp == self.version_stamp(k):
             return self.store
         self.close()
+        self.views = self.views_at(k)
         key_parts = self.key_parts(k)
         key = digest(key_parts)
         store = self.open_published(key)
