@@ -12,6 +12,8 @@ $(STAMP): pyproject.toml examples/tlzoo-plugin-example/pyproject.toml
 	$(PIP) 'torch>=2.6' 'torchvision>=0.21'
 	$(PIP) -e '.[dev]'
 	$(PIP) -e examples/tlzoo-plugin-example
+	@# builds the listing cache once (timm and torchvision imported), so later listings answer in under a second
+	$(VENV)/bin/tlzoo list backbones > /dev/null
 	touch $@
 
 install: $(STAMP)
