@@ -22,17 +22,14 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
 import pytest
 import torch
-from PIL import Image
 from torch import nn
 
 from tlzoo.core.backbone import Backbone, DataConfig, Pooled, Split
 
 TINY = "test/reliability_cnn"
 HERE = Path(__file__).resolve()
-COLOURS = [(220, 40, 40), (40, 200, 60), (50, 70, 230), (230, 220, 40)]
 
 
 class TinyNet(nn.Module):

@@ -14,8 +14,7 @@ from tlzoo.core.backbone import DataConfig
 from tlzoo.core.errors import SpecError
 from tlzoo.core.spec import resolve_spec
 from tlzoo.core.transforms import (OPS, PRESETS, build_eval_transform, build_train_transform, explicit_normalization,
-                                   is_deterministic,
-                                   validate_augment)
+                                   is_deterministic, validate_augment)
 from tlzoo.registry import get_registry
 
 IMAGENET = DataConfig()

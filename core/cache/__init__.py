@@ -124,11 +124,12 @@ def attach_caches(setup, train_source, val_source, log):
         fast=fast_mode(spec.train.precision, setup.precision, setup.device))
     random_views = not train_source.setup.deterministic
     cached_epochs = sum(1 for k in ks if k)
-    # an epoch reads one view per image: views beyond the epochs cached at a boundary would never be read
-    views = {k: min(spec.cache.views, ks.count(k)) for k in sorted(set(ks) - {0}, reverse=True)}
-    kind = ("augmented views per image: " + ", ".join(f"{n} at stage {k}" for k, n in views.items())
-            if random_views else "one view per image (deterministic transforms)")
-    views = views if random_views else 1
+    if random_views:
+        # an epoch reads one view per image: views beyond the epochs cached at a boundary would never be read
+        views = {k: min(spec.cache.views, ks.count(k)) for k in sorted(set(ks) - {0}, reverse=True)}
+        kind = "augmented views per image: " + ", ".join(f"{n} at stage {k}" for k, n in views.items())
+    else:
+        views, kind = 1, "one view per image (deterministic transforms)"
     log(f"cache: activations of frozen stages on ({cached_epochs} of {len(ks)} epochs), {kind}; "
         f"up to {spec.cache.memory_mb} MiB in RAM, then memory-mapped files under {settings.root}")
     return (FrozenPrefixSource(train_source, model, settings, "train", views),

@@ -51,7 +51,7 @@ class CacheSettings:
     log: Callable[[str], None] = print
     skipped: set = field(default_factory=set)  # (role, k) found not worth caching
     fast: str = "eager"  # 'jit': the frozen pass runs TorchScript-compiled (tlzoo.core.fastpath_jit)
-    prefixes: dict = field(default_factory=dict)  # the latest compiled prefix, shared by train and val builds
+    latest_prefix: tuple | None = None  # (key, InferencePath): shared by the train and val builds
 
 
 class ViewInputs(Dataset):
@@ -102,7 +102,6 @@ class FrozenPrefixSource:
         self.base, self.model, self.settings, self.role = base, model, settings, role
         setup = base.setup
         self.view_plan = views  # one count for every boundary, or {boundary k: count}
-        self.views = 1  # the count at the boundary of the current store
         self.labels = torch.tensor([label for _, label in setup.items], dtype=torch.long)
         self.order_generator = torch.Generator()
         # an index loader with the base loader's sampler settings: the same order, no images
@@ -126,7 +125,7 @@ class FrozenPrefixSource:
             yield from self.base.epoch(epoch, frozen_stages)
             return
         self.order_generator.manual_seed(epoch_seed(self.base.setup.seed, epoch))
-        views = (self.view_offsets + epoch) % self.views
+        views = (self.view_offsets + epoch) % self.views_at(frozen_stages)
         for rows in self.order:
             yield Batch(store.read(rows, views[rows]), self.labels[rows], frozen_stages)
 
@@ -149,7 +148,6 @@ class FrozenPrefixSource:
         if self.store is not None and self.store_k == k and self.stamp == self.version_stamp(k):
             return self.store
         self.close()
-        self.views = self.views_at(k)
         key_parts = self.key_parts(k)
         key = digest(key_parts)
         store = self.open_published(key)
@@ -164,8 +162,8 @@ class FrozenPrefixSource:
         return {
             **self.settings.identity, "role": self.role, "boundary": k,
             "prefix": modules_fingerprint(list(self.model.stages[:k])),
-            "transform": self.transform_text, "views": self.views,
-            "view_seed": setup.seed if self.views > 1 else None,
+            "transform": self.transform_text, "views": self.views_at(k),
+            "view_seed": setup.seed if self.views_at(k) > 1 else None,
             "precision": self.settings.precision, "exact": self.settings.exact or self.role != "train",
             "fast": self.settings.fast,
             "files": files_fingerprint([path for path, _ in setup.items]),
@@ -193,10 +191,10 @@ class FrozenPrefixSource:
         return "float32" if self.settings.exact or self.role != "train" else "bfloat16"
 
     def build(self, k: int, key: str, key_parts: dict) -> ActivationStore | None:
-        setup, settings = self.base.setup, self.settings
-        pairs = [(row, view) for view in range(self.views) for row in range(len(setup.items))]
+        setup, settings, view_count = self.base.setup, self.settings, self.views_at(k)
+        pairs = [(row, view) for view in range(view_count) for row in range(len(setup.items))]
         dataset, finish = byte_variant(self.base.dataset) or (self.base.dataset, None)
-        inputs = ViewInputs(dataset, pairs, setup.seed if self.views > 1 else None)
+        inputs = ViewInputs(dataset, pairs, setup.seed if view_count > 1 else None)
         # its own generator: a loader without one would draw its worker seed from the global RNG
         # compiled passes run fastest at a measured batch size; it does not change the stored values' order
         batch_size = FAST_PASS_BATCH if settings.fast == "jit" else setup.batch_size
@@ -235,10 +233,10 @@ class FrozenPrefixSource:
         seconds = time.perf_counter() - started
         compiled = "" if not prefix.compiled_ok else (
             " (TorchScript graph reused)" if compiled_before else f" (TorchScript-compiled in {prefix.seconds:.1f}s)")
-        settings.log(f"cache: stage-{k} activations of {len(setup.items)} {self.role} images x {self.views} "
+        settings.log(f"cache: stage-{k} activations of {len(setup.items)} {self.role} images x {view_count} "
                      f"view(s) computed in {seconds:.1f}s{compiled}")
         if self.stable:
-            meta = {"key": key, "boundary": k, "items": len(setup.items), "views": self.views,
+            meta = {"key": key, "boundary": k, "items": len(setup.items), "views": view_count,
                     "created": time.time(), "parts": key_parts}
             store.publish(settings.root / key, meta)
         return store
@@ -250,16 +248,15 @@ class FrozenPrefixSource:
         weight or another image size compiles afresh; only the latest is kept.
         """
         key = (k, tuple(self.version_stamp(k)), tuple(x.shape[1:]), x.dtype)
-        path = self.settings.prefixes.get(key)
-        if path is None:
+        latest = self.settings.latest_prefix
+        if latest is None or latest[0] != key:
             path = InferencePath(StagePrefix(self.model, k), self.settings.fast, self.settings.log,
                                  f"stage-{k} prefix")
-            self.settings.prefixes.clear()
-            self.settings.prefixes[key] = path
-        return path
+            self.settings.latest_prefix = latest = (key, path)
+        return latest[1]
 
     def new_store(self, k: int, out: torch.Tensor, x: torch.Tensor) -> ActivationStore | None:
-        settings, items = self.settings, len(self.base.setup.items)
+        settings, items, view_count = self.settings, len(self.base.setup.items), self.views_at(k)
         shape = tuple(out.shape[1:])
         per_view, per_image = int(np.prod(shape)), int(np.prod(x.shape[1:]))
         if settings.require_smaller and per_view > per_image:
@@ -269,16 +266,16 @@ class FrozenPrefixSource:
             settings.skipped.add((self.role, k))
             return None
         dtype = self.storage_dtype(out.dtype)
-        nbytes = items * self.views * per_view * torch.empty(0, dtype=STORAGE[dtype][0]).element_size()
+        nbytes = items * view_count * per_view * torch.empty(0, dtype=STORAGE[dtype][0]).element_size()
         if nbytes > settings.budget.remaining and nbytes > free_disk(settings.root) * 0.9:
             settings.log(f"cache: not caching stage-{k} {self.role} activations: {nbytes / 2**20:.0f} MiB "
                          f"fit neither cache.memory_mb nor the free space in {settings.root}")
             settings.skipped.add((self.role, k))
             return None
-        store = ActivationStore.create(items, self.views, shape, dtype, settings.budget, settings.root)
+        store = ActivationStore.create(items, view_count, shape, dtype, settings.budget, settings.root)
         where = "RAM" if store.in_memory else f"a memory-mapped file in {store.folder}"
         settings.log(f"cache: computing stage-{k} activations {shape} of {items} {self.role} images x "
-                     f"{self.views} view(s), {store.nbytes / 2**20:.0f} MiB {dtype} in {where}")
+                     f"{view_count} view(s), {store.nbytes / 2**20:.0f} MiB {dtype} in {where}")
         return store
 
     def close(self) -> None:
