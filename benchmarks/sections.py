@@ -21,10 +21,10 @@ def bench_predict(report, head_run: dict, data: Path, work: Path) -> None:
     from PIL import Image
 
     from seed_loop import list_images, plain_eval
-    from tlzoo.core.engine.inference import load_run, predict
-    from tlzoo.core.fastpath_jit import InferencePath
-    from tlzoo.core.transforms import build_eval_transform
-    from tlzoo.core.weights import load_state_file
+    from tlzoo.engine.inference import load_run, predict
+    from tlzoo.runtime.compiled import InferencePath
+    from tlzoo.data.transforms import build_eval_transform
+    from tlzoo.model.weights import load_state_file
     from tlzoo.registry import get_registry
 
     run = load_run(head_run["run_dir"], get_registry())

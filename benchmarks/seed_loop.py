@@ -72,7 +72,7 @@ class ImageList(Dataset):
 
 def shipped_lite0(num_classes: int) -> nn.Module:
     """timm efficientnet_lite0 with the weights tlzoo ships, the classifier replaced as the seed does."""
-    from tlzoo.plugins.shipped_backbones import LiteOptions, build_lite
+    from tlzoo.plugins.lite.backbones import LiteOptions, build_lite
 
     model = build_lite("efficientnet_lite0")(LiteOptions(), weights="pretrained").model
     for param in model.parameters():
@@ -154,8 +154,8 @@ def eval_run(run_dir: Path, data: Path, out: Path) -> None:
     """The plain eval loop over a tlzoo run's model (loaded through tlzoo; the timed loop is plain), best of 2."""
     from safetensors.torch import save_file
 
-    from tlzoo.core.engine.inference import load_run
-    from tlzoo.core.transforms import build_eval_transform
+    from tlzoo.engine.inference import load_run
+    from tlzoo.data.transforms import build_eval_transform
     from tlzoo.registry import get_registry
 
     run = load_run(run_dir, get_registry())

@@ -1,8 +1,8 @@
-"""tlzoo's protocol: spec models, backbones and heads, freezing, the engine and the CLI."""
+"""tlzoo: transfer learning of image classifiers from one JSON spec.
 
-from importlib import metadata
+The rooms below this package are its architecture; see README.md ("Layout").
+"""
 
-try:
-    __version__ = metadata.version("tlzoo")
-except metadata.PackageNotFoundError:  # running from a source tree that was never installed
-    __version__ = "0+unknown"
+from tlzoo.version import __version__
+
+__all__ = ["__version__"]

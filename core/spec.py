@@ -16,7 +16,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from .errors import SpecError
+from tlzoo.errors import SpecError
 
 
 class StrictModel(BaseModel):
@@ -238,7 +238,7 @@ def resolve_components(spec: RunSpec, registry) -> tuple[dict, list[tuple[str, s
 
 def validate_extras(spec: RunSpec) -> list[tuple[str, str]]:
     """Checks beyond one field's type: the augmentation list validates per op."""
-    from .transforms import validate_augment
+    from tlzoo.data.transforms import validate_augment
 
     return [("data.augment" + loc, msg) for loc, msg in validate_augment(spec.data.augment)]
 

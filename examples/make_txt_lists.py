@@ -16,8 +16,8 @@ import os
 import sys
 from pathlib import Path
 
-from tlzoo.core.images import IMAGE_EXTENSIONS
-from tlzoo.plugins.dataset_readers import read_split_folder
+from tlzoo.data.images import IMAGE_EXTENSIONS
+from tlzoo.plugins.readers.formats import read_split_folder
 
 
 def list_lines(folder: Path, out_dir: Path, index: dict[str, int]) -> list[str]:

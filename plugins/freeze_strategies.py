@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tlzoo.core.freeze import FreezeStrategy, Phase
+from tlzoo.model.freeze import FreezeStrategy, Phase
 from tlzoo.registry import Component, NoOptions, hookimpl
 
 

@@ -8,9 +8,9 @@ from __future__ import annotations
 import dataclasses
 import functools
 
-from .catalog import Catalog, Component, DuplicateComponent, NoOptions, UnknownComponent, natural_key
-from .hookspecs import hookimpl, hookspec
-from .plugins import DEFAULT_PLUGINS, PluginError, PluginInfo, make_plugin_manager
+from tlzoo.registry.catalog import Catalog, Component, DuplicateComponent, NoOptions, UnknownComponent, natural_key
+from tlzoo.registry.hookspecs import hookimpl, hookspec
+from tlzoo.registry.plugins import DEFAULT_PLUGINS, PluginError, PluginInfo, make_plugin_manager
 
 __all__ = [
     "Catalog", "Component", "DuplicateComponent", "NoOptions", "UnknownComponent", "natural_key",

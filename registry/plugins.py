@@ -11,17 +11,17 @@ from importlib import metadata
 
 import pluggy
 
-from . import hookspecs
+from tlzoo.registry import hookspecs
 
 # Built-ins are registered exactly like third-party plugins, only found here
 # instead of through an entry point.
-DEFAULT_PLUGINS = (
-    "tlzoo.plugins.shipped_backbones",
-    "tlzoo.plugins.torchvision_backbones",
-    "tlzoo.plugins.timm_backbones",
-    "tlzoo.plugins.freeze_strategies",
-    "tlzoo.plugins.dataset_readers",
-)
+DEFAULT_PLUGINS = {  # plugin name -> module
+    "shipped_backbones": "tlzoo.plugins.lite.backbones",
+    "torchvision_backbones": "tlzoo.plugins.torchvision.backbones",
+    "timm_backbones": "tlzoo.plugins.timm.backbones",
+    "freeze_strategies": "tlzoo.plugins.freeze_strategies",
+    "dataset_readers": "tlzoo.plugins.readers.formats",
+}
 ENTRY_POINT_GROUP = "tlzoo"
 
 
@@ -61,10 +61,9 @@ def make_plugin_manager() -> tuple[pluggy.PluginManager, list[PluginInfo]]:
     pm = pluggy.PluginManager("tlzoo")
     pm.add_hookspecs(hookspecs)
     infos: list[PluginInfo] = []
-    for module_name in DEFAULT_PLUGINS:
-        module = importlib.import_module(module_name)
-        pm.register(module, name=module_name.rsplit(".", 1)[-1])
-        infos.append(PluginInfo(module_name.rsplit(".", 1)[-1], "builtin", "loaded"))
+    for name, module_name in DEFAULT_PLUGINS.items():
+        pm.register(importlib.import_module(module_name), name=name)
+        infos.append(PluginInfo(name, "builtin", "loaded"))
     pm.check_pending()  # a built-in with a misspelt hook is a tlzoo bug
 
     allowed = allowlist()

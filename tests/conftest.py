@@ -59,7 +59,7 @@ def one_thread():
 
 def resolved_backbone(name: str, **options):
     """A backbone from the registry with its options validated, as build_model takes it."""
-    from tlzoo.core.spec import ResolvedComponent
+    from tlzoo.spec import ResolvedComponent
     from tlzoo.registry import get_registry
 
     component = get_registry().backbones.get_component(name)

@@ -26,7 +26,7 @@ import pytest
 import torch
 from torch import nn
 
-from tlzoo.core.backbone import Backbone, DataConfig, Pooled, Split
+from tlzoo.model.backbone import Backbone, DataConfig, Pooled, Split
 
 TINY = "test/reliability_cnn"
 HERE = Path(__file__).resolve()
@@ -64,14 +64,14 @@ def use_one_thread() -> None:
     """Runs use one intra-op thread: on a shared 2-core machine two threads make these tiny
     models ~8x slower (each op waits for both cores). The subprocess launcher does the same,
     so in-process and subprocess runs stay bitwise comparable."""
-    import tlzoo.core.engine.runtime as runtime
+    import tlzoo.runtime.device as runtime
 
     runtime.available_cpus = lambda: 1
 
 
 @pytest.fixture
 def one_thread(monkeypatch):
-    import tlzoo.core.engine.runtime as runtime
+    import tlzoo.runtime.device as runtime
 
     threads = torch.get_num_threads()
     monkeypatch.setattr(runtime, "available_cpus", lambda: 1)
@@ -129,7 +129,7 @@ def launch(*args: str, env: dict | None = None, wait: bool = True, timeout: floa
 
 def cli(capsys, *args: str) -> tuple[int, str]:
     """Run the tlzoo CLI in this process (the tiny backbone registered); returns (exit code, stderr)."""
-    from tlzoo.core.cli import main
+    from tlzoo.cli.main import main
 
     register_tiny()
     capsys.readouterr()
@@ -159,7 +159,7 @@ def _install_test_switches() -> None:
     slow_from = int(os.environ.get("TLZOO_TEST_SLOW_SAVE_FROM", "1"))
     marker = os.environ.get("TLZOO_TEST_MARKER", "")
     if pause_at:
-        from tlzoo.core.engine.loop import Trainer
+        from tlzoo.engine.loop import Trainer
 
         original = Trainer.train_step
 
@@ -172,7 +172,7 @@ def _install_test_switches() -> None:
 
         Trainer.train_step = train_step
     if slow_save:
-        import tlzoo.core.checkpoint as checkpoint
+        import tlzoo.rundir.checkpoint as checkpoint
 
         writes = []
 
@@ -195,6 +195,6 @@ if __name__ == "__main__":
     register_tiny()
     use_one_thread()
     _install_test_switches()
-    from tlzoo.core.cli import main
+    from tlzoo.cli.main import main
 
     main(sys.argv[1:])

@@ -5,10 +5,10 @@ from __future__ import annotations
 import torch
 from torch.utils.data import default_collate
 
-from tlzoo.core.backbone import DataConfig
-from tlzoo.core.cache.byte_inputs import byte_variant
-from tlzoo.core.data import ImageDataset
-from tlzoo.core.transforms import build_eval_transform, build_train_transform
+from tlzoo.model.backbone import DataConfig
+from tlzoo.cache.byte_inputs import byte_variant
+from tlzoo.data.labelled import ImageDataset
+from tlzoo.data.transforms import build_eval_transform, build_train_transform
 from test_feature_cache import tiny_images
 
 CONFIG = DataConfig(input_size=(3, 24, 24), mean=(0.5, 0.4, 0.3), std=(0.2, 0.25, 0.3), interpolation="bicubic")

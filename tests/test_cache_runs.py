@@ -9,8 +9,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from tlzoo.core.engine.run import run_spec
-from tlzoo.core.spec import load_spec
+from tlzoo.engine.run import run_spec
+from tlzoo.spec import load_spec
 from tlzoo.registry import get_registry
 
 from test_engine_support import make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)

@@ -14,13 +14,13 @@ import pytest
 import torch
 from torch import nn
 
-from tlzoo.core import checkpoint
-from tlzoo.core.checkpoint import (TMP_SUFFIX, clean_stale_temporaries, load_checkpoint, save_checkpoint)
-from tlzoo.core.engine.optim import Schedule
-from tlzoo.core.engine.state import TrainState
-from tlzoo.core.errors import TlzooError, WeightsError
-from tlzoo.core.spec import SchedulerSpec
-from tlzoo.core.training_checkpoint import (EpochPosition, restore_training_state, strip_training,
+from tlzoo.rundir import checkpoint
+from tlzoo.rundir.checkpoint import (TMP_SUFFIX, clean_stale_temporaries, load_checkpoint, save_checkpoint)
+from tlzoo.engine.optim import Schedule
+from tlzoo.engine.state import TrainState
+from tlzoo.errors import TlzooError, WeightsError
+from tlzoo.spec import SchedulerSpec
+from tlzoo.rundir.training_state import (EpochPosition, restore_training_state, strip_training,
                                             training_checkpoint)
 
 
@@ -78,7 +78,7 @@ def test_process_killed_during_write_leaves_previous_loadable_and_stray_is_clean
     # a child process dies abruptly after writing the new data, before the rename
     script = textwrap.dedent(f"""
         import os, torch
-        from tlzoo.core import checkpoint
+        from tlzoo.rundir import checkpoint
         checkpoint.os.fsync = lambda fd: os._exit(9)
         checkpoint.save_checkpoint({str(tmp_path / 'last')!r}, {{"a": torch.full((3, 2), 2.0)}}, {{"epoch": 2}})
     """)

@@ -7,10 +7,10 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tlzoo.core.data import labelled_from, load_labelled, map_classes
-from tlzoo.core.errors import TlzooError
-from tlzoo.core.samples import ReaderOutput, Sample
-from tlzoo.core.spec import resolve_spec
+from tlzoo.data.labelled import labelled_from, load_labelled, map_classes
+from tlzoo.errors import TlzooError
+from tlzoo.data.samples import ReaderOutput, Sample
+from tlzoo.spec import resolve_spec
 from tlzoo.registry import get_registry
 
 

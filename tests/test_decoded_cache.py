@@ -12,13 +12,13 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from tlzoo.core.backbone import DataConfig
-from tlzoo.core.cache.decoded import decoded_dataset, split_leading
-from tlzoo.core.data import ImageDataset, SampleError
-from tlzoo.core.engine.batches import SourceSetup
-from tlzoo.core.engine.run import run_spec
-from tlzoo.core.spec import load_spec
-from tlzoo.core.transforms import build_eval_transform, build_train_transform
+from tlzoo.model.backbone import DataConfig
+from tlzoo.cache.decoded import decoded_dataset, split_leading
+from tlzoo.data.labelled import ImageDataset, SampleError
+from tlzoo.data.batches import SourceSetup
+from tlzoo.engine.run import run_spec
+from tlzoo.spec import load_spec
+from tlzoo.data.transforms import build_eval_transform, build_train_transform
 from tlzoo.registry import get_registry
 
 from test_engine_support import make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)

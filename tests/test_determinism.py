@@ -8,9 +8,9 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlzoo.core.checkpoint import load_checkpoint
-from tlzoo.core.engine.run import run_spec
-from tlzoo.core.spec import load_spec
+from tlzoo.rundir.checkpoint import load_checkpoint
+from tlzoo.engine.run import run_spec
+from tlzoo.spec import load_spec
 from tlzoo.registry import get_registry
 
 from reliability_support import one_thread  # noqa: F401 (a fixture)

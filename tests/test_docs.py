@@ -26,5 +26,5 @@ def test_readme_names_the_two_commands_and_ci_runs_one_of_them():
 
 
 def test_layout_table_lists_the_three_packages():
-    for folder, module in (("registry", "tlzoo.registry"), ("plugins", "tlzoo.plugins"), ("core", "tlzoo.core")):
+    for folder, module in (("registry", "tlzoo.registry"), ("plugins", "tlzoo.plugins"), ("core", "tlzoo")):
         assert f"| `{folder}/` | `{module}` |" in README

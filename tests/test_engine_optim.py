@@ -5,8 +5,8 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tlzoo.core.engine.optim import Schedule, base_learning_rates, build_optimizer, set_learning_rates
-from tlzoo.core.spec import OptimizerSpec, SchedulerSpec
+from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer, set_learning_rates
+from tlzoo.spec import OptimizerSpec, SchedulerSpec
 
 
 def one_param_optimizer(lr: float = 1.0) -> torch.optim.Optimizer:

@@ -5,13 +5,13 @@ from __future__ import annotations
 import pytest
 import torch
 
-from tlzoo.core.engine.batches import Batch
-from tlzoo.core.engine.loop import LoopConfig, Trainer
-from tlzoo.core.engine.optim import Schedule, base_learning_rates, build_optimizer
-from tlzoo.core.engine.phases import apply_plan, frozen_stage_count, plan_epoch, set_train_modes
-from tlzoo.core.engine.progress import PlainProgress
-from tlzoo.core.engine.state import TrainState
-from tlzoo.core.spec import OptimizerSpec, SchedulerSpec
+from tlzoo.data.batches import Batch
+from tlzoo.engine.loop import LoopConfig, Trainer
+from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
+from tlzoo.model.phases import apply_plan, frozen_stage_count, plan_epoch, set_train_modes
+from tlzoo.engine.progress import PlainProgress
+from tlzoo.engine.state import TrainState
+from tlzoo.spec import OptimizerSpec, SchedulerSpec
 from tlzoo.registry import get_registry
 
 from test_engine_support import tiny_model  # noqa: F401  (fixture)
@@ -158,7 +158,7 @@ def test_a_batch_entering_at_the_frozen_boundary_gives_the_same_step(tiny_model)
 
 
 def test_nan_loss_stops_before_the_weights_change(tiny_model):
-    from tlzoo.core.errors import TlzooError
+    from tlzoo.errors import TlzooError
 
     trainer = make_trainer(tiny_model, strategy("none"))
     before = [p.detach().clone() for p in tiny_model.parameters()]

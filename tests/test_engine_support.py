@@ -15,7 +15,7 @@ import torch
 from PIL import Image
 from torch import nn
 
-from tlzoo.core.backbone import Backbone, DataConfig, Pooled, Split, TransferModel, ClassifierHead
+from tlzoo.model.backbone import Backbone, DataConfig, Pooled, Split, TransferModel, ClassifierHead
 from tlzoo.registry import Component, get_registry
 
 TINY = "test/tiny_cnn"

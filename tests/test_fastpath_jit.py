@@ -11,14 +11,14 @@ import pytest
 import torch
 from torch import nn
 
-from tlzoo.core.engine.inference import load_run, predict
-from tlzoo.core.engine.run import run_spec
-from tlzoo.core.fastpath_jit import InferencePath, StagePrefix, StagesAndHead, fast_mode
-from tlzoo.core.spec import load_spec
+from tlzoo.engine.inference import load_run, predict
+from tlzoo.engine.run import run_spec
+from tlzoo.runtime.compiled import InferencePath, StagePrefix, StagesAndHead, fast_mode
+from tlzoo.spec import load_spec
 from tlzoo.registry import get_registry
 
 from test_engine_support import build_tiny, make_image_folder, split_tiny, tiny_backbone, write_spec  # noqa: F401
-from tlzoo.core.backbone import ClassifierHead, TransferModel
+from tlzoo.model.backbone import ClassifierHead, TransferModel
 
 
 def tiny_transfer_model() -> TransferModel:
@@ -155,7 +155,7 @@ def test_auto_run_matches_fp32_run_and_predicts_through_the_compiled_path(tmp_pa
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
 def test_freed_activation_buffers_are_reused_without_page_faults():
     """Without keep_freed_memory every large tensor is a fresh mmap whose pages fault in again (system time)."""
-    from tlzoo.core.engine.runtime import keep_freed_memory
+    from tlzoo.runtime.device import keep_freed_memory
 
     if not keep_freed_memory():
         pytest.skip("not glibc")
@@ -184,7 +184,7 @@ def resident_bytes() -> int:
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
 def test_freed_heap_is_returned_before_workers_fork():
     """Kept buffers would be inherited by a forked worker and copied as the parent reuses them."""
-    from tlzoo.core.engine.runtime import keep_freed_memory, release_freed_memory
+    from tlzoo.runtime.device import keep_freed_memory, release_freed_memory
 
     if not keep_freed_memory():
         pytest.skip("not glibc")

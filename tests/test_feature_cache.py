@@ -11,12 +11,12 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from tlzoo.core.cache import FrozenPrefixSource, CacheSettings, reason_off
-from tlzoo.core.cache.keys import digest, files_fingerprint, modules_fingerprint, transform_description
-from tlzoo.core.cache.store import ActivationStore, MemoryBudget, read_meta
-from tlzoo.core.engine.batches import Batch, LoaderSource, SourceSetup
+from tlzoo.cache import FrozenPrefixSource, CacheSettings, reason_off
+from tlzoo.cache.keys import digest, files_fingerprint, modules_fingerprint, transform_description
+from tlzoo.cache.store import ActivationStore, MemoryBudget, read_meta
+from tlzoo.data.batches import Batch, LoaderSource, SourceSetup
 from test_engine_support import build_tiny, split_tiny
-from tlzoo.core.backbone import ClassifierHead, TransferModel
+from tlzoo.model.backbone import ClassifierHead, TransferModel
 
 
 def tiny_images(folder: Path, count: int = 10, size: int = 16) -> list[tuple[Path, int]]:

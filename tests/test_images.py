@@ -8,7 +8,7 @@ import torch
 from PIL import Image
 from torchvision.transforms.functional import to_tensor
 
-from tlzoo.core.images import BadImage, load_rgb, to_rgb
+from tlzoo.data.images import BadImage, load_rgb, to_rgb
 
 
 def pixels(image: Image.Image) -> np.ndarray:

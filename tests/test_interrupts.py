@@ -10,9 +10,9 @@ import time
 import pytest
 import torch
 
-from tlzoo.core.checkpoint import load_checkpoint
-from tlzoo.core.errors import TlzooError
-from tlzoo.core.interrupts import Interrupted, StopRequest
+from tlzoo.rundir.checkpoint import load_checkpoint
+from tlzoo.errors import TlzooError
+from tlzoo.runtime.interrupts import Interrupted, StopRequest
 
 from reliability_support import one_thread  # noqa: F401 (a fixture)
 from reliability_support import launch, make_images, register_tiny, wait_for, write_spec
@@ -90,8 +90,8 @@ def tiny_spec(tmp_path):
 
 def run_here(spec, output=None, resume=None):
     """`tlzoo run` in this process (same threads and code as the subprocess, less start-up time)."""
-    from tlzoo.core.engine.run import run_spec
-    from tlzoo.core.spec import load_spec
+    from tlzoo.engine.run import run_spec
+    from tlzoo.spec import load_spec
     from tlzoo.registry import get_registry
 
     register_tiny()
@@ -156,7 +156,7 @@ def test_second_ctrl_c_while_saving_keeps_the_previous_checkpoints_whole(tmp_pat
 # ---- NaN ------------------------------------------------------------------------------------
 
 def test_nan_loss_stops_within_one_step_naming_epoch_and_step(tmp_path, tiny_spec, monkeypatch):
-    from tlzoo.core.engine.loop import Trainer
+    from tlzoo.engine.loop import Trainer
 
     original = Trainer.train_step
 
@@ -175,7 +175,7 @@ def test_nan_loss_stops_within_one_step_naming_epoch_and_step(tmp_path, tiny_spe
 
 
 def test_weights_that_diverge_without_a_nan_loss_are_never_written(tmp_path, tiny_spec, monkeypatch):
-    from tlzoo.core.engine.loop import Trainer
+    from tlzoo.engine.loop import Trainer
 
     original = Trainer.train_step
 
@@ -199,9 +199,9 @@ def test_weights_that_diverge_without_a_nan_loss_are_never_written(tmp_path, tin
 def test_a_nan_metric_never_becomes_best():
     from torch import nn
 
-    from tlzoo.core.engine.optim import Schedule
-    from tlzoo.core.engine.state import TrainState
-    from tlzoo.core.spec import SchedulerSpec
+    from tlzoo.engine.optim import Schedule
+    from tlzoo.engine.state import TrainState
+    from tlzoo.spec import SchedulerSpec
 
     model = nn.Linear(2, 2)
     for monitor, good in (("val_top1", 0.5), ("val_loss", 0.7)):

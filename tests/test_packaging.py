@@ -10,7 +10,7 @@ from pathlib import Path
 
 from conftest import REPO
 
-TOP = {"core": "tlzoo.core", "plugins": "tlzoo.plugins", "registry": "tlzoo.registry"}
+TOP = {"core": "tlzoo", "plugins": "tlzoo.plugins", "registry": "tlzoo.registry"}
 
 
 def test_packages_list_matches_folders_with_init():
@@ -28,7 +28,7 @@ def test_packages_list_matches_folders_with_init():
 
 def test_no_bare_top_level_modules_after_loading_everything():
     code = (
-        "import sys, tlzoo.registry as r, tlzoo.core.cli\n"
+        "import sys, tlzoo.registry as r, tlzoo.cli.main\n"
         "reg = r.get_registry()\n"
         "[reg.catalog(k) for k in ('backbones', 'readers', 'strategies')]\n"
         "bad = [m for m in ('core', 'plugins', 'registry') if m in sys.modules]\n"
@@ -59,10 +59,10 @@ def test_wheel_installs_and_runs(tmp_path):
         check=True, capture_output=True,
     )
     python = target / "bin" / "python"
-    where = subprocess.run([str(python), "-c", "import tlzoo.core; print(tlzoo.core.__file__)"],
+    where = subprocess.run([str(python), "-c", "import tlzoo; print(tlzoo.__file__)"],
                            cwd=tmp_path, capture_output=True, text=True, check=True)
     assert where.stdout.strip().startswith(str(site))
-    version = subprocess.run([str(python), "-m", "tlzoo.core.cli", "--version"], cwd=tmp_path,
+    version = subprocess.run([str(python), "-m", "tlzoo", "--version"], cwd=tmp_path,
                              capture_output=True, text=True)
     assert version.returncode == 0, version.stderr
     assert version.stdout.strip() == "tlzoo 0.1.0"

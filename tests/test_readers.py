@@ -9,9 +9,9 @@ import pytest
 from PIL import Image
 from pydantic import ValidationError
 
-from tlzoo.core.data import load_labelled
-from tlzoo.core.errors import SpecError, TlzooError
-from tlzoo.core.spec import resolve_spec
+from tlzoo.data.labelled import load_labelled
+from tlzoo.errors import SpecError, TlzooError
+from tlzoo.spec import resolve_spec
 from tlzoo.registry import get_registry
 
 

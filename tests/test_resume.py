@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlzoo.core.checkpoint import load_checkpoint
-from tlzoo.core.errors import TlzooError
-from tlzoo.core.engine.run import run_spec
-from tlzoo.core.spec import load_spec
+from tlzoo.rundir.checkpoint import load_checkpoint
+from tlzoo.errors import TlzooError
+from tlzoo.engine.run import run_spec
+from tlzoo.spec import load_spec
 from tlzoo.registry import Component, get_registry
 
 from reliability_support import one_thread  # noqa: F401 (a fixture)
@@ -107,7 +107,7 @@ def test_resume_of_a_finished_run_trains_nothing_more(finished):
 
 
 def test_last_with_training_state_still_serves_evaluate_and_predict(finished):
-    from tlzoo.core.engine.inference import load_run
+    from tlzoo.engine.inference import load_run
 
     _, run_dir = finished
     loaded = load_run(run_dir, get_registry(), "last")

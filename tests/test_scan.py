@@ -12,10 +12,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from tlzoo.core.data import ImageDataset, SampleError, labelled_from, write_skipped
-from tlzoo.core.errors import TlzooError
-from tlzoo.core.samples import Problem, ReaderOutput, Sample
-from tlzoo.core.scan import check_image, scan_images
+from tlzoo.data.labelled import ImageDataset, SampleError, labelled_from, write_skipped
+from tlzoo.errors import TlzooError
+from tlzoo.data.samples import Problem, ReaderOutput, Sample
+from tlzoo.data.scan import check_image, scan_images
 
 
 def jpeg_bytes(colour=(200, 30, 30), size=(32, 32)) -> bytes:

@@ -82,7 +82,7 @@ THROUGH_THE_SCRIPT = {"json-syntax", "set-without-equals", "all-errors-at-once"}
 
 def validate_in_process(capsys, *args: str) -> tuple[int, str]:
     """`tlzoo validate ARGS` through the CLI's own main(); any uncaught exception fails the test."""
-    from tlzoo.core.cli import main
+    from tlzoo.cli.main import main
 
     with pytest.raises(SystemExit) as exit_info:
         main(["validate", *args])
@@ -119,7 +119,7 @@ def test_valid_spec_validates(tmp_path):
 
 
 def test_bare_string_is_shorthand_and_options_are_validated_by_the_component(tmp_path):
-    from tlzoo.core.spec import resolve_spec
+    from tlzoo.spec import resolve_spec
     from tlzoo.registry import get_registry
 
     spec = with_changes(("backbone.options", {"drop_rate": 0.2}),
@@ -132,7 +132,7 @@ def test_bare_string_is_shorthand_and_options_are_validated_by_the_component(tmp
 
 
 def test_overrides_reach_into_shorthand_components():
-    from tlzoo.core.spec import apply_overrides
+    from tlzoo.spec import apply_overrides
 
     raw = apply_overrides(copy.deepcopy(BASE), ["train.strategy.options.frozen_epochs=2", "data.batch_size=8",
                                                  "name=\"x\""], "spec")

@@ -9,11 +9,11 @@ import torch
 from PIL import Image
 
 from conftest import resolved_backbone as resolved
-from tlzoo.core.errors import TlzooError, WeightsError
-from tlzoo.core.model import build_model
-from tlzoo.core.spec import HeadSpec
-from tlzoo.plugins import timm_backbones
-from tlzoo.plugins.timm_split import LAYOUTS
+from tlzoo.errors import TlzooError, WeightsError
+from tlzoo.model.build import build_model
+from tlzoo.spec import HeadSpec
+from tlzoo.plugins.timm import backbones as timm_backbones
+from tlzoo.plugins.timm.split import LAYOUTS
 from tlzoo.registry import UnknownComponent, get_registry
 
 # (model, input side, options, class whose sequential layout it checks or None for the one-stage split)

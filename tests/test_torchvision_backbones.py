@@ -10,12 +10,12 @@ from torch import nn
 from torchvision.models import get_model_builder, get_model_weights, list_models
 
 from conftest import resolved_backbone as resolved
-from tlzoo.core.backbone import TransferModel
-from tlzoo.core.errors import WeightsError
-from tlzoo.core.model import build_model
-from tlzoo.core.spec import HeadSpec
-from tlzoo.plugins import torchvision_backbones as tvb
-from tlzoo.plugins.torchvision_split import FAMILIES, family_of
+from tlzoo.model.backbone import TransferModel
+from tlzoo.errors import WeightsError
+from tlzoo.model.build import build_model
+from tlzoo.spec import HeadSpec
+from tlzoo.plugins.torchvision import backbones as tvb
+from tlzoo.plugins.torchvision.split import FAMILIES, family_of
 from tlzoo.registry import get_registry
 
 NAMES = list_models(module=torchvision.models)

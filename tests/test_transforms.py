@@ -10,10 +10,10 @@ import torch
 from PIL import Image
 from torchvision import transforms as T
 
-from tlzoo.core.backbone import DataConfig
-from tlzoo.core.errors import SpecError
-from tlzoo.core.spec import resolve_spec
-from tlzoo.core.transforms import (OPS, PRESETS, build_eval_transform, build_train_transform, explicit_normalization,
+from tlzoo.model.backbone import DataConfig
+from tlzoo.errors import SpecError
+from tlzoo.spec import resolve_spec
+from tlzoo.data.transforms import (OPS, PRESETS, build_eval_transform, build_train_transform, explicit_normalization,
                                    is_deterministic, validate_augment)
 from tlzoo.registry import get_registry
 

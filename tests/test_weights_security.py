@@ -10,10 +10,10 @@ from pathlib import Path
 import pytest
 import torch
 
-from tlzoo.core.errors import WeightsError
-from tlzoo.core.model import build_model
-from tlzoo.core.spec import HeadSpec, ResolvedComponent, WeightsFile
-from tlzoo.core.weights import load_state_file
+from tlzoo.errors import WeightsError
+from tlzoo.model.build import build_model
+from tlzoo.spec import HeadSpec, ResolvedComponent, WeightsFile
+from tlzoo.model.weights import load_state_file
 from tlzoo.registry import get_registry
 
 from reliability_support import one_thread  # noqa: F401 (a fixture)
@@ -231,4 +231,4 @@ def test_no_unsafe_load_anywhere_in_the_source():
     found = [hit for path in files for hit in unsafe_loads(path.read_text(encoding="utf-8"), str(path))]
     assert found == [], "unsafe loads:\n" + "\n".join(found)
     # and the loader itself really calls torch.load with weights_only=True
-    assert "weights_only=True" in (REPO / "core" / "weights.py").read_text()
+    assert "weights_only=True" in (REPO / "core" / "model" / "weights.py").read_text()

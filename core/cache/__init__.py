@@ -13,9 +13,9 @@ from pathlib import Path
 
 import torch
 
-from ..fastpath_jit import fast_mode
-from .prefix import CacheSettings, FrozenPrefixSource
-from .store import MemoryBudget
+from tlzoo.runtime.compiled import fast_mode
+from tlzoo.cache.prefix import CacheSettings, FrozenPrefixSource
+from tlzoo.cache.store import MemoryBudget
 
 __all__ = ["attach_caches", "cache_root", "reason_off", "CacheSettings", "FrozenPrefixSource"]
 
@@ -41,7 +41,7 @@ def writable_folder(folder: Path) -> bool:
 
 def frozen_epochs(model, strategy, epochs: int) -> list[int]:
     """k (wholly frozen leading stages) of every epoch the strategy plans."""
-    from ..engine.phases import plan_epoch
+    from tlzoo.model.phases import plan_epoch
 
     return [plan_epoch(model, strategy, epoch).frozen_stages for epoch in range(epochs)]
 
@@ -78,9 +78,9 @@ def usable_root(resolved, log) -> tuple[Path, bool]:
 
 
 def with_decoded(source, sizes: dict, folder: Path, log, role: str):
-    """The same source, its images decoded once (see tlzoo.core.cache.decoded)."""
-    from ..engine.batches import LoaderSource
-    from .decoded import decoded_dataset
+    """The same source, its images decoded once (see tlzoo.cache.decoded)."""
+    from tlzoo.data.batches import LoaderSource
+    from tlzoo.cache.decoded import decoded_dataset
 
     dataset = decoded_dataset(source.setup, sizes, folder, log, role)
     return source if dataset is None else LoaderSource(source.setup, dataset)

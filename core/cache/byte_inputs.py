@@ -14,8 +14,8 @@ from __future__ import annotations
 import torch
 from torchvision import transforms as T
 
-from ..data import ImageDataset
-from ..transforms import Pipeline
+from tlzoo.data.labelled import ImageDataset
+from tlzoo.data.transforms import Pipeline
 
 
 class ByteNormalize:

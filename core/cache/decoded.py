@@ -25,8 +25,8 @@ import numpy as np
 from PIL import Image
 from torchvision import transforms as T
 
-from ..data import ImageDataset, SampleError
-from ..images import BadImage, load_rgb
+from tlzoo.data.labelled import ImageDataset, SampleError
+from tlzoo.data.images import BadImage, load_rgb
 
 # torchvision ops whose output depends on the input image only
 DETERMINISTIC_GEOMETRY = (T.Resize, T.CenterCrop)
@@ -48,7 +48,7 @@ def split_leading(transform):
     The leading part is the longest run of deterministic geometry ops that ends
     at a fixed size; it is empty when the pipeline starts with anything else.
     """
-    from ..transforms import Pipeline
+    from tlzoo.data.transforms import Pipeline
 
     if not isinstance(transform, Pipeline):
         return [], None, transform

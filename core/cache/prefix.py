@@ -26,12 +26,12 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from ..engine.batches import Batch, epoch_seed
-from ..engine.runtime import autocast, release_freed_memory
-from ..fastpath_jit import FAST_PASS_BATCH, InferencePath, StagePrefix
-from .byte_inputs import byte_variant
-from .keys import digest, files_fingerprint, modules_fingerprint, transform_description
-from .store import META_FILE, STORAGE, ActivationStore, MemoryBudget, read_meta
+from tlzoo.data.batches import Batch, epoch_seed
+from tlzoo.runtime.device import autocast, release_freed_memory
+from tlzoo.runtime.compiled import FAST_PASS_BATCH, InferencePath, StagePrefix
+from tlzoo.cache.byte_inputs import byte_variant
+from tlzoo.cache.keys import digest, files_fingerprint, modules_fingerprint, transform_description
+from tlzoo.cache.store import META_FILE, STORAGE, ActivationStore, MemoryBudget, read_meta
 
 VIEW_SEED_SALT = 0x5EED_CAC4E
 
@@ -50,7 +50,7 @@ class CacheSettings:
     require_smaller: bool  # auto mode: skip a boundary whose activation outgrows the input image
     log: Callable[[str], None] = print
     skipped: set = field(default_factory=set)  # (role, k) found not worth caching
-    fast: str = "eager"  # 'jit': the frozen pass runs TorchScript-compiled (tlzoo.core.fastpath_jit)
+    fast: str = "eager"  # 'jit': the frozen pass runs TorchScript-compiled (tlzoo.runtime.compiled)
     latest_prefix: tuple | None = None  # (key, InferencePath): shared by the train and val builds
 
 

@@ -22,7 +22,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from .keys import KEY_FORMAT
+from tlzoo.cache.keys import KEY_FORMAT
 
 VALUES_FILE = "values.bin"
 META_FILE = "meta.json"

@@ -14,18 +14,18 @@ from pathlib import Path
 
 import torch
 
-from ..backbone import DataConfig
-from ..errors import TlzooError
-from ..model import build_model
-from ..spec import HeadSpec, ResolvedComponent
-from ..training_checkpoint import strip_training
-from ..weights import load_state_file
-from . import outputs
-from .batches import SourceSetup, eval_source
-from .metrics import EvalResult, evaluate, forward_eval
-from .batches import Batch
-from .run import MODEL_FORMAT
-from .runtime import configure_threads, resolve_device, resolve_workers
+from tlzoo.model.backbone import DataConfig
+from tlzoo.errors import TlzooError
+from tlzoo.model.build import build_model
+from tlzoo.spec import HeadSpec, ResolvedComponent
+from tlzoo.rundir.training_state import strip_training
+from tlzoo.model.weights import load_state_file
+from tlzoo.rundir import outputs
+from tlzoo.data.batches import SourceSetup, eval_source
+from tlzoo.engine.metrics import EvalResult, evaluate, forward_eval
+from tlzoo.data.batches import Batch
+from tlzoo.engine.run import MODEL_FORMAT
+from tlzoo.runtime.device import configure_threads, resolve_device, resolve_workers
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
 
@@ -50,7 +50,7 @@ class LoadedRun:
     @property
     def fast(self) -> str:
         """'jit' when the run asked for precision auto and it meant fp32 on this device (fastpath_jit.fast_mode)."""
-        from ..fastpath_jit import fast_mode
+        from tlzoo.runtime.compiled import fast_mode
 
         return fast_mode(self.sidecar["eval"].get("precision_asked", self.precision), self.precision, self.device)
 
@@ -107,7 +107,7 @@ def note(line: str) -> None:
 
 
 def evaluate_items(run: LoadedRun, items: list[tuple[Path, int]], num_workers="auto", log=None) -> EvalResult:
-    from ..transforms import build_eval_transform
+    from tlzoo.data.transforms import build_eval_transform
 
     configure_threads()
     source = eval_source(SourceSetup(items, build_eval_transform(run.data_config), run.batch_size,
@@ -140,9 +140,9 @@ class Prediction:
 
 def predict(run: LoadedRun, paths: list[Path], top_k: int = 5, log=None) -> list[Prediction]:
     """Top-k classes of each image, batched; unreadable images come back with `error` set."""
-    from ..fastpath_jit import FAST_PASS_BATCH, InferencePath
-    from ..images import load_rgb
-    from ..transforms import build_eval_transform
+    from tlzoo.runtime.compiled import FAST_PASS_BATCH, InferencePath
+    from tlzoo.data.images import load_rgb
+    from tlzoo.data.transforms import build_eval_transform
 
     configure_threads()
     transform = build_eval_transform(run.data_config)

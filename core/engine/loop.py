@@ -16,13 +16,13 @@ from typing import Callable
 
 import torch
 
-from ..errors import TlzooError
-from .batches import Batch, BatchSource, epoch_seed, seed_everything
-from .metrics import evaluate
-from .optim import set_learning_rates
-from .phases import EpochPlan, apply_plan, plan_epoch, trainable_parameter_count
-from .runtime import autocast
-from .state import TrainState
+from tlzoo.errors import TlzooError
+from tlzoo.data.batches import Batch, BatchSource, epoch_seed, seed_everything
+from tlzoo.engine.metrics import evaluate
+from tlzoo.engine.optim import set_learning_rates
+from tlzoo.model.phases import EpochPlan, apply_plan, plan_epoch, trainable_parameter_count
+from tlzoo.runtime.device import autocast
+from tlzoo.engine.state import TrainState
 
 
 @dataclass
@@ -35,7 +35,7 @@ class LoopConfig:
     num_classes: int
     patience: int | None = None
     min_delta: float = 0.0
-    fast: str = "eager"  # 'jit': validation through a compiled copy (tlzoo.core.fastpath_jit.fast_mode)
+    fast: str = "eager"  # 'jit': validation through a compiled copy (tlzoo.runtime.compiled.fast_mode)
 
 
 @dataclass
@@ -52,7 +52,7 @@ class Trainer:
     step_hooks: list[Callable] = field(default_factory=list)
     epoch_hooks: list[Callable] = field(default_factory=list)
     last_eval: object = None  # EvalResult of the latest validation
-    # resume inside an epoch (tlzoo.core.resume): an EpochPosition, and where the running epoch is
+    # resume inside an epoch (tlzoo.rundir.resume): an EpochPosition, and where the running epoch is
     resume_at: object = None
     position: tuple = (0, 0.0, 0)  # (batches done in this epoch, loss total, samples) after the last step
 

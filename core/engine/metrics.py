@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
-from .runtime import autocast
+from tlzoo.runtime.device import autocast
 
 TOP5_MIN_CLASSES = 5
 
@@ -57,9 +57,9 @@ def logits_over(model, source, device, precision: str, frozen_stages: int = 0, f
     """All logits and labels of one pass over `source`, in its order; the model goes to eval mode.
 
     `fast` 'jit' runs the pass through a compiled copy of the model as it is now
-    (tlzoo.core.fastpath_jit); 'eager' runs the model itself.
+    (tlzoo.runtime.compiled); 'eager' runs the model itself.
     """
-    from ..fastpath_jit import InferencePath, StagesAndHead
+    from tlzoo.runtime.compiled import InferencePath, StagesAndHead
 
     model.eval()
     all_logits, all_labels = [], []

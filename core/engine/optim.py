@@ -15,7 +15,7 @@ import math
 
 import torch
 
-from ..spec import OptimizerSpec, SchedulerSpec
+from tlzoo.spec import OptimizerSpec, SchedulerSpec
 
 # OneCycle's usual shape (as in Smith's paper and torch's defaults)
 ONECYCLE_PCT_START = 0.3

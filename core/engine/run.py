@@ -15,18 +15,18 @@ from pathlib import Path
 
 import torch
 
-from ..backbone import count_parameters
-from ..cache import attach_caches
-from ..fastpath import precision_note
-from ..fastpath_jit import fast_mode
-from ..model import build_model
-from . import outputs
-from .batches import SourceSetup, eval_source, seed_everything, train_source
-from .loop import LoopConfig, Trainer
-from .optim import Schedule, base_learning_rates, build_optimizer
-from .progress import make_progress
-from .runtime import configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
-from .state import TrainState
+from tlzoo.model.backbone import count_parameters
+from tlzoo.cache import attach_caches
+from tlzoo.runtime.precision import precision_note
+from tlzoo.runtime.compiled import fast_mode
+from tlzoo.model.build import build_model
+from tlzoo.rundir import outputs
+from tlzoo.data.batches import SourceSetup, eval_source, seed_everything, train_source
+from tlzoo.engine.loop import LoopConfig, Trainer
+from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
+from tlzoo.engine.progress import make_progress
+from tlzoo.runtime.device import configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
+from tlzoo.engine.state import TrainState
 
 MODEL_FORMAT = "tlzoo-model/1"
 
@@ -93,8 +93,8 @@ def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
 
 
 def prepare(resolved, output: Path | None, log, resumed=None) -> RunSetup:
-    from ..data import load_labelled, write_skipped
-    from ..transforms import explicit_normalization
+    from tlzoo.data.labelled import load_labelled, write_skipped
+    from tlzoo.data.transforms import explicit_normalization
 
     spec = resolved.spec
     seed_everything(spec.train.seed)  # the new head's initial weights
@@ -130,7 +130,7 @@ def prepare(resolved, output: Path | None, log, resumed=None) -> RunSetup:
 
 
 def make_trainer(setup: RunSetup, progress) -> Trainer:
-    from ..transforms import build_eval_transform, build_train_transform, is_deterministic
+    from tlzoo.data.transforms import build_eval_transform, build_train_transform, is_deterministic
 
     spec, data, model = setup.resolved.spec, setup.data, setup.built.model
     train, num_classes = spec.train, len(data.classes)
@@ -211,8 +211,8 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
     `resume`: a run directory whose `last` checkpoint the run continues from.
     SIGTERM and Ctrl-C save a resumable `last` and raise `Interrupted`.
     """
-    from ..interrupts import StopRequest
-    from ..resume import guard_training, open_resume
+    from tlzoo.runtime.interrupts import StopRequest
+    from tlzoo.rundir.resume import guard_training, open_resume
 
     stream = stream or sys.stderr
     started = time.perf_counter()

@@ -14,8 +14,8 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
-from ..backbone import TransferModel
-from .optim import Schedule
+from tlzoo.model.backbone import TransferModel
+from tlzoo.engine.optim import Schedule
 
 
 @dataclass

@@ -21,7 +21,7 @@ class JsonlOptions(BaseModel):
 
 
 def _list_file(base_dir: Path, value: str, field: str) -> Path:
-    from tlzoo.core.errors import TlzooError
+    from tlzoo.errors import TlzooError
 
     path = Path(value).expanduser()
     path = path if path.is_absolute() else Path(base_dir) / path
@@ -33,7 +33,7 @@ def _list_file(base_dir: Path, value: str, field: str) -> Path:
 
 def parse_line(text: str, where: str, folder: Path):
     """(Sample, None) for a good line, (None, Problem) for a bad one."""
-    from tlzoo.core.samples import Problem, Sample
+    from tlzoo.data.samples import Problem, Sample
 
     try:
         item = json.loads(text)
@@ -65,7 +65,7 @@ def read_list(path: Path):
 
 
 def read_jsonl(options: JsonlOptions, base_dir: Path):
-    from tlzoo.core.samples import ReaderOutput
+    from tlzoo.data.samples import ReaderOutput
 
     train, train_problems = read_list(_list_file(base_dir, options.train, "train"))
     val, val_problems = read_list(_list_file(base_dir, options.val, "val"))

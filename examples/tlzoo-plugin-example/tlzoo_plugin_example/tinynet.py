@@ -38,15 +38,15 @@ def split_tinynet(model):
     """Stem and three stages, each its own parameter group; the last one pools."""
     from torch import nn
 
-    from tlzoo.core.backbone import Split
+    from tlzoo.model.backbone import Split
 
     stages = [model[0], model[1], model[2], nn.Sequential(model[3], model[4], model[5])]
     return Split(stages=stages, groups=[list(s.parameters()) for s in stages], num_features=model[6].in_features)
 
 
 def build_tinynet(options: TinyNetOptions, weights: str = "pretrained"):
-    from tlzoo.core.backbone import Backbone, DataConfig
-    from tlzoo.core.errors import WeightsError
+    from tlzoo.model.backbone import Backbone, DataConfig
+    from tlzoo.errors import WeightsError
 
     if weights not in ("none", "pretrained"):
         raise WeightsError(f"example/tinynet has no weights named {weights!r}", "use backbone.weights: \"none\"")

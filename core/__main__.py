@@ -1,0 +1,5 @@
+"""`python -m tlzoo`: the CLI (what torchrun launches with `-m tlzoo`)."""
+
+from tlzoo.cli.main import main
+
+main()

@@ -1,0 +1,162 @@
+"""`tlzoo run`, `tlzoo evaluate` and `tlzoo predict`; cli/main.py imports this module to add them."""
+
+from __future__ import annotations
+
+import csv
+import io
+import json
+import sys
+from pathlib import Path
+from typing import List, Optional
+
+import typer
+
+from tlzoo.cli.app import app, registry
+from tlzoo.errors import TlzooError
+
+
+@app.command()
+def run(
+    spec: Path = typer.Argument(..., help="run spec (JSON)"),
+    set_: List[str] = typer.Option([], "--set", help="override a field: --set train.epochs=5"),
+    output: Optional[Path] = typer.Option(None, "--output", "-o",
+                                          help="run directory (default: <spec output>/<spec name>[-N])"),
+    resume: Optional[Path] = typer.Option(None, "--resume",
+                                          help="continue the run in this directory from its last checkpoint"),
+):
+    """Train a classifier as the spec says; writes a run directory."""
+    from tlzoo.engine.run import run_spec
+    from tlzoo.spec import load_spec
+
+    if resume is not None and output is not None:
+        raise TlzooError("--resume and --output both name a run directory", "pass only --resume RUN_DIR")
+    resolved = load_spec(spec, registry(), set_)
+    result = run_spec(resolved, output, resume=resume)
+    typer.echo(best_line(result.summary))
+
+
+def best_line(summary: dict) -> str:
+    best = summary.get("best") or {}
+    if summary.get("best_epoch") is None:
+        return f"no epoch gave a finite {summary['monitor']}; run directory: {summary['run_dir']}"
+    top5 = f", val top-5 {best['val_top5']:.4f}" if best.get("val_top5") is not None else ""
+    return (f"best epoch {summary['best_epoch']}/{summary['epochs_run']}: val top-1 {best['val_top1']:.4f}"
+            f"{top5}, val loss {best['val_loss']:.4f}; run directory: {summary['run_dir']}")
+
+
+def spec_items(run_dir: Path, meta: dict):
+    """The run's own validation split, read again through its reader."""
+    from tlzoo.data.labelled import load_labelled
+    from tlzoo.rundir import outputs
+    from tlzoo.spec import resolve_spec
+
+    raw = outputs.read_json(run_dir / outputs.SPEC_FILE, "resolved spec")
+    resolved = resolve_spec(raw, registry(), Path(meta["spec_dir"]), str(run_dir / outputs.SPEC_FILE))
+    data = load_labelled(resolved)
+    if data.classes != meta["classes"]:
+        raise TlzooError(f"the data now has classes {data.classes}, the run was trained on {meta['classes']}",
+                         "evaluate on the data the run used, or pass --data with the same class folders")
+    return data.val, resolved.spec.data.num_workers
+
+
+def folder_items(folder: Path, classes: list[str]):
+    """--data FOLDER: one sub-folder per class, named as in the run."""
+    from tlzoo.data.labelled import load_labelled
+    from tlzoo.spec import resolve_spec
+
+    if not folder.is_dir():
+        raise TlzooError(f"--data {folder} is not a folder", "pass a folder with one sub-folder per class")
+    raw = {"data": {"reader": {"name": "imagefolder", "options": {"root": str(folder.resolve()),
+                                                                   "train": ".", "val": "."}}}}
+    data = load_labelled(resolve_spec(raw, registry(), folder.resolve(), f"--data {folder}"))
+    unknown = sorted(set(data.classes) - set(classes))
+    if unknown:
+        raise TlzooError(f"--data {folder} has class folder(s) the run never saw: {', '.join(unknown)}",
+                         f"the run's classes are: {', '.join(classes)}")
+    index = {name: classes.index(name) for name in data.classes}
+    return [(path, index[data.classes[label]]) for path, label in data.val]
+
+
+@app.command()
+def evaluate(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `tlzoo run`"),
+    data: Optional[Path] = typer.Option(None, "--data", help="a folder of class sub-folders (default: the run's "
+                                                             "validation split)"),
+    which: str = typer.Option("best", "--model", help="best or last"),
+    as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+):
+    """Evaluate a run's model on its validation split or on another folder."""
+    from tlzoo.engine.inference import evaluate_items, load_run
+
+    if which not in ("best", "last"):
+        raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
+    loaded = load_run(run_dir, registry(), which)
+    if data is None:
+        items, workers = spec_items(run_dir, loaded.sidecar)
+    else:
+        items, workers = folder_items(data, loaded.classes), "auto"
+    if not items:
+        raise TlzooError("there are no images to evaluate", "check --data or the run's validation split")
+    result = evaluate_items(loaded, items, workers)
+    report = {"images": result.count, **result.metrics("")}
+    report["per_class_accuracy"] = dict(zip(loaded.classes, result.per_class_accuracy))
+    report["confusion_matrix"] = result.confusion
+    if as_json:
+        typer.echo(json.dumps(report, indent=2))
+        return
+    top5 = f"  top-5 {result.top5:.4f}" if result.top5 is not None else ""
+    typer.echo(f"{result.count} images  top-1 {result.top1:.4f}{top5}  loss {result.loss:.4f}")
+    for name, accuracy in report["per_class_accuracy"].items():
+        typer.echo(f"  {name}: {'-' if accuracy is None else f'{accuracy:.4f}'}")
+
+
+@app.command()
+def predict(
+    run_dir: Path = typer.Argument(..., help="a run directory written by `tlzoo run`"),
+    inputs: List[Path] = typer.Argument(..., help="image files or folders"),
+    top_k: int = typer.Option(5, "--top-k", min=1, help="classes to show per image"),
+    fmt: str = typer.Option("table", "--format", help="table, csv or json"),
+    which: str = typer.Option("best", "--model", help="best or last"),
+):
+    """Predict the classes of images with a run's model."""
+    from tlzoo.engine.inference import collect_images, load_run, predict as predict_images
+
+    if fmt not in ("table", "csv", "json"):
+        raise TlzooError(f"--format {fmt!r}: choose table, csv or json")
+    if which not in ("best", "last"):
+        raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
+    paths = collect_images(list(inputs))
+    if not paths:
+        raise TlzooError("no image files found in " + ", ".join(map(str, inputs)),
+                         f"tlzoo looks for these suffixes in folders: .jpg .jpeg .png .bmp .gif .tif .webp")
+    loaded = load_run(run_dir, registry(), which)
+    results = predict_images(loaded, paths, top_k)
+    typer.echo(render(results, fmt), nl=False)
+    failed = [r for r in results if r.error]
+    for item in failed:
+        print(f"tlzoo: skipped {item.path}: {item.error}", file=sys.stderr)
+    if len(failed) == len(results):
+        raise TlzooError("no image could be read", "see the reasons above")
+
+
+def render(results, fmt: str) -> str:
+    if fmt == "json":
+        return json.dumps([{"path": str(r.path), "error": r.error,
+                            "top": [{"class": c, "probability": p} for c, p in r.top]} for r in results],
+                          indent=2) + "\n"
+    if fmt == "csv":
+        buffer = io.StringIO()
+        writer = csv.writer(buffer, lineterminator="\n")
+        writer.writerow(["path", "rank", "class", "probability", "error"])
+        for r in results:
+            if r.error:
+                writer.writerow([r.path, "", "", "", r.error])
+            for rank, (name, prob) in enumerate(r.top, 1):
+                writer.writerow([r.path, rank, name, f"{prob:.6f}", ""])
+        return buffer.getvalue()
+    lines = []
+    width = max(len(str(r.path)) for r in results)
+    for r in results:
+        text = f"ERROR {r.error.splitlines()[0]}" if r.error else "  ".join(f"{c} {p:.3f}" for c, p in r.top)
+        lines.append(f"{str(r.path).ljust(width)}  {text}")
+    return "\n".join(lines) + "\n"

@@ -1,0 +1,35 @@
+"""JSON Schema of the run spec, with every installed component's own options."""
+
+from __future__ import annotations
+
+from tlzoo.spec import RunSpec
+
+
+def component_schema(catalog) -> dict:
+    """One branch per options model: {name: enum of the names using it, options: its schema}."""
+    by_model: dict[type, list[str]] = {}
+    for component in catalog.values():
+        by_model.setdefault(component.options, []).append(component.name)
+    branches = []
+    for model, names in by_model.items():
+        branches.append({
+            "type": ["object", "string"],
+            "if": {"type": "object"},
+            "then": {
+                "type": "object",
+                "properties": {"name": {"enum": sorted(names)}, "options": model.model_json_schema()},
+                "required": ["name"],
+            },
+            "else": {"enum": sorted(names)},
+        })
+    return {"anyOf": branches}
+
+
+def spec_schema(registry) -> dict:
+    schema = RunSpec.model_json_schema()
+    schema["$defs"] = schema.get("$defs", {})
+    schema["properties"]["backbone"] = {"allOf": [{"$ref": "#/$defs/BackboneSpec"},
+                                                  component_schema(registry.catalog("backbones"))]}
+    schema["$defs"]["DataSpec"]["properties"]["reader"] = component_schema(registry.catalog("readers"))
+    schema["$defs"]["TrainSpec"]["properties"]["strategy"] = component_schema(registry.catalog("strategies"))
+    return schema

@@ -1,0 +1,133 @@
+"""Robust image loading: every odd-but-valid image becomes an upright 8-bit RGB picture.
+
+Conversions (PIL modes):
+- L, 1, RGB, YCbCr, LAB, HSV, CMYK: Pillow's own conversion to RGB.
+- LA, RGBA, PA, La, RGBa, and P/L/RGB with a transparency entry: composited on `background`
+  (white by default), so transparent pixels never turn black.
+- I;16* (16-bit grayscale) and I (32-bit integer): scaled, not clipped, from the
+  full 16-bit range: value 40000 becomes round(40000 / 65535 * 255) = 156. An I
+  image whose values leave 0..65535 is scaled by its own min..max instead.
+- F (float, e.g. a float TIFF): values already in 0..1 are scaled by 255; any
+  other range is scaled by the image's own min..max. NaN becomes 0.
+- Animated images (GIF, APNG, WebP): the first frame.
+- JPEG/TIFF with an EXIF orientation tag: rotated upright (ImageOps.exif_transpose).
+
+Every failure raises BadImage, whose message names the file and the reason.
+The image is decoded fully, so truncated files fail here and not later.
+"""
+
+from __future__ import annotations
+
+import warnings
+from pathlib import Path
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+from tlzoo.errors import TlzooError
+
+# suffixes tlzoo treats as images when it lists folders
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+
+Background = tuple[int, int, int]
+
+_ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
+_SIXTEEN_BIT_MAX = 65535.0
+
+
+class BadImage(TlzooError):
+    """A file that cannot be used as an image; `reason` is short enough for a list."""
+
+    def __init__(self, path: Path | str, reason: str):
+        self.path = str(path)
+        self.reason = reason
+        super().__init__(f"{path}: {reason}", "fix or remove the file, or set data.bad_files to 'skip'")
+
+    def __reduce__(self):  # cross DataLoader worker boundaries with both fields intact
+        return (BadImage, (self.path, self.reason))
+
+
+def load_rgb(path: Path | str, background: Background = (255, 255, 255)) -> Image.Image:
+    """Open, fully decode and convert one image to upright RGB (see the module docstring)."""
+    path = Path(path)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the hard limit still applies
+            with Image.open(path) as image:
+                if getattr(image, "n_frames", 1) > 1:
+                    image.seek(0)
+                image.load()
+                upright = ImageOps.exif_transpose(image)
+                return to_rgb(upright, background)
+    except BadImage:
+        raise
+    except Exception as exc:  # noqa: BLE001 - every decoder failure becomes one named error
+        raise BadImage(path, describe_failure(path, exc)) from None
+
+
+def describe_failure(path: Path, exc: BaseException) -> str:
+    """A short reason for a failed open/decode, for messages and skipped-file lists."""
+    if isinstance(exc, Image.DecompressionBombError):
+        return f"decompression bomb refused ({exc})"
+    if isinstance(exc, FileNotFoundError):
+        return "missing file (or a broken symlink)" if path.is_symlink() else "missing file"
+    if isinstance(exc, IsADirectoryError):
+        return "a directory, not an image file"
+    if isinstance(exc, PermissionError):
+        return "unreadable file (permission denied)"
+    if isinstance(exc, UnidentifiedImageError):
+        return "empty file (0 bytes)" if _size(path) == 0 else "not an image (unknown format)"
+    text = str(exc) or type(exc).__name__
+    if "truncated" in text.lower() or isinstance(exc, EOFError):
+        return f"truncated or corrupt image data ({text})"
+    return f"cannot decode image ({type(exc).__name__}: {text})"
+
+
+def _size(path: Path) -> int | None:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return None
+
+
+def to_rgb(image: Image.Image, background: Background = (255, 255, 255)) -> Image.Image:
+    """Convert a decoded image of any mode to 8-bit RGB."""
+    mode = image.mode
+    if mode in ("P", "L", "RGB") and "transparency" in image.info:  # a tRNS colour or palette entry
+        image, mode = image.convert("RGBA"), "RGBA"
+    if mode == "RGB":
+        return image.copy()
+    if mode.startswith("I;16") or mode == "I":
+        return Image.fromarray(_scale_integers(np.asarray(image), mode)).convert("RGB")
+    if mode == "F":
+        return Image.fromarray(_scale_floats(np.asarray(image, dtype=np.float64))).convert("RGB")
+    if mode in _ALPHA_MODES:
+        rgba = image.convert("RGBA")
+        canvas = Image.new("RGBA", rgba.size, tuple(background) + (255,))
+        return Image.alpha_composite(canvas, rgba).convert("RGB")
+    return image.convert("RGB")
+
+
+def _scale_integers(values: np.ndarray, mode: str) -> np.ndarray:
+    values = values.astype(np.float64)
+    low, high = 0.0, _SIXTEEN_BIT_MAX
+    if mode == "I" and values.size and (values.min() < 0 or values.max() > _SIXTEEN_BIT_MAX):
+        low, high = float(values.min()), float(values.max())
+    return _to_uint8(values, low, high)
+
+
+def _scale_floats(values: np.ndarray) -> np.ndarray:
+    values = np.nan_to_num(values, nan=0.0, posinf=0.0, neginf=0.0)
+    if not values.size:
+        return values.astype(np.uint8)
+    low, high = float(values.min()), float(values.max())
+    if low >= 0.0 and high <= 1.0:
+        low, high = 0.0, 1.0
+    return _to_uint8(values, low, high)
+
+
+def _to_uint8(values: np.ndarray, low: float, high: float) -> np.ndarray:
+    if high <= low:
+        return np.zeros(values.shape, dtype=np.uint8)
+    scaled = (values - low) / (high - low) * 255.0
+    return np.clip(np.rint(scaled), 0, 255).astype(np.uint8)

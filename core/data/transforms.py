@@ -1,0 +1,207 @@
+"""Image transforms: training augmentation as a list of named ops, evaluation from the backbone.
+
+`data.augment` is a preset name (none, light, seed001, strong) or a list of ops,
+each `{"op": NAME, ...parameters}`; every op is a small pydantic model in
+tlzoo.data.augment_ops. A train pipeline runs in three parts:
+
+1. image ops (PIL): resize, crops, rotation, flips, colour, auto-augment, in list order;
+2. ToTensor, then Normalize with the backbone's mean/std unless the list has a
+   `normalize` op (placed where it stands among the tensor ops);
+3. tensor ops (normalize, random_erasing), which must come after every image op.
+
+If no op fixes the output size, the evaluation resize and centre crop are put
+first, so every sample of a batch has the backbone's input size.
+
+Evaluation (and `augment: "none"`) follows the backbone's pretrained DataConfig:
+resize the shorter side to size / crop_pct with its interpolation, centre crop
+to size, normalize with its mean/std (the timm convention).
+"""
+
+from __future__ import annotations
+
+import difflib
+import math
+from typing import Any
+
+from pydantic import ValidationError
+from torchvision import transforms as T
+
+from tlzoo.data.augment_ops import OPS, Normalize, Op
+from tlzoo.model.backbone import DataConfig
+from tlzoo.errors import SpecError
+
+__all__ = ["validate_augment", "build_train_transform", "build_eval_transform", "is_deterministic",
+           "Pipeline", "PRESETS", "OPS"]
+
+
+
+PRESETS: dict[str, list[dict]] = {
+    "none": [],  # the evaluation transform: resize, centre crop, normalize
+    "light": [{"op": "random_resized_crop", "scale": [0.5, 1.0]}, {"op": "horizontal_flip"}],
+    # seed 001's training pipeline exactly (torchvision defaults); its Normalize values are its
+    # ResNet's own statistics, so the preset normalizes as the backbone expects, like evaluation
+    "seed001": [
+        {"op": "resize", "size": [300, 300]},
+        {"op": "random_rotation", "degrees": 45},
+        {"op": "center_crop", "size": 224},
+        {"op": "horizontal_flip", "p": 0.5},
+        {"op": "vertical_flip", "p": 0.5},
+        {"op": "grayscale", "p": 0.1},
+        {"op": "normalize"},
+    ],
+    "strong": [
+        {"op": "random_resized_crop"},
+        {"op": "horizontal_flip"},
+        {"op": "trivial_augment"},
+        {"op": "random_erasing", "p": 0.25},
+    ],
+}
+
+
+def _by_word(name: str) -> list[str]:
+    """'rotate' -> random_rotation: match against each word of an op's name."""
+    return [op for op in OPS if any(difflib.SequenceMatcher(None, name.lower(), word).ratio() >= 0.7
+                                    for word in op.split("_"))][:3]
+
+
+def parse_ops(items: Any) -> tuple[list[Op], list[tuple[str, str]]]:
+    """Validate a list of op dicts: (ops, problems as (location suffix like '[2].degrees', message))."""
+    from tlzoo.registry.catalog import closest
+
+    if not isinstance(items, list):
+        return [], [("", "give a preset name or a list of {\"op\": ...} objects")]
+    ops: list[Op] = []
+    problems: list[tuple[str, str]] = []
+    first_tensor_op: int | None = None
+    for index, item in enumerate(items):
+        where = f"[{index}]"
+        if not isinstance(item, dict):
+            problems.append((where, "each op is an object such as {\"op\": \"horizontal_flip\", \"p\": 0.5}"))
+            continue
+        name = item.get("op")
+        if not isinstance(name, str) or not name:
+            problems.append((f"{where}.op", f"missing op name; ops: {', '.join(OPS)}"))
+            continue
+        if name not in OPS:
+            close = closest(name, list(OPS)) or _by_word(name)
+            hint = f" Did you mean: {', '.join(close)}?" if close else f" Ops: {', '.join(OPS)}."
+            problems.append((f"{where}.op", f"unknown augmentation op {name!r}.{hint}"))
+            continue
+        try:
+            op = OPS[name].model_validate(item)
+        except ValidationError as exc:
+            for error in exc.errors():
+                loc = ".".join(str(part) for part in error["loc"])
+                message = error["msg"].removeprefix("Value error, ")
+                problems.append((f"{where}.{loc}" if loc else where, message))
+            continue
+        if op.stage == "tensor" and first_tensor_op is None:
+            first_tensor_op = index
+        elif op.stage == "image" and first_tensor_op is not None:
+            problems.append((f"{where}.op", f"{name!r} works on images; put it before the tensor op at "
+                             f"[{first_tensor_op}] ({items[first_tensor_op]['op']})"))
+            continue
+        ops.append(op)
+    return ops, problems
+
+
+class Pipeline:
+    """image -> tensor in two parts: `image_part` (PIL -> PIL) and `tensor_part` (PIL -> normalized tensor).
+
+    Kept apart so a cache of decoded or geometry-transformed images can reuse the second part.
+    """
+
+    def __init__(self, image_part: T.Compose, tensor_part: T.Compose):
+        self.image_part = image_part
+        self.tensor_part = tensor_part
+
+    def __call__(self, image):
+        return self.tensor_part(self.image_part(image))
+
+    def __repr__(self) -> str:
+        return f"Pipeline(image_part={self.image_part!r}, tensor_part={self.tensor_part!r})"
+
+
+def validate_augment(value: Any) -> list[tuple[str, str]]:
+    """Problems in a `data.augment` value as (location suffix, message); [] when valid."""
+    from tlzoo.registry.catalog import closest
+
+    if isinstance(value, str):
+        if value in PRESETS:
+            return []
+        close = closest(value, list(PRESETS))
+        hint = f" Did you mean: {', '.join(close)}?" if close else ""
+        return [("", f"unknown augmentation preset {value!r}.{hint} Presets: {', '.join(PRESETS)}; "
+                     "or give a list of ops such as [{\"op\": \"horizontal_flip\"}]")]
+    if not isinstance(value, list):
+        return [("", "give a preset name or a list of {\"op\": ...} objects")]
+    _, problems = parse_ops(value)
+    return problems
+
+
+def resolve_ops(augment: str | list) -> list[Op]:
+    """The op models for a preset name or a list; raises SpecError on bad input."""
+    ops, problems = parse_ops(PRESETS[augment] if isinstance(augment, str) and augment in PRESETS else augment)
+    if isinstance(augment, str) and augment not in PRESETS:
+        problems = validate_augment(augment)
+    if problems:
+        raise SpecError([("data.augment" + loc, msg) for loc, msg in problems], "data.augment")
+    return ops
+
+
+def is_deterministic(augment: str | list) -> bool:
+    """True when the training pipeline has no random op (one cached view per image is then exact)."""
+    return not any(op.random for op in resolve_ops(augment))
+
+
+def explicit_normalization(augment: str | list) -> tuple[tuple, tuple] | None:
+    """(mean, std) of a `normalize` op that states its own statistics, else None.
+
+    The run then evaluates and predicts with these too: features normalized one
+    way in training and another at test time cost accuracy silently.
+    """
+    for op in resolve_ops(augment):
+        if isinstance(op, Normalize) and (op.mean is not None or op.std is not None):
+            return op.mean, op.std
+    return None
+
+
+def build_train_transform(augment: str | list, data_config: DataConfig) -> Pipeline:
+    """The training pipeline for `data.augment` on a backbone with `data_config`."""
+    ops = resolve_ops(augment)
+    image_ops = [op for op in ops if op.stage == "image"]
+    tensor_ops = [op for op in ops if op.stage == "tensor"]
+    image_part = [op.build(data_config) for op in image_ops]
+    if not any(op.fixes_size for op in image_ops):
+        image_part = _eval_geometry(data_config) + image_part
+    tensor_part = [T.ToTensor()]
+    if not any(isinstance(op, Normalize) for op in tensor_ops):
+        tensor_part.append(T.Normalize(data_config.mean, data_config.std))
+    tensor_part += [op.build(data_config) for op in tensor_ops]
+    return Pipeline(T.Compose(image_part), T.Compose(tensor_part))
+
+
+def build_eval_transform(data_config: DataConfig) -> Pipeline:
+    """Resize to size / crop_pct, centre crop to size, normalize: the backbone's pretrained recipe."""
+    return Pipeline(T.Compose(_eval_geometry(data_config)),
+                    T.Compose([T.ToTensor(), T.Normalize(data_config.mean, data_config.std)]))
+
+
+def interpolation_mode(name: str) -> T.InterpolationMode:
+    """'bicubic' -> InterpolationMode.BICUBIC; timm's 'random' falls back to bilinear."""
+    try:
+        return T.InterpolationMode(name)
+    except ValueError:
+        return T.InterpolationMode.BILINEAR
+
+
+def _eval_geometry(data_config: DataConfig) -> list:
+    height, width = data_config.input_size[1:]
+    crop_pct = data_config.crop_pct or 1.0
+    mode = interpolation_mode(data_config.interpolation)
+    if height == width:
+        resize = T.Resize(math.floor(height / crop_pct), interpolation=mode)
+    else:
+        resize = T.Resize((math.floor(height / crop_pct), math.floor(width / crop_pct)), interpolation=mode)
+    return [resize, T.CenterCrop((height, width))]
+

@@ -1,0 +1,115 @@
+"""The one way tlzoo reads weight and checkpoint files: no pickle can run code."""
+
+from __future__ import annotations
+
+import pickle
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import torch
+from torch import nn
+
+from tlzoo.errors import WeightsError
+
+SAFE_SUFFIXES = (".safetensors",)
+TORCH_SUFFIXES = (".pt", ".pth", ".bin")
+
+
+def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
+    """Read a state dict from .safetensors, or from .pt/.pth with weights_only=True only."""
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weights file {path} does not exist", "check the path; relative paths are relative to the spec file")
+    suffix = path.suffix.lower()
+    if suffix in SAFE_SUFFIXES:
+        return _load_safetensors(path)
+    if suffix in TORCH_SUFFIXES:
+        return _load_torch(path)
+    raise WeightsError(
+        f"weights file {path} has suffix {suffix!r}; tlzoo reads .safetensors, .pt and .pth",
+        "convert it to .safetensors (safetensors.torch.save_file)",
+    )
+
+
+def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors import SafetensorError
+    from safetensors.torch import load_file
+
+    try:
+        return load_file(str(path), device="cpu")
+    except (SafetensorError, OSError, ValueError, RuntimeError) as exc:
+        raise WeightsError(f"weights file {path} is not a valid safetensors file: {exc}") from None
+
+
+def _load_torch(path: Path) -> dict[str, torch.Tensor]:
+    try:
+        state = torch.load(path, map_location="cpu", weights_only=True)
+    except pickle.UnpicklingError as exc:
+        # weights_only refused a global: the file wants to run code or build objects
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(
+            f"refused to load {path}: it is a pickle that asks to run code or build "
+            f"arbitrary objects, which tlzoo never does ({first})",
+            "if you trust the file, re-save its state_dict as .safetensors yourself",
+        ) from None
+    except (RuntimeError, OSError, EOFError, ValueError) as exc:
+        raise WeightsError(f"cannot read weights file {path}: {exc}") from None
+    for key in ("state_dict", "model", "model_state_dict"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]  # common training-checkpoint wrappers
+            break
+    if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
+        raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
+    return state
+
+
+@dataclass
+class LoadReport:
+    missing: list[str] = field(default_factory=list)
+    unexpected: list[str] = field(default_factory=list)
+    dropped: list[str] = field(default_factory=list)  # classifier keys left out on purpose
+
+    def lines(self) -> list[str]:
+        out = []
+        if self.dropped:
+            out.append(f"classifier weights not used (class count differs): {', '.join(self.dropped)}")
+        if self.missing:
+            out.append(f"missing keys (left at their initial values): {', '.join(self.missing)}")
+        if self.unexpected:
+            out.append(f"unexpected keys (ignored): {', '.join(self.unexpected)}")
+        return out
+
+
+def apply_state(model: nn.Module, state: dict[str, torch.Tensor], classifier: str, source: str) -> LoadReport:
+    """Load `state` into `model`, dropping classifier tensors whose shape differs."""
+    own = model.state_dict()
+    report = LoadReport()
+    state = dict(state)
+    prefix = classifier + "." if classifier else None
+    for key in list(state):
+        if key in own and state[key].is_floating_point() != own[key].is_floating_point():
+            # float16 into float32 is a harmless cast; integers into float weights (or back) mean a wrong file
+            raise WeightsError(
+                f"weights file {source}: tensor {key!r} has dtype {state[key].dtype}, "
+                f"the network expects {own[key].dtype}",
+                "the file was made for another architecture or is damaged; pick the matching backbone",
+            )
+        if key in own and own[key].shape != state[key].shape:
+            if prefix and key.startswith(prefix):
+                report.dropped.append(key)
+                del state[key]
+            else:
+                raise WeightsError(
+                    f"weights file {source}: tensor {key!r} has shape {tuple(state[key].shape)}, "
+                    f"the network expects {tuple(own[key].shape)}",
+                    "the file was made for another architecture; pick the matching backbone",
+                )
+    result = model.load_state_dict(state, strict=False)
+    report.missing = [k for k in result.missing_keys if k not in report.dropped]
+    report.unexpected = list(result.unexpected_keys)
+    if report.missing and len(report.missing) == len(own):
+        raise WeightsError(
+            f"weights file {source} shares no tensor names with the network",
+            f"first names in the file: {', '.join(list(state)[:3])}; in the network: {', '.join(list(own)[:3])}",
+        )
+    return report

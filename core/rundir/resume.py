@@ -1,0 +1,151 @@
+"""Resuming a run from its `last` checkpoint, and guarding a live run with checkpoints and signals.
+
+`open_resume` reads RUN_DIR/last before anything is trained and refuses a spec
+that changes what the run is (backbone, head, optimizer, classes), naming the
+field. `guard_training` makes a Trainer write `best` and the full-state `last`
+atomically, honour SIGTERM/Ctrl-C at the end of a step, and, when resuming,
+continue from the saved epoch (or the saved step inside an epoch) with the
+RNG states, counters and history as they were.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+from tlzoo.rundir.checkpoint import clean_stale_temporaries, json_safe, load_checkpoint, save_checkpoint, weights_path
+from tlzoo.rundir.training_state import EpochPosition, model_tensors, restore_training_state, training_checkpoint
+from tlzoo.errors import TlzooError
+from tlzoo.model.weights import TORCH_SUFFIXES, load_state_file
+
+LAST, BEST = "last", "best"
+
+# what a run is: changing any of these makes the saved weights or optimizer state meaningless
+FIXED_FIELDS = (
+    ("backbone", "name"), ("backbone", "options"), ("backbone", "weights"),
+    ("head", "dropout"), ("head", "hidden"),
+    ("train", "optimizer", "name"),
+)
+
+
+def _get(data: dict, path: tuple):
+    for key in path:
+        data = data.get(key) if isinstance(data, dict) else None
+    return data
+
+
+@dataclass
+class ResumeFrom:
+    run_dir: Path
+    tensors: dict
+    meta: dict  # the sidecar; meta["training"] holds what training_checkpoint wrote
+    changed: list[str]  # allowed spec fields that differ from the run's (e.g. train.epochs)
+
+    @property
+    def training(self) -> dict:
+        return self.meta["training"]
+
+    def accept(self, classes: list[str]) -> Path:
+        """The run directory, once the spec's data gives the run's classes in the run's order."""
+        saved = list(self.meta.get("classes", []))
+        if list(classes) != saved:
+            raise TlzooError(
+                f"cannot resume {self.run_dir}: the data (data.reader) now gives classes {classes}, "
+                f"the run was trained on {saved}",
+                "resume on the same data, or start a new run without --resume",
+            )
+        return self.run_dir
+
+
+def open_resume(run_dir: str | Path, spec_json: dict) -> ResumeFrom:
+    """Load RUN_DIR/last and check that `spec_json` (the resolved new spec) may continue it."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TlzooError(f"--resume {run_dir}: no such run directory", "pass the folder that `tlzoo run` printed")
+    clean_stale_temporaries(run_dir)
+    stem = run_dir / LAST
+    if not weights_path(stem).is_file():
+        for suffix in TORCH_SUFFIXES:  # refused unless it is a plain tensor file, and even then it lacks state
+            if Path(f"{stem}{suffix}").is_file():
+                load_state_file(Path(f"{stem}{suffix}"))
+                raise TlzooError(f"{stem}{suffix} is not a tlzoo training checkpoint (no optimizer or RNG state)",
+                                 "resume only from a last.safetensors that tlzoo wrote")
+        raise TlzooError(f"cannot resume {run_dir}: it holds no {weights_path(stem).name} "
+                         "(the run stopped before its first epoch ended)",
+                         "start the run again without --resume")
+    tensors, meta = load_checkpoint(stem)
+    if not isinstance(meta.get("training"), dict) or "spec" not in meta["training"]:
+        raise TlzooError(f"{weights_path(stem)} holds model weights only, no training state to resume from",
+                         "resume only from a last.safetensors that tlzoo wrote")
+    saved_spec = meta["training"]["spec"]
+    problems = []
+    for path in FIXED_FIELDS:
+        before, now = _get(saved_spec, path), _get(spec_json, path)
+        if before != now:
+            problems.append(f"{'.'.join(path)} is {json.dumps(before)} in the run and {json.dumps(now)} in the spec")
+    mid_epoch = meta["training"]["position"].get("batch", 0) > 0
+    if mid_epoch and _get(saved_spec, ("data", "batch_size")) != _get(spec_json, ("data", "batch_size")):
+        problems.append("data.batch_size differs and the run stopped inside an epoch")
+    if problems:
+        raise TlzooError(f"cannot resume {run_dir} with this spec: " + "; ".join(problems),
+                         f"resume with the run's own spec ({run_dir / 'spec.json'}), or start a new run "
+                         "without --resume")
+    changed = sorted(_differences(saved_spec, spec_json))
+    return ResumeFrom(run_dir, tensors, meta, changed)
+
+
+def _differences(before, now, prefix: str = "") -> list[str]:
+    if isinstance(before, dict) and isinstance(now, dict):
+        out = []
+        for key in sorted(set(before) | set(now)):
+            out += _differences(before.get(key), now.get(key), f"{prefix}{key}.")
+        return out
+    return [] if before == now else [prefix.rstrip(".")]
+
+
+def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, log) -> None:
+    """Checkpoint and interrupt hooks for `trainer`; restores `resumed` into it. Arms `stop`."""
+    from tlzoo.rundir import outputs
+
+    run_dir, state = setup.run_dir, trainer.state
+    generator = getattr(trainer.train_source, "generator", None)
+    hint = f"continue with: tlzoo run SPEC --resume {run_dir}"
+
+    def save_last(position: EpochPosition | None, record: dict) -> str:
+        tensors, training = training_checkpoint(state, setup.spec_json, position, generator)
+        with stop.saving_checkpoint():
+            save_checkpoint(run_dir / LAST, tensors, {**sidecar(setup, LAST, record), "training": training})
+        return f"resumable checkpoint saved in {weights_path(run_dir / LAST)}"
+
+    def save_best(_trainer, record: dict) -> None:
+        with stop.saving_checkpoint():
+            save_checkpoint(run_dir / BEST, model_tensors(state.model), sidecar(setup, BEST, record))
+
+    def after_step(_trainer, _loss) -> None:
+        batch, total, count = trainer.position
+        where = f"at epoch {state.epoch + 1}, step {state.step}"
+        latest = state.history[-1] if state.history else {"epoch": state.epoch}
+        stop.stop(lambda: save_last(EpochPosition.capture(batch, total, count), latest), where, hint)
+
+    def after_epoch(_trainer, record: dict) -> None:
+        stop.stop(lambda: f"checkpoint of epoch {record['epoch']} is in {weights_path(run_dir / LAST)}",
+                  f"after epoch {record['epoch']}", hint)
+
+    trainer.save_best = save_best
+    trainer.save_last = lambda _trainer, record: save_last(None, record)
+    trainer.step_hooks.append(after_step)
+    trainer.epoch_hooks.append(after_epoch)
+    if resumed is not None:
+        source = str(weights_path(run_dir / LAST))
+        restore_training_state(state, resumed.tensors, resumed.training, source, generator)
+        position = resumed.training["position"]
+        if position.get("batch", 0) > 0:
+            trainer.resume_at = EpochPosition.from_checkpoint(resumed.tensors, resumed.training)
+        # metrics.jsonl may hold an epoch that `last` does not (a crash between the two writes)
+        lines = "".join(json.dumps(json_safe(record), allow_nan=False) + "\n" for record in state.history)
+        outputs.write_atomic(run_dir / outputs.METRICS_FILE, lines.encode())
+        where = f"epoch {state.epoch + 1}" + (f", batch {position['batch'] + 1}" if position.get("batch") else "")
+        log(f"resuming {run_dir} at {where} (step {state.step})"
+            + (f"; spec fields changed since: {', '.join(resumed.changed)}" if resumed.changed else ""))
+    stop.armed = True

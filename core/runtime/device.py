@@ -1,0 +1,137 @@
+"""Where and how the engine computes: device, CPU threads, DataLoader workers, precision.
+
+On a small CPU machine the seeds' loop oversubscribes: four DataLoader workers
+decoding JPEGs next to a main process that already uses every core for its
+intra-op threads. tlzoo keeps the main process on the cores it has and adds
+workers only when there is a core to spare and enough images to amortise
+starting them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import sys
+
+import torch
+
+from tlzoo.errors import TlzooError
+
+# below this many images, starting worker processes costs more than it saves
+MIN_IMAGES_FOR_WORKERS = 256
+
+
+def available_cpus() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def resolve_workers(value: int | str, num_images: int, cpus: int | None = None) -> int:
+    """`data.num_workers`: an explicit count, or "auto": min(4, cpus - 1), none for tiny sets."""
+    if value != "auto":
+        return int(value)
+    cpus = available_cpus() if cpus is None else cpus
+    if num_images < MIN_IMAGES_FOR_WORKERS:
+        return 0
+    return max(0, min(4, cpus - 1))
+
+
+# mallopt parameters, from glibc's malloc.h
+M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+KEEP_FREED_BYTES = 1 << 30
+
+
+def keep_freed_memory() -> bool:
+    """Let glibc keep freed activation buffers for reuse instead of unmapping them.
+
+    glibc serves every allocation above 32 MiB (a lite0 activation at batch 32)
+    with a fresh mmap and returns it with munmap on free, so each forward pass
+    faults in and zero-fills hundreds of MiB again: on the 2-core test machine
+    that was as much system time as user time, and an eval pass ran 2-3x slower
+    than with the buffers kept. Serving them from the heap (no mmap) and
+    trimming only above 1 GiB free keeps them. TLZOO_MALLOC=default opts out.
+    """
+    if os.environ.get("TLZOO_MALLOC") == "default" or not sys.platform.startswith("linux"):
+        return False
+    try:
+        libc = ctypes.CDLL(None)
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc (or a libc without mallopt)
+        return False
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+
+
+def release_freed_memory() -> bool:
+    """Return freed heap pages to the OS; call it just before DataLoader workers fork.
+
+    A forked worker shares its parent's pages copy-on-write. As the parent then
+    reuses its freed heap, each page it writes is copied and the worker keeps
+    the old one, so a worker forked from a 5 GiB full fine-tuning process came
+    to hold gigabytes it never reads (a 2-epoch run peaked at 10.8 GiB, twice
+    the main process). Trimming first leaves the worker only live memory.
+    """
+    if not sys.platform.startswith("linux"):
+        return False
+    try:
+        return bool(ctypes.CDLL(None).malloc_trim(0))
+    except (OSError, AttributeError):  # not glibc
+        return False
+
+
+def configure_threads(cpus: int | None = None, keep_buffers: bool = True) -> int:
+    """Intra-op threads = the cores this process may use (torch may count more).
+
+    `keep_buffers`: keep freed activation buffers (see keep_freed_memory); right for
+    forward-only passes, wrong when the whole backbone backpropagates: the saved
+    activations of a backward pass vary in size, and kept heap memory fragments
+    (a full fine-tune epoch grew from 6.3 to 8.3 GiB peak RSS, two epochs to 12.5).
+    """
+    if keep_buffers:
+        keep_freed_memory()
+    cpus = available_cpus() if cpus is None else cpus
+    if torch.get_num_threads() != cpus:
+        torch.set_num_threads(cpus)
+    return cpus
+
+
+def resolve_device(value: str) -> torch.device:
+    if value == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        device = torch.device(value)
+    except RuntimeError:
+        raise TlzooError(f"train.device {value!r} is not a device", "use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+    if device.type == "cuda" and not torch.cuda.is_available():
+        raise TlzooError(f"train.device is {value!r} but no CUDA GPU is available here",
+                         "set train.device to 'auto' or 'cpu'")
+    return device
+
+
+def resolve_precision(value: str, device: torch.device) -> str:
+    """The precision of frozen and inference passes: 'fp32', 'bf16' or 'fp16'.
+
+    'auto' is tlzoo.runtime.precision.auto_precision: bf16 autocast on a CPU with
+    native bfloat16 (fp32 on AVX2-only CPUs, where torch emulates bf16 slowly),
+    bf16 or fp16 on CUDA. Trainable parts always run in fp32 on CPU (bf16 did
+    not speed training up there).
+    """
+    if value == "auto":
+        from tlzoo.runtime.precision import auto_precision  # bf16 only where the CPU computes it natively
+
+        return auto_precision(device)
+    if value == "fp16" and device.type == "cpu":
+        raise TlzooError("train.precision 'fp16' needs a CUDA GPU; CPUs compute it slowly or not at all",
+                         "use 'auto', 'bf16' or 'fp32' on CPU")
+    return value
+
+
+def autocast(precision: str, device: torch.device):
+    """A context that runs a pass in `precision` ('fp32' does nothing)."""
+    if precision == "fp32":
+        return contextlib.nullcontext()
+    dtype = torch.bfloat16 if precision == "bf16" else torch.float16
+    return torch.autocast(device_type=device.type, dtype=dtype)

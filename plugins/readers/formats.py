@@ -1,0 +1,217 @@
+"""The built-in dataset readers: imagefolder, txt_list and csv.
+
+A reader only lists files and labels (tlzoo.data.samples.ReaderOutput);
+tlzoo.data.labelled maps classes and checks every image. Paths in options are
+relative to the spec file's folder; paths inside lists are relative to the list.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import random
+from pathlib import Path
+from typing import Literal
+
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from tlzoo.errors import TlzooError
+from tlzoo.data.images import IMAGE_EXTENSIONS
+from tlzoo.data.samples import Problem, ReaderOutput, Sample
+from tlzoo.registry import Component, hookimpl, natural_key
+
+from tlzoo.plugins.readers.list_parsing import ListEntries, read_text_lines
+
+FIELD = "data.reader.options"
+
+
+def option_path(base_dir: Path, value: str, field: str, kind: str = "folder") -> Path:
+    path = Path(value).expanduser()
+    path = Path(os.path.normpath(path if path.is_absolute() else Path(base_dir) / path))
+    exists = path.is_dir() if kind == "folder" else path.is_file()
+    if not exists:
+        raise TlzooError(f"{FIELD}.{field}: {kind} {path} does not exist",
+                         f"fix the path; relative paths start from the spec file's folder ({base_dir})")
+    return path
+
+
+def hidden(name: str) -> bool:
+    return name.startswith(".")
+
+
+# ---------------------------------------------------------------- imagefolder
+
+class ImageFolderOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    root: str = Field(..., description="folder holding the split folders")
+    train: str = Field("train", description="training folder inside root, one sub-folder per class")
+    val: str = Field("val", description="validation folder inside root (e.g. 'test')")
+    val_split: float | None = Field(None, gt=0.0, lt=1.0,
+                                    description="take this fraction of each training class as validation "
+                                                "instead of a val folder (stratified, seeded)")
+    seed: int = Field(0, description="seed of the val_split draw")
+    extensions: list[str] = Field(list(IMAGE_EXTENSIONS), description="file suffixes read as images")
+
+    @model_validator(mode="after")
+    def _one_val_source(self):
+        if self.val_split is not None and "val" in self.model_fields_set:
+            raise ValueError("give either 'val' (a folder) or 'val_split' (a fraction), not both")
+        return self
+
+
+def list_class_folder(folder: Path, extensions: set[str]) -> list[Path]:
+    """Image-named entries below a class folder, recursively, hidden names skipped, natural order.
+
+    Entries are kept whatever they are (a broken symlink, a directory named x.jpg)
+    so the scan reports them instead of losing them silently.
+    """
+    found = []
+    for entry in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+        if hidden(entry.name):
+            continue
+        if entry.suffix.lower() in extensions:
+            found.append(entry)
+        if entry.is_dir() and not entry.is_symlink():
+            found += list_class_folder(entry, extensions)
+    return found
+
+
+def read_split_folder(folder: Path, extensions: set[str]) -> tuple[list[str], list[Sample], list[Problem]]:
+    classes, samples, problems = [], [], []
+    for entry in sorted(folder.iterdir(), key=lambda p: natural_key(p.name)):
+        if hidden(entry.name):
+            continue
+        if entry.is_dir():
+            classes.append(entry.name)
+            samples += [Sample(path, entry.name, str(path)) for path in list_class_folder(entry, extensions)]
+        elif entry.suffix.lower() in extensions:
+            problems.append(Problem(str(entry), "image outside any class folder; move it into one"))
+    return classes, samples, problems
+
+
+def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
+    """Per class: shuffle with `seed`, move round(n * fraction) files (at least one when n >= 2) to val."""
+    rng = random.Random(seed)
+    by_class: dict[str, list[Sample]] = {}
+    for sample in samples:
+        by_class.setdefault(str(sample.label), []).append(sample)
+    val_paths = set()
+    for name in sorted(by_class, key=natural_key):
+        members = list(by_class[name])
+        rng.shuffle(members)
+        count = max(1, round(len(members) * fraction)) if len(members) >= 2 else 0
+        val_paths.update(sample.path for sample in members[:count])
+    return ([s for s in samples if s.path not in val_paths], [s for s in samples if s.path in val_paths])
+
+
+def build_imagefolder(options: ImageFolderOptions, base_dir: Path) -> ReaderOutput:
+    root = option_path(base_dir, options.root, "root")
+    extensions = {ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in options.extensions}
+    train_dir = option_path(root, options.train, "train")
+    classes, train, problems = read_split_folder(train_dir, extensions)
+    if not classes:
+        raise TlzooError(f"{FIELD}.train: {train_dir} has no class folders",
+                         "put each class's images in its own sub-folder (hidden folders are ignored)")
+    if options.val_split is not None:
+        train, val = stratified_split(train, options.val_split, options.seed)
+    else:
+        _, val, val_problems = read_split_folder(option_path(root, options.val, "val"), extensions)
+        problems += val_problems
+    return ReaderOutput(train=train, val=val, classes=classes, problems=problems)
+
+
+# ---------------------------------------------------------------- txt_list
+
+class TxtListOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train: str = Field(..., description="list of training images, one 'PATH LABEL' per line")
+    val: str = Field(..., description="list of validation images, same format")
+    classes: str | None = Field(None, description="file with one class name per line, line 1 is label 0")
+    root: str | None = Field(None, description="folder image paths start from (default: each list's folder)")
+
+
+def parse_txt_list(path: Path, entries: ListEntries) -> None:
+    """Add each 'PATH LABEL' line of `path`; the label is the last whitespace-separated token."""
+    base = entries.image_root or path.parent
+    for number, line in read_text_lines(path):
+        origin = f"{path}:{number}"
+        if not line.strip() or line.lstrip().startswith("#"):
+            continue
+        parts = line.strip().rsplit(None, 1)
+        if len(parts) < 2:
+            entries.problem(origin, f"expected 'PATH LABEL', got {line.strip()!r}")
+            continue
+        entries.add(origin, parts[0], parts[1], base, labels="indices")
+
+
+def build_txt_list(options: TxtListOptions, base_dir: Path) -> ReaderOutput:
+    return _build_lists(options, base_dir, parse_txt_list)
+
+
+# ---------------------------------------------------------------- csv
+
+class CsvOptions(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    train: str = Field(..., description="CSV of training images with a header row")
+    val: str = Field(..., description="CSV of validation images, same columns")
+    path_column: str = "path"
+    label_column: str = "label"
+    labels: Literal["auto", "names", "indices"] = Field(
+        "auto", description="'indices' reads labels as class numbers; 'auto' does so when every label is one")
+    delimiter: str = Field(",", min_length=1, max_length=1)
+    classes: str | None = Field(None, description="file with one class name per line, line 1 is label 0")
+    root: str | None = Field(None, description="folder image paths start from (default: each CSV's folder)")
+
+
+def csv_parser(options: CsvOptions):
+    def parse(path: Path, entries: ListEntries) -> None:
+        lines = read_text_lines(path)
+        rows = csv.reader([line for _, line in lines], delimiter=options.delimiter)
+        header = next(rows, None)
+        columns = {options.path_column: "path_column", options.label_column: "label_column"}
+        missing = [name for name in columns if header is None or name not in header]
+        if missing:
+            raise TlzooError(f"{path}:1: column(s) {', '.join(map(repr, missing))} not in the header "
+                             f"{header or []}", f"name the columns in {FIELD}.path_column / label_column")
+        at_path, at_label = header.index(options.path_column), header.index(options.label_column)
+        base = entries.image_root or path.parent
+        for (number, _), row in zip(lines[1:], rows):
+            origin = f"{path}:{number}"
+            if not row or not any(cell.strip() for cell in row):
+                continue
+            if len(row) != len(header):
+                entries.problem(origin, f"{len(row)} field(s), the header has {len(header)}")
+                continue
+            entries.add(origin, row[at_path].strip(), row[at_label].strip(), base, labels=options.labels)
+    return parse
+
+
+def build_csv(options: CsvOptions, base_dir: Path) -> ReaderOutput:
+    return _build_lists(options, base_dir, csv_parser(options))
+
+
+def _build_lists(options, base_dir: Path, parse) -> ReaderOutput:
+    image_root = option_path(base_dir, options.root, "root") if options.root else None
+    classes = None
+    if options.classes:
+        classes_file = option_path(base_dir, options.classes, "classes", "file")
+        classes = [line.strip() for _, line in read_text_lines(classes_file) if line.strip()]
+    splits = {}
+    for split in ("train", "val"):
+        entries = ListEntries(image_root, seen_in=splits.get("train"))
+        parse(option_path(base_dir, getattr(options, split), split, "file"), entries)
+        splits[split] = entries
+    indices = all(entries.labels_are_indices() for entries in splits.values())
+    train, val = splits["train"].finish(indices), splits["val"].finish(indices)  # finish may add problems
+    return ReaderOutput(train=train, val=val, classes=classes,
+                        problems=splits["train"].problems + splits["val"].problems)
+
+
+@hookimpl
+def register_dataset_readers(register):
+    register(Component("imagefolder", "Class sub-folders in train/val folders, or one folder with val_split",
+                       build_imagefolder, ImageFolderOptions))
+    register(Component("txt_list", "Lists of 'PATH LABEL' lines (seed 001's train.txt/test.txt)",
+                       build_txt_list, TxtListOptions))
+    register(Component("csv", "CSV files with path and label columns; labels as names or integers",
+                       build_csv, CsvOptions))
