@@ -41,10 +41,3 @@ def set_trainable(groups: list[list[nn.Parameter]], first_trainable: int) -> Non
         for param in group:
             param.requires_grad_(index >= first_trainable)
 
-
-def frozen_batchnorm_eval(modules: list[nn.Module]) -> None:
-    """Put BatchNorm layers of frozen modules in eval mode: no batch statistics, no updates."""
-    for module in modules:
-        for layer in module.modules():
-            if isinstance(layer, nn.modules.batchnorm._BatchNorm):
-                layer.eval()
