@@ -19,7 +19,8 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     """Read a state dict from .safetensors, or from .pt/.pth with weights_only=True only."""
     path = Path(path)
     if not path.is_file():
-        raise WeightsError(f"weights file {path} does not exist", "check the path; relative paths are relative to the spec file")
+        raise WeightsError(f"weights file {path} {_not_a_file(path)}",
+                           "check the path; relative paths are relative to the spec file")
     suffix = path.suffix.lower()
     if suffix in SAFE_SUFFIXES:
         return _load_safetensors(path)
@@ -29,6 +30,15 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
         f"weights file {path} has suffix {suffix!r}; tlzoo reads .safetensors, .pt and .pth",
         "convert it to .safetensors (safetensors.torch.save_file)",
     )
+
+
+def _not_a_file(path: Path) -> str:
+    """Why `path` cannot be read as a weights file (it is not a regular file)."""
+    if path.is_dir():
+        return "is a directory, not a file"
+    if path.exists():
+        return "is not a regular file (a device, FIFO or socket)"
+    return "does not exist (or is a broken symlink)" if path.is_symlink() else "does not exist"
 
 
 def _load_safetensors(path: Path) -> dict[str, torch.Tensor]:
@@ -104,12 +114,35 @@ def apply_state(model: nn.Module, state: dict[str, torch.Tensor], classifier: st
                     f"the network expects {tuple(own[key].shape)}",
                     "the file was made for another architecture; pick the matching backbone",
                 )
+    _check_overlap(own, state, report.dropped, source)
+    _check_finite(state, source)
     result = model.load_state_dict(state, strict=False)
     report.missing = [k for k in result.missing_keys if k not in report.dropped]
     report.unexpected = list(result.unexpected_keys)
-    if report.missing and len(report.missing) == len(own):
-        raise WeightsError(
-            f"weights file {source} shares no tensor names with the network",
-            f"first names in the file: {', '.join(list(state)[:3])}; in the network: {', '.join(list(own)[:3])}",
-        )
     return report
+
+
+def _check_overlap(own: dict, state: dict, dropped: list[str], source: str) -> None:
+    """Refuse a file that names under half of the network's tensors: the backbone would stay mostly random.
+
+    BatchNorm's num_batches_tracked counters are left out of the count: load_state_dict
+    never reports them missing, and they carry no learned values.
+    """
+    expected = [key for key in own if not key.endswith("num_batches_tracked")]
+    matched = sum(1 for key in expected if key in state or key in dropped)
+    if expected and matched * 2 < len(expected):
+        found = [key for key in state if key not in own and not key.endswith("num_batches_tracked")]
+        raise WeightsError(
+            f"weights file {source} matches {matched} of the network's {len(expected)} tensors by name; "
+            f"the backbone would stay mostly random. Expected names such as {', '.join(expected[:3])}; "
+            f"the file has {', '.join(found[:3]) or 'no other names'}",
+            "use a state dict of this backbone's original network (strip any 'module.' or 'model.' prefix), "
+            "or pick the backbone the file was made for",
+        )
+
+
+def _check_finite(state: dict, source: str) -> None:
+    for key, tensor in state.items():
+        if tensor.is_floating_point() and not bool(torch.isfinite(tensor).all()):
+            raise WeightsError(f"weights file {source}: tensor {key!r} holds NaN or infinite values",
+                               "the file is damaged or was saved from a diverged run; use another copy")
