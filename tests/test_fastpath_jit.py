@@ -125,19 +125,45 @@ def test_fast_mode_is_jit_only_for_auto_meaning_fp32_on_cpu():
     assert fast_mode("auto", "bf16", cuda) == "eager"
 
 
-def test_auto_run_matches_fp32_run_and_predicts_through_the_compiled_path(tmp_path, tiny_backbone):
+def run_tiny(tmp_path, precision: str, **overrides):
+    folder = tmp_path / precision
+    folder.mkdir()
+    settings = dict(train__precision=precision, train__epochs=2,
+                    train__strategy={"name": "partial", "options": {"groups": 1}},
+                    cache__dir=str(tmp_path / f"cache-{precision}"))
+    spec = write_spec(folder, tmp_path / "data", **{**settings, **overrides})
+    stream = io.StringIO()
+    result = run_spec(load_spec(spec, get_registry()), stream=stream)
+    metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    return result, metrics, stream.getvalue()
+
+
+@pytest.mark.parametrize("native_bf16, expected", [("0", "fp32"), ("1", "bf16")])
+def test_auto_precision_follows_the_cpu_probe(monkeypatch, native_bf16, expected):
+    from tlzoo.runtime.precision import auto_precision, cpu_has_fast_bf16
+
+    monkeypatch.setenv("TLZOO_CPU_BF16", native_bf16)
+    assert cpu_has_fast_bf16() is (native_bf16 == "1")
+    assert auto_precision(torch.device("cpu")) == expected
+
+
+def test_auto_run_on_a_native_bf16_cpu_runs_frozen_passes_in_bf16(tmp_path, tiny_backbone, monkeypatch):
+    """The bf16 path (emulated, slowly, on AVX2-only CPUs: kept tiny) on every machine."""
+    monkeypatch.setenv("TLZOO_CPU_BF16", "1")
+    make_image_folder(tmp_path / "data", classes=3, per_class=4, val_per_class=2)
+    result, metrics, log = run_tiny(tmp_path, "auto", train__epochs=1)
+    assert "bf16 frozen/eval passes" in log and "TorchScript" not in log
+    assert len(metrics) == 1 and 0 <= metrics[0]["val_top1"] <= 1
+    run = load_run(result.run_dir, get_registry())
+    assert run.fast == "eager" and run.precision == "bf16"
+    images = sorted((tmp_path / "data" / "val").rglob("*.png"))
+    assert all(p.error is None and len(p.top) == 3 for p in predict(run, images, top_k=3))
+
+
+def test_auto_run_matches_fp32_run_and_predicts_through_the_compiled_path(tmp_path, tiny_backbone, monkeypatch):
+    monkeypatch.setenv("TLZOO_CPU_BF16", "0")  # an AVX2-only CPU, where auto means compiled fp32
     make_image_folder(tmp_path / "data", classes=3, per_class=6)
-    results = {}
-    for precision in ("fp32", "auto"):
-        folder = tmp_path / precision
-        folder.mkdir()
-        spec = write_spec(folder, tmp_path / "data", train__precision=precision, train__epochs=2,
-                          train__strategy={"name": "partial", "options": {"groups": 1}},
-                          cache__dir=str(tmp_path / f"cache-{precision}"))
-        stream = io.StringIO()
-        result = run_spec(load_spec(spec, get_registry()), stream=stream)
-        metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-        results[precision] = (result, metrics, stream.getvalue())
+    results = {precision: run_tiny(tmp_path, precision) for precision in ("fp32", "auto")}
     assert "TorchScript-compiled" in results["auto"][2] and "TorchScript" not in results["fp32"][2]
     for left, right in zip(results["fp32"][1], results["auto"][1], strict=True):
         assert left["val_top1"] == right["val_top1"]
