@@ -29,6 +29,7 @@ from torch.utils.data import DataLoader, Dataset
 from tlzoo.data.batches import Batch, epoch_seed
 from tlzoo.runtime.device import autocast, release_freed_memory
 from tlzoo.runtime.compiled import FAST_PASS_BATCH, InferencePath, StagePrefix
+from tlzoo.runtime.interrupts import ignore_stop_signals
 from tlzoo.cache.byte_inputs import byte_variant
 from tlzoo.cache.keys import digest, files_fingerprint, modules_fingerprint, transform_description
 from tlzoo.cache.store import META_FILE, STORAGE, ActivationStore, MemoryBudget, read_meta
@@ -199,7 +200,8 @@ class FrozenPrefixSource:
         # compiled passes run fastest at a measured batch size; it does not change the stored values' order
         batch_size = FAST_PASS_BATCH if settings.fast == "jit" else setup.batch_size
         loader = DataLoader(inputs, batch_size=batch_size, num_workers=setup.num_workers,
-                            generator=torch.Generator().manual_seed(0))
+                            generator=torch.Generator().manual_seed(0),
+                            worker_init_fn=ignore_stop_signals if setup.num_workers else None)
         started, store, prefix, compiled_before = time.perf_counter(), None, None, True
         stages = self.model.stages[:k]
         modes = [stage.training for stage in stages]

@@ -24,6 +24,7 @@ import torch
 from torch.utils.data import DataLoader
 
 from tlzoo.runtime.device import release_freed_memory
+from tlzoo.runtime.interrupts import ignore_stop_signals
 
 
 @dataclass
@@ -71,7 +72,9 @@ def seed_everything(seed: int) -> None:
 
 
 def seed_worker(worker_id: int) -> None:
-    """DataLoader worker_init_fn: python and numpy follow the worker's torch seed."""
+    """DataLoader worker_init_fn: python and numpy follow the worker's torch seed; SIGTERM and Ctrl-C are
+    left to the main process (tlzoo.runtime.interrupts)."""
+    ignore_stop_signals()
     worker_seed = torch.initial_seed() % 2**32
     random.seed(worker_seed)
     np.random.seed(worker_seed)

@@ -1,13 +1,29 @@
-"""Stopping a run cleanly: SIGTERM and Ctrl-C save a resumable checkpoint, then exit.
+"""Stopping cleanly on SIGTERM and Ctrl-C: save a resumable checkpoint when one is near, else stop at once.
 
-A signal handler only records the request; the training loop honours it at a
-safe point (the end of the current step, or the end of the epoch when the
-signal came during validation), saves `last` there and raises `Interrupted`.
-The handler never saves anything itself, so a second signal cannot re-enter a
-save. A second signal quits at once without saving: the save in progress, if
-any, is abandoned, and the atomic write leaves the previous `last` whole.
-Exit codes follow the shell's convention, 128 + signal: 130 for Ctrl-C,
-143 for SIGTERM.
+Two situations, decided by `StopRequest.armed`:
+
+- Inside the training loop (armed): the handler only records the request; the
+  loop honours it at its next safe point (the end of the current step, or the
+  end of the epoch when the signal came during validation), saves `last` there
+  and raises `Interrupted`. The handler never saves anything itself, so a second
+  signal cannot re-enter a save. If no safe point comes within the grace period
+  (a cache build, a hung read), the request is escalated: the run stops at once
+  and the last complete checkpoint stays as it was. The grace period is
+  GRACE_FLOOR seconds or twice the longest gap seen between safe points,
+  whichever is longer, so an ordinary step is never cut short.
+- Everywhere else (reading the spec, the scan, evaluate, predict): there is
+  nothing to save, so the handler raises `Interrupted` at once.
+
+A second signal quits at once without saving: the save in progress, if any, is
+abandoned, and the atomic write leaves the previous `last` whole. Whenever the
+handler has raised, a backstop ends the process BACKSTOP_SECONDS later if it
+is still inside the StopRequest (a thread stuck in a read keeps it from
+unwinding). Exit codes follow the shell's convention, 128 + signal: 130 for
+Ctrl-C, 143 for SIGTERM.
+
+DataLoader workers never decide: `ignore_stop_signals` (their worker_init_fn)
+makes them ignore both signals, so a signal sent to the whole process group
+(`timeout`, `kill -- -PGID`, SLURM, Kubernetes) reaches the main process only.
 """
 
 from __future__ import annotations
@@ -17,15 +33,29 @@ import os
 import signal
 import sys
 import threading
+import time
 from typing import Callable
 
 from tlzoo.errors import TlzooError
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
+GRACE_FLOOR = 10.0  # seconds an armed stop waits for a safe point, at least
+BACKSTOP_SECONDS = 10.0  # after the handler raised, seconds before the process is ended outright
 
 
 def signal_name(signum: int) -> str:
     return "Ctrl-C (SIGINT)" if signum == signal.SIGINT else signal.Signals(signum).name
+
+
+def ignore_stop_signals(worker_id: int | None = None) -> None:
+    """A DataLoader worker_init_fn: the worker ignores SIGINT and SIGTERM (the main process decides).
+
+    torch installs its own SIGTERM handler in each worker, which kills the worker
+    and then the main process with "DataLoader worker is killed by signal"; this
+    runs after it and replaces it. Workers still end with their parent.
+    """
+    for signum in HANDLED:
+        signal.signal(signum, signal.SIG_IGN)
 
 
 class Interrupted(TlzooError):
@@ -38,23 +68,39 @@ class Interrupted(TlzooError):
 
 
 class StopRequest:
-    """Signal handlers that ask the loop to stop at the next safe point.
+    """Signal handlers for the duration of a command; see the module docstring.
 
-    Use as a context manager around the run. While `armed` is False (before
-    there is a training state worth saving) a signal stops the run at once.
+    `armed` is set by the training loop's guard once there is a state worth saving
+    and the loop calls `stop()` at its safe points; while it is False a signal
+    stops the command at once. `what` names the current activity for messages.
     """
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, what: str = "before training started", grace_floor: float = GRACE_FLOOR,
+                 backstop_seconds: float = BACKSTOP_SECONDS):
         self.stream = stream or sys.stderr
+        self.what = what
         self.signum: int | None = None
         self.armed = False
         self.saving = False
+        self.grace_floor = grace_floor
+        self.backstop_seconds = backstop_seconds
         self._previous: dict[int, object] = {}
         self._pid = os.getpid()
+        self._last_safe_point: float | None = None
+        self._longest_gap = 0.0
+        self._escalating = False  # the grace period ran out; the next delivery of the signal stops at once
+        self._reached = False  # a safe point came after the request
+        self._lock = threading.Lock()
+        self._timers: list[threading.Timer] = []
 
     @property
     def requested(self) -> bool:
         return self.signum is not None
+
+    @property
+    def grace(self) -> float:
+        """Seconds an armed stop waits for the next safe point."""
+        return max(self.grace_floor, 2 * self._longest_gap)
 
     def __enter__(self) -> "StopRequest":
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
@@ -63,6 +109,9 @@ class StopRequest:
         return self
 
     def __exit__(self, *exc) -> bool:
+        for timer in list(self._timers):
+            timer.cancel()
+        self._timers.clear()
         for signum, previous in self._previous.items():
             signal.signal(signum, previous)
         self._previous.clear()
@@ -71,19 +120,55 @@ class StopRequest:
     def _say(self, text: str) -> None:
         print(f"tlzoo: {text}", file=self.stream, flush=True)
 
+    def _start_timer(self, seconds: float, action: Callable[[], None]) -> None:
+        timer = threading.Timer(seconds, action)
+        timer.daemon = True  # never keeps the process alive by itself
+        self._timers.append(timer)
+        timer.start()
+
     def _handle(self, signum: int, frame) -> None:
         if os.getpid() != self._pid:
-            return  # a forked DataLoader worker: the main process decides, the worker keeps loading
+            return  # a forked child that kept the handler: the main process decides
         name = signal_name(signum)
+        if self._escalating:
+            self._escalating = False
+            if self._reached:
+                return  # the safe point came just in time: it saves and stops
+            self._raise_at_once(Interrupted(self.signum, (
+                f"stopped by {signal_name(self.signum)}: no safe point came within {self.grace:.0f} s, so the run "
+                "stopped at once without saving; the last complete checkpoint, if any, is kept as it was")))
         if self.signum is not None:
             what = "abandoning the checkpoint being written" if self.saving else "not saving"
-            raise Interrupted(signum, f"{name} again: stopped at once, {what}; the last complete checkpoint is "
-                                      "kept as it was")
+            self._raise_at_once(Interrupted(signum, f"{name} again: stopped at once, {what}; the last complete "
+                                                    "checkpoint is kept as it was"))
         self.signum = signum
         if not self.armed:
-            raise Interrupted(signum, f"stopped by {name} before training started; nothing to save")
+            self._raise_at_once(Interrupted(signum, f"stopped by {name} {self.what}; nothing to save"))
         self._say(f"{name} received: finishing the current step, saving a checkpoint, then stopping "
                   "(send it again to stop at once without saving)")
+        self._start_timer(self.grace, self._escalate)
+
+    def _raise_at_once(self, error: Interrupted) -> None:
+        self._start_timer(self.backstop_seconds, lambda: self._end_process(error))
+        raise error
+
+    def _escalate(self) -> None:
+        """Timer thread: no safe point came in time; interrupt the main thread with the signal again."""
+        with self._lock:
+            if self._reached:
+                return
+            if self.saving:  # an epoch's checkpoint is being written: let it finish
+                self._start_timer(1.0, self._escalate)
+                return
+            self._escalating = True
+            signal.pthread_kill(threading.main_thread().ident, self.signum)  # also wakes a blocking system call
+
+    def _end_process(self, error: Interrupted) -> None:
+        """Timer thread: the process is still inside the StopRequest BACKSTOP_SECONDS after raising."""
+        self._say(f"error: {error.message} (still running {self.backstop_seconds:.0f} s later, "
+                  "probably in a stuck read; exiting now)")
+        self.stream.flush()
+        os._exit(error.exit_code)
 
     @contextlib.contextmanager
     def saving_checkpoint(self):
@@ -95,9 +180,15 @@ class StopRequest:
             self.saving = False
 
     def stop(self, save: Callable[[], str], where: str, hint: str | None = None) -> None:
-        """If a stop was requested: run `save` (returns what was saved) and raise Interrupted."""
+        """A safe point. If a stop was requested: run `save` (returns what was saved) and raise Interrupted."""
+        now = time.monotonic()
+        if self._last_safe_point is not None:
+            self._longest_gap = max(self._longest_gap, now - self._last_safe_point)
+        self._last_safe_point = now
         if self.signum is None:
             return
+        with self._lock:
+            self._reached = True  # the grace timer, if it fires now, does nothing
         with self.saving_checkpoint():
             saved = save()
         self.armed = False
