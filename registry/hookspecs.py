@@ -24,3 +24,8 @@ def register_dataset_readers(register):
 @hookspec
 def register_freeze_strategies(register):
     "Register freeze strategies: call register(Component) once for each."
+
+
+@hookspec
+def register_loggers(register):
+    "Register run loggers: call register(Component) once for each; build(options, run_dir) returns a RunLogger."

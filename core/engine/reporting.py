@@ -1,0 +1,114 @@
+"""The report step: read a run directory, evaluate its best model image by image, write report.html.
+
+Used at the end of `tlzoo run` (model still in memory) and by `tlzoo report`
+(model reloaded). tlzoo.report renders; this module gathers what it renders.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from tlzoo.errors import TlzooError
+from tlzoo.report.records import ImageRecord, records_csv
+from tlzoo.report.rundata import RunData
+from tlzoo.rundir import outputs
+
+REPORT_FILE = "report.html"
+PER_IMAGE_FILE = "per_image.csv"
+
+
+def read_metrics(path: Path) -> list[dict]:
+    if not path.is_file():
+        return []
+    records = []
+    for number, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
+        if line.strip():
+            try:
+                records.append(json.loads(line))
+            except json.JSONDecodeError as exc:
+                raise TlzooError(f"{path}:{number}: not a JSON line ({exc.msg})",
+                                 "the run directory's metrics.jsonl is damaged") from None
+    return records
+
+
+def read_skipped(path: Path) -> list[tuple[str, str]]:
+    """skipped.txt: a '#' header line, then 'origin<TAB>reason' lines (tlzoo.data.labelled.write_skipped)."""
+    if not path.is_file():
+        return []
+    rows = []
+    for line in path.read_text(encoding="utf-8").splitlines():
+        if line and not line.startswith("#"):
+            origin, _, reason = line.partition("\t")
+            rows.append((origin, reason))
+    return rows
+
+
+def collect_run_data(run_dir: Path, records: list[ImageRecord], evaluated_on: str) -> RunData:
+    run_dir = Path(run_dir)
+    best_sidecar = run_dir / "best.json"
+    return RunData(
+        run_dir=run_dir,
+        spec=outputs.read_json(run_dir / outputs.SPEC_FILE, "resolved spec"),
+        metrics=read_metrics(run_dir / outputs.METRICS_FILE),
+        summary=outputs.read_json(run_dir / outputs.SUMMARY_FILE, "run summary"),
+        best=outputs.read_json(best_sidecar, "best model sidecar") if best_sidecar.is_file() else None,
+        skipped=read_skipped(run_dir / outputs.SKIPPED_FILE),
+        records=records,
+        evaluated_on=evaluated_on,
+    )
+
+
+def write_run_report(run_dir: Path, records: list[ImageRecord], out: Path | None = None, top_losses: int = 16,
+                     evaluated_on: str = "the run's validation split") -> Path:
+    """report.html (default: in the run directory) and its PNG figures beside it."""
+    from tlzoo.report.page import write_report
+
+    data = collect_run_data(run_dir, records, evaluated_on)
+    return write_report(data, Path(out) if out is not None else Path(run_dir) / REPORT_FILE, top_losses)
+
+
+def write_per_image_csv(path: Path, records: list[ImageRecord]) -> None:
+    outputs.write_atomic(Path(path), records_csv(records).encode())
+
+
+def best_model_records(setup, log) -> list[ImageRecord]:
+    """Per-image records of the run's validation split from best.safetensors, loaded into the run's model.
+
+    `setup` is the run's tlzoo.engine.run.RunSetup. One uncached pass (the
+    cached activations have no paths), with the run's eval transform, batch
+    size and precision, so the records agree with the best epoch's metrics.
+    """
+    from tlzoo.data.batches import SourceSetup, eval_source
+    from tlzoo.data.transforms import build_eval_transform
+    from tlzoo.engine.metrics import logits_over
+    from tlzoo.engine.per_image import records_from_logits
+    from tlzoo.model.weights import load_state_file
+    from tlzoo.runtime.compiled import fast_mode
+    from tlzoo.runtime.device import resolve_workers
+
+    best = setup.run_dir / "best.safetensors"
+    items = setup.data.val
+    if not best.is_file() or not items:
+        return []
+    spec = setup.resolved.spec
+    setup.built.model.load_state_dict(load_state_file(best), strict=True)
+    source = eval_source(SourceSetup(items, build_eval_transform(setup.built.data_config), setup.eval_batch_size,
+                                     resolve_workers(spec.data.num_workers, len(items)), spec.train.seed,
+                                     shuffle=False, background=spec.data.background))
+    logits, labels = logits_over(setup.built.model, source, setup.device, setup.precision,
+                                 fast=fast_mode(spec.train.precision, setup.precision, setup.device), log=log)
+    return records_from_logits(items, logits, labels, setup.data.classes)
+
+
+def report_after_run(setup, log) -> Path | None:
+    """The end of `tlzoo run`: per_image.csv and report.html in the run directory, unless the spec says no."""
+    settings = setup.resolved.spec.report
+    if not settings.enabled:
+        return None
+    records = best_model_records(setup, log)
+    if records:
+        write_per_image_csv(setup.run_dir / PER_IMAGE_FILE, records)
+    path = write_run_report(setup.run_dir, records, top_losses=settings.top_losses)
+    log(f"report: {path}")
+    return path

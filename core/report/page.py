@@ -1,0 +1,135 @@
+"""The report page: a context from RunData, rendered with the report.html template, figures beside it."""
+
+from __future__ import annotations
+
+import datetime
+from importlib import resources
+from pathlib import Path
+
+import jinja2
+
+from tlzoo.report import figures
+from tlzoo.report.per_class import macro_average, most_confused, per_class_metrics
+from tlzoo.report.records import top_losses
+from tlzoo.report.rundata import RunData
+from tlzoo.report.thumbnails import data_uri, thumbnail_uri
+
+TEMPLATE = "report.html"
+WEAK_F1 = 0.8
+
+
+def _fixed(value, digits: int = 4) -> str:
+    return "-" if value is None else f"{value:.{digits}f}"
+
+
+def _duration(seconds) -> str:
+    if seconds is None:
+        return "-"
+    minutes, rest = divmod(float(seconds), 60)
+    return f"{int(minutes)} min {rest:.0f} s" if minutes else f"{rest:.1f} s"
+
+
+def _component(ref) -> str:
+    if isinstance(ref, str):
+        return ref
+    options = ", ".join(f"{k}={v}" for k, v in (ref.get("options") or {}).items())
+    return ref.get("name", "?") + (f" ({options})" if options else "")
+
+
+def glance(data: RunData) -> list[dict]:
+    spec, summary, best_meta = data.spec, data.summary, data.best or {}
+    best = summary.get("best") or {}
+    versions = best_meta.get("versions") or {}
+    epochs = summary.get("epochs_run")
+    best_epoch = summary.get("best_epoch")
+    tiles = [
+        ("val top-1", _fixed(best.get("val_top1")), True),
+        ("val top-5", _fixed(best.get("val_top5")), True),
+        ("val loss", _fixed(best.get("val_loss")), False),
+        ("best epoch", f"{best_epoch if best_epoch is not None else '-'} of {epochs}"
+         + (" (stopped early)" if summary.get("stopped_early") else ""), False),
+        ("backbone", _component(spec.get("backbone", {})), False),
+        ("weights", str(best_meta.get("weights_source") or (spec.get("backbone") or {}).get("weights", "-")), False),
+        ("strategy", _component((spec.get("train") or {}).get("strategy", "-")), False),
+        ("data", f"{summary.get('num_train', '-')} train, {summary.get('num_val', '-')} val, "
+                 f"{len(data.classes)} classes", False),
+        ("skipped files", str(summary.get("skipped", len(data.skipped))), False),
+        ("time", _duration(summary.get("seconds")), False),
+        ("versions", f"tlzoo {versions.get('tlzoo', '?')}, torch {versions.get('torch', '?')}", False),
+        ("evaluated on", data.evaluated_on, False),
+    ]
+    return [{"label": label, "value": value, "key": key} for label, value, key in tiles]
+
+
+def class_rows(classes: list[str], confusion: list[list[int]]) -> tuple[list[dict], dict]:
+    metrics = per_class_metrics(classes, confusion)
+    rows = [{"name": name, "precision": _fixed(m["precision"], 3), "recall": _fixed(m["recall"], 3),
+             "f1": _fixed(m["f1"], 3), "support": m["support"], "f1_value": m["f1"],
+             "weak": m["f1"] is not None and m["f1"] < WEAK_F1} for name, m in metrics.items()]
+    rows.sort(key=lambda row: (row["f1_value"] is None, row["f1_value"] if row["f1_value"] is not None else 0))
+    macro = {key: _fixed(macro_average(metrics, key), 3) for key in ("precision", "recall", "f1")}
+    return rows, macro
+
+
+def confused_pairs(classes: list[str], confusion: list[list[int]], limit: int = 15) -> list[dict]:
+    totals = {name: sum(row) for name, row in zip(classes, confusion)}
+    return [{"true": t, "predicted": p, "count": n, "share": f"{n / totals[t]:.1%}" if totals[t] else "-"}
+            for t, p, n in most_confused(classes, confusion, limit)]
+
+
+def build_context(data: RunData, top_count: int) -> tuple[dict, dict[str, bytes]]:
+    """The template's values, and the PNG files to write beside the page (name suffix -> bytes)."""
+    classes, confusion = data.classes, data.confusion
+    pngs: dict[str, bytes] = {}
+    if data.metrics:
+        pngs["curves"] = figures.curves_png(data.metrics)
+    has_matrix = bool(classes) and len(confusion) == len(classes) and any(map(any, confusion))
+    if has_matrix:
+        pngs["confusion"] = figures.confusion_png(classes, confusion, normalise=False)
+        pngs["confusion-normalised"] = figures.confusion_png(classes, confusion, normalise=True)
+    shown = len(figures.matrix_classes_for(len(classes))) if classes else 0
+    note = (f"Rows are true classes, columns predicted ones; {data.evaluated_on}, best model."
+            + (f" With {len(classes)} classes the figures show the {shown} classes with the most errors;"
+               " the table below lists every class." if shown < len(classes) else ""))
+    rows, macro = class_rows(classes, confusion) if has_matrix else ([], {"precision": "-", "recall": "-", "f1": "-"})
+    losses = [{"path": r.path, "name": Path(r.path).name, "true": r.true, "predicted": r.predicted,
+               "correct": r.correct, "probability": f"{r.probability:.3f}", "loss": f"{r.loss:.3f}",
+               "thumbnail": thumbnail_uri(Path(r.path))} for r in top_losses(data.records, top_count)]
+    context = {
+        "title": (data.spec.get("name") or data.run_dir.name),
+        "run_dir": str(data.run_dir),
+        "generated": datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC"),
+        "glance": glance(data),
+        "curves": data_uri(pngs["curves"], "image/png") if "curves" in pngs else None,
+        "unfrozen": figures.unfreeze_epochs(data.metrics),
+        "confusion_note": note,
+        "confusion_counts": data_uri(pngs["confusion"], "image/png") if has_matrix else None,
+        "confusion_normalised": data_uri(pngs["confusion-normalised"], "image/png") if has_matrix else None,
+        "confused": confused_pairs(classes, confusion) if has_matrix else [],
+        "per_class": rows,
+        "macro": macro,
+        "weak_f1": WEAK_F1,
+        "top_losses": losses,
+        "top_losses_note": "No per-image records: the run has no best model to evaluate."
+                           if not data.records else "top_losses is 0 in the spec's report settings.",
+        "skipped": data.skipped,
+    }
+    return context, pngs
+
+
+def render(context: dict) -> str:
+    source = resources.files("tlzoo.report").joinpath(TEMPLATE).read_text(encoding="utf-8")
+    environment = jinja2.Environment(autoescape=True, undefined=jinja2.StrictUndefined,
+                                     trim_blocks=True, lstrip_blocks=True)
+    return environment.from_string(source).render(**context)
+
+
+def write_report(data: RunData, out: Path, top_count: int = 16) -> Path:
+    """Write `out` (one self-contained HTML file) and its figures as `<stem>-<figure>.png` beside it."""
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    context, pngs = build_context(data, top_count)
+    for suffix, png in pngs.items():
+        (out.parent / f"{out.stem}-{suffix}.png").write_bytes(png)
+    out.write_text(render(context), encoding="utf-8")
+    return out

@@ -1,0 +1,37 @@
+"""What a report is made of: the run directory's records, passed in by the caller, and per-image records."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from tlzoo.report.records import ImageRecord
+
+
+@dataclass
+class RunData:
+    """The contents of one run directory (the engine reads the files; the report only renders)."""
+
+    run_dir: Path
+    spec: dict
+    metrics: list[dict]
+    summary: dict
+    best: dict | None = None  # the best model's sidecar; None when no epoch became best
+    skipped: list[tuple[str, str]] = field(default_factory=list)  # (origin, reason)
+    records: list[ImageRecord] = field(default_factory=list)  # per validation image, from the best model
+    evaluated_on: str = "the run's validation split"
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self.summary.get("classes") or (self.best or {}).get("classes") or [])
+
+    @property
+    def confusion(self) -> list[list[int]]:
+        """From the per-image records when there are any (they may be of other data), else the summary's."""
+        if self.records:
+            index = {name: i for i, name in enumerate(self.classes)}
+            matrix = [[0] * len(index) for _ in index]
+            for record in self.records:
+                matrix[index[record.true]][index[record.predicted]] += 1
+            return matrix
+        return self.summary.get("confusion_matrix") or []

@@ -1,0 +1,1 @@
+"""Built-in run loggers: metrics.jsonl/metrics.csv (always on) and TensorBoard."""
