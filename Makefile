@@ -10,7 +10,7 @@ STAMP := $(VENV)/.tlzoo-installed
 $(STAMP): pyproject.toml examples/tlzoo-plugin-example/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) 'torch>=2.6' 'torchvision>=0.21'
-	$(PIP) -e '.[dev]'
+	$(PIP) -e '.[dev,tensorboard]'
 	$(PIP) -e examples/tlzoo-plugin-example
 	@# builds the listing cache once (timm and torchvision imported), so later listings answer in under a second
 	$(VENV)/bin/tlzoo list backbones > /dev/null
@@ -27,6 +27,7 @@ demo: $(STAMP)
 	$(VENV)/bin/tlzoo run examples/flowers12.json --output runs/demo
 	@echo "test accuracy of runs/demo/best.safetensors on flowers12/test:"
 	$(VENV)/bin/tlzoo evaluate runs/demo
+	@echo "report (curves, confusion matrix, per-class table, top losses): $(CURDIR)/runs/demo/report.html"
 
 # seed 001's recipe on txt lists written for flowers12
 seed001: $(STAMP)

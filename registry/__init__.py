@@ -22,6 +22,7 @@ KINDS = {
     "backbones": ("backbone", "register_backbones"),
     "readers": ("dataset reader", "register_dataset_readers"),
     "strategies": ("freeze strategy", "register_freeze_strategies"),
+    "loggers": ("logger", "register_loggers"),
 }
 
 

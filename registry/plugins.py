@@ -21,6 +21,8 @@ DEFAULT_PLUGINS = {  # plugin name -> module
     "timm_backbones": "tlzoo.plugins.timm.backbones",
     "freeze_strategies": "tlzoo.plugins.freeze_strategies",
     "dataset_readers": "tlzoo.plugins.readers.formats",
+    "metrics_logger": "tlzoo.plugins.loggers.metrics",
+    "tensorboard_logger": "tlzoo.plugins.loggers.tensorboard",
 }
 ENTRY_POINT_GROUP = "tlzoo"
 
