@@ -13,23 +13,32 @@ Conversions (PIL modes):
 - JPEG/TIFF with an EXIF orientation tag: rotated upright (ImageOps.exif_transpose).
 
 Every failure raises BadImage, whose message names the file and the reason.
-The image is decoded fully, so truncated files fail here and not later.
+The image is decoded fully, so truncated files fail here and not later. Images
+over MAX_PIXELS or MAX_ASPECT are refused from their header; a decoder warning
+is a failure; JPEGs also pass the marker walk of tlzoo.data.jpeg_structure.
 """
 
 from __future__ import annotations
 
+import os
+import stat
 import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
 
+from tlzoo.data.jpeg_structure import jpeg_damage
 from tlzoo.errors import TlzooError
 
 # suffixes tlzoo treats as images when it lists folders
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
 
 Background = tuple[int, int, int]
+
+# caps checked from the header, before decoding (see _check_shape)
+MAX_PIXELS = 64_000_000
+MAX_ASPECT = 50
 
 _ALPHA_MODES = {"LA", "La", "RGBA", "RGBa", "PA"}
 _SIXTEEN_BIT_MAX = 65535.0
@@ -50,13 +59,20 @@ class BadImage(TlzooError):
 def load_rgb(path: Path | str, background: Background = (255, 255, 255)) -> Image.Image:
     """Open, fully decode and convert one image to upright RGB (see the module docstring)."""
     path = Path(path)
+    # another library may have switched this on process-wide; truncated files must fail here
+    ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
         with warnings.catch_warnings():
+            warnings.simplefilter("error")  # a decoder's warning means damaged data: the file is bad
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the hard limit still applies
+            _require_regular_file(path)
             with Image.open(path) as image:
+                _check_shape(path, image.size)  # before decoding: the header alone tells
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
                 image.load()
+                if image.format == "JPEG" and (damage := jpeg_damage(path.read_bytes())):
+                    raise BadImage(path, f"corrupt JPEG data: {damage}")
                 upright = ImageOps.exif_transpose(image)
                 return to_rgb(upright, background)
     except BadImage:
@@ -65,8 +81,39 @@ def load_rgb(path: Path | str, background: Background = (255, 255, 255)) -> Imag
         raise BadImage(path, describe_failure(path, exc)) from None
 
 
+def _check_shape(path: Path, size: tuple[int, int]) -> None:
+    """Refuse images whose pixels or aspect ratio would blow up decoding or resizing.
+
+    A 1 x 60000 PNG is 257 bytes, but resizing its shorter side to 224 asks for
+    224 x 13.4 million pixels. Within MAX_ASPECT, resizing the shorter side to s
+    gives at most MAX_ASPECT * s^2 pixels.
+    """
+    width, height = size
+    if width < 1 or height < 1:
+        raise BadImage(path, f"image has no pixels ({width}x{height})")
+    if width * height > MAX_PIXELS:
+        raise BadImage(path, f"image too large: {width}x{height} is {width * height / 1e6:.0f} Mpx, "
+                             f"the cap is {MAX_PIXELS // 1_000_000} Mpx")
+    aspect = max(width, height) / min(width, height)
+    if aspect > MAX_ASPECT:
+        raise BadImage(path, f"image too thin: {width}x{height} has aspect ratio {aspect:.0f}:1, the cap is "
+                             f"{MAX_ASPECT}:1 (resizing it would need {aspect:.0f}x the pixels of a square image)")
+
+
+def _require_regular_file(path: Path) -> None:
+    """Open regular files only: opening a FIFO named x.jpg blocks until a writer comes, maybe forever."""
+    mode = os.stat(path).st_mode  # follows symlinks; a missing file raises, described below
+    if stat.S_ISDIR(mode):
+        raise BadImage(path, "a directory, not an image file")
+    if not stat.S_ISREG(mode):
+        kind = "a FIFO" if stat.S_ISFIFO(mode) else "a socket" if stat.S_ISSOCK(mode) else "a device"
+        raise BadImage(path, f"not a regular file ({kind})")
+
+
 def describe_failure(path: Path, exc: BaseException) -> str:
     """A short reason for a failed open/decode, for messages and skipped-file lists."""
+    if isinstance(exc, Warning):
+        return f"decoder warning, damaged image data ({type(exc).__name__}: {exc})"
     if isinstance(exc, Image.DecompressionBombError):
         return f"decompression bomb refused ({exc})"
     if isinstance(exc, FileNotFoundError):
