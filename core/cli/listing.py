@@ -55,7 +55,8 @@ def weights_status(row: dict) -> str:
     return row["weights"]
 
 
-def backbone_rows(pattern: str | None, pretrained: bool = False, offline: bool = False) -> list[list[str]]:
+def matching_backbones(pattern: str | None, pretrained: bool = False, offline: bool = False) -> list[dict]:
+    """Rows as dicts (name, plugin, weights, params, input) of the backbones that pass the filters."""
     out = []
     for row in all_rows():
         if pattern and not fnmatch.fnmatch(row["name"], pattern):
@@ -65,6 +66,12 @@ def backbone_rows(pattern: str | None, pretrained: bool = False, offline: bool =
             continue
         if offline and weights not in ("shipped", "cached"):
             continue
-        size = row.get("input")
-        out.append([row["name"], row["plugin"], weights, format_count(row.get("params")), str(size) if size else "-"])
+        out.append({"name": row["name"], "plugin": row["plugin"], "weights": weights,
+                    "params": row.get("params"), "input": row.get("input")})
     return out
+
+
+def backbone_rows(pattern: str | None, pretrained: bool = False, offline: bool = False) -> list[list[str]]:
+    return [[row["name"], row["plugin"], row["weights"], format_count(row["params"]),
+             str(row["input"]) if row["input"] else "-"]
+            for row in matching_backbones(pattern, pretrained, offline)]

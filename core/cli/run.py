@@ -44,39 +44,6 @@ def best_line(summary: dict) -> str:
             f"{top5}, val loss {best['val_loss']:.4f}; run directory: {summary['run_dir']}")
 
 
-def spec_items(run_dir: Path, meta: dict):
-    """The run's own validation split, read again through its reader."""
-    from tlzoo.data.labelled import load_labelled
-    from tlzoo.rundir import outputs
-    from tlzoo.spec import resolve_spec
-
-    raw = outputs.read_json(run_dir / outputs.SPEC_FILE, "resolved spec")
-    resolved = resolve_spec(raw, registry(), Path(meta["spec_dir"]), str(run_dir / outputs.SPEC_FILE))
-    data = load_labelled(resolved)
-    if data.classes != meta["classes"]:
-        raise TlzooError(f"the data now has classes {data.classes}, the run was trained on {meta['classes']}",
-                         "evaluate on the data the run used, or pass --data with the same class folders")
-    return data.val, resolved.spec.data.num_workers
-
-
-def folder_items(folder: Path, classes: list[str]):
-    """--data FOLDER: one sub-folder per class, named as in the run."""
-    from tlzoo.data.labelled import load_labelled
-    from tlzoo.spec import resolve_spec
-
-    if not folder.is_dir():
-        raise TlzooError(f"--data {folder} is not a folder", "pass a folder with one sub-folder per class")
-    raw = {"data": {"reader": {"name": "imagefolder", "options": {"root": str(folder.resolve()),
-                                                                   "train": ".", "val": "."}}}}
-    data = load_labelled(resolve_spec(raw, registry(), folder.resolve(), f"--data {folder}"))
-    unknown = sorted(set(data.classes) - set(classes))
-    if unknown:
-        raise TlzooError(f"--data {folder} has class folder(s) the run never saw: {', '.join(unknown)}",
-                         f"the run's classes are: {', '.join(classes)}")
-    index = {name: classes.index(name) for name in data.classes}
-    return [(path, index[data.classes[label]]) for path, label in data.val]
-
-
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a run directory written by `tlzoo run`"),
@@ -86,21 +53,13 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
 ):
     """Evaluate a run's model on its validation split or on another folder."""
-    from tlzoo.engine.inference import evaluate_items, load_run
+    from tlzoo.engine.evaluation import evaluate_run
+    from tlzoo.engine.inference import load_run
 
     if which not in ("best", "last"):
         raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
     loaded = load_run(run_dir, registry(), which)
-    if data is None:
-        items, workers = spec_items(run_dir, loaded.sidecar)
-    else:
-        items, workers = folder_items(data, loaded.classes), "auto"
-    if not items:
-        raise TlzooError("there are no images to evaluate", "check --data or the run's validation split")
-    result = evaluate_items(loaded, items, workers)
-    report = {"images": result.count, **result.metrics("")}
-    report["per_class_accuracy"] = dict(zip(loaded.classes, result.per_class_accuracy))
-    report["confusion_matrix"] = result.confusion
+    result, report = evaluate_run(loaded, registry(), data)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -133,15 +133,17 @@ def collect_images(paths: list[Path]) -> list[Path]:
 
 @dataclass
 class Prediction:
-    path: Path
+    path: Path | None  # None for an image passed in memory (a PIL image)
     top: list[tuple[str, float]]  # (class, probability), best first
     error: str | None = None
 
 
-def predict(run: LoadedRun, paths: list[Path], top_k: int = 5, log=None) -> list[Prediction]:
-    """Top-k classes of each image, batched; unreadable images come back with `error` set."""
+def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Prediction]:
+    """Top-k classes of each image (a path or a PIL image), batched; unreadable ones come back with `error` set."""
+    from PIL import Image
+
     from tlzoo.runtime.compiled import FAST_PASS_BATCH, InferencePath
-    from tlzoo.data.images import load_rgb
+    from tlzoo.data.images import load_rgb, to_rgb
     from tlzoo.data.transforms import build_eval_transform
 
     configure_threads()
@@ -167,9 +169,10 @@ def predict(run: LoadedRun, paths: list[Path], top_k: int = 5, log=None) -> list
 
     run.model.eval()
     for path in paths:
-        results.append(Prediction(path, []))
+        in_memory = isinstance(path, Image.Image)
+        results.append(Prediction(None if in_memory else path, []))
         try:
-            image = load_rgb(path, background=run.background)
+            image = to_rgb(path, run.background) if in_memory else load_rgb(path, background=run.background)
         except (TlzooError, OSError, ValueError) as exc:
             results[-1].error = str(exc)
             continue

@@ -1,0 +1,253 @@
+"""The Python API: what `import tlzoo` offers a notebook user (see README.md, "Python API").
+
+    result = tlzoo.run("spec.json", overrides={"train.epochs": 3})
+    model = tlzoo.load(result.run_dir)
+    model.predict(["photo.jpg"], top_k=3)
+    model.evaluate("test_folder")          # or None: the run's own validation split
+    tlzoo.list_backbones("timm/resnet*", pretrained=True)
+
+Each function is a thin face over what the CLI runs (load_spec/resolve_spec,
+run_spec, load_run, predict, evaluate_run, the backbone listing), so the two
+never disagree. Errors are TlzooError (the CLI prints the same ones as
+`tlzoo: error: ...`); nothing here exits the interpreter. torch is imported
+inside the functions only: tlzoo/__init__.py re-exports them lazily.
+"""
+
+from __future__ import annotations
+
+import copy
+import importlib
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from tlzoo.errors import TlzooError
+
+# files that helper modules of tlzoo.export write; load() hands them there
+EXPORTED_SUFFIXES = (".onnx", ".pt2")
+
+
+@contextmanager
+def user_errors():
+    """Registry errors (unknown or duplicate names, strict plugin failures) reach the user as TlzooError."""
+    from tlzoo.registry import DuplicateComponent, PluginError, UnknownComponent
+
+    try:
+        yield
+    except (UnknownComponent, DuplicateComponent) as exc:
+        raise TlzooError(exc.args[0]) from None
+    except PluginError as exc:
+        raise TlzooError(str(exc)) from None
+
+
+def _registry():
+    from tlzoo.registry import get_registry
+
+    return get_registry()
+
+
+def override_strings(overrides) -> list[str]:
+    """--set strings as given, or {"train.epochs": 3} turned into them (values as JSON)."""
+    import json
+
+    if overrides is None:
+        return []
+    if isinstance(overrides, dict):
+        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+    if isinstance(overrides, str):
+        return [overrides]
+    return list(overrides)
+
+
+def resolve(spec_or_path, overrides=None, base_dir: str | Path | None = None):
+    """A resolved spec from a spec file's path, a dict, or a RunSpec; every problem raised at once as SpecError."""
+    from pydantic import BaseModel
+
+    from tlzoo.spec import apply_overrides, load_spec, resolve_spec
+
+    settings = override_strings(overrides)
+    if isinstance(spec_or_path, (str, Path)):
+        return load_spec(spec_or_path, _registry(), settings)
+    if isinstance(spec_or_path, BaseModel):
+        spec_or_path = spec_or_path.model_dump(mode="json")
+    if not isinstance(spec_or_path, dict):
+        raise TlzooError(f"tlzoo.run() takes a spec file path, a dict or a RunSpec, not {type(spec_or_path).__name__}")
+    raw = apply_overrides(copy.deepcopy(spec_or_path), settings, "spec")
+    # relative paths in a dict spec are relative to base_dir, else to the working directory
+    return resolve_spec(raw, _registry(), Path(base_dir or Path.cwd()).resolve(), "spec")
+
+
+@dataclass
+class RunResult:
+    """A finished run: its directory and summary.json's contents."""
+
+    run_dir: Path
+    summary: dict
+
+    @property
+    def best(self) -> dict:
+        """The metrics of the best epoch (val_top1, val_loss, val_top5, ...); empty when no epoch was finite."""
+        return self.summary.get("best") or {}
+
+    @property
+    def best_epoch(self) -> int | None:
+        return self.summary.get("best_epoch")
+
+    def load(self, which: str = "best", device: str = "cpu") -> "Model":
+        return load(self.run_dir, which=which, device=device)
+
+
+def run(spec_or_path, overrides=None, output: str | Path | None = None, *, resume: str | Path | None = None,
+        base_dir: str | Path | None = None) -> RunResult:
+    """Train as the spec says, exactly like `tlzoo run`; returns the run directory, summary and best metrics.
+
+    `overrides`: --set strings (["train.epochs=5"]) or a dict of dotted keys ({"train.epochs": 5}).
+    `output`: the run directory (default: <spec output>/<spec name>[-N]). `resume`: a run directory to continue.
+    """
+    from tlzoo.engine.run import run_spec
+
+    if resume is not None and output is not None:
+        raise TlzooError("resume and output both name a run directory", "pass only resume=RUN_DIR")
+    with user_errors():
+        resolved = resolve(spec_or_path, overrides, base_dir)
+        result = run_spec(resolved, Path(output) if output is not None else None,
+                          resume=Path(resume) if resume is not None else None)
+    return RunResult(Path(result.run_dir), result.summary)
+
+
+class Model:
+    """A trained model reloaded from a run directory, as `tlzoo evaluate` and `tlzoo predict` use it."""
+
+    def __init__(self, loaded):
+        self._loaded = loaded  # tlzoo.engine.inference.LoadedRun
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._loaded.classes)
+
+    @property
+    def data_config(self):
+        """Input size, mean, std, interpolation and crop of the evaluation transform (a DataConfig)."""
+        return self._loaded.data_config
+
+    @property
+    def run_dir(self) -> Path:
+        return self._loaded.run_dir
+
+    @property
+    def module(self):
+        """The torch module (eval mode): the backbone's stages and the new head."""
+        return self._loaded.model
+
+    def predict(self, images, top_k: int = 5) -> list:
+        """Top-k (class, probability) of each image, in input order.
+
+        `images`: a path, a PIL image, a folder (searched for image files) or a list of these.
+        Returns tlzoo.engine.inference.Prediction objects (.path, .top, .error); an image that
+        cannot be read has `error` set instead of failing the others.
+        """
+        from PIL import Image
+
+        from tlzoo.engine.inference import collect_images, predict
+
+        if top_k < 1:
+            raise TlzooError(f"top_k={top_k}: ask for at least one class")
+        items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+        expanded = []
+        for item in items:
+            if isinstance(item, Image.Image):
+                expanded.append(item)
+            elif isinstance(item, (str, Path)):
+                expanded += collect_images([Path(item)])
+            else:
+                raise TlzooError(f"predict() takes paths or PIL images, not {type(item).__name__}")
+        if not expanded:
+            raise TlzooError(f"no image files found in {images}", "pass image files, folders of them or PIL images")
+        return predict(self._loaded, expanded, top_k)
+
+    def evaluate(self, data: str | Path | None = None) -> dict:
+        """Top-1, top-5, loss, per-class accuracy and confusion matrix, as `tlzoo evaluate --json` prints them.
+
+        `data`: a folder with one sub-folder per class (named as in the run); None: the run's validation split.
+        """
+        from tlzoo.engine.evaluation import evaluate_run
+
+        with user_errors():
+            _, report = evaluate_run(self._loaded, _registry(), None if data is None else Path(data), "data")
+        return report
+
+    def __repr__(self) -> str:
+        return f"tlzoo.Model({str(self.run_dir)!r}, {len(self.classes)} classes)"
+
+
+def load(path: str | Path, which: str = "best", device: str = "cpu"):
+    """A trained model from a run directory (its `best` or `last`), or from an exported .onnx / .pt2 file."""
+    from tlzoo.engine.inference import load_run
+
+    path = Path(path)
+    if path.suffix.lower() in EXPORTED_SUFFIXES and not path.is_dir():
+        return load_exported(path, device)
+    if which not in ("best", "last"):
+        raise TlzooError(f"which={which!r}: choose 'best' or 'last'")
+    with user_errors():
+        return Model(load_run(path, _registry(), which, device))
+
+
+class ExportedModel:
+    """A model file written by `tlzoo export` (.onnx, .pt2), read by tlzoo.export.predicting."""
+
+    def __init__(self, exported, predicting):
+        self._exported, self._predicting = exported, predicting
+
+    @property
+    def classes(self) -> list[str]:
+        return list(self._exported.classes)
+
+    @property
+    def data_config(self):
+        return importlib.import_module("tlzoo.export.metadata").data_config_of(self._exported.metadata)
+
+    def predict(self, images, top_k: int = 5) -> list:
+        """Like Model.predict, for image files and folders (the file carries its own preprocessing)."""
+        from tlzoo.engine.inference import collect_images
+
+        items = [images] if isinstance(images, (str, Path)) else list(images)
+        if not all(isinstance(item, (str, Path)) for item in items):
+            raise TlzooError("an exported model predicts from image files and folders",
+                             "save the image to a file, or load the run directory to pass PIL images")
+        paths = collect_images([Path(item) for item in items])
+        if not paths:
+            raise TlzooError(f"no image files found in {images}", "pass image files or folders of them")
+        return self._predicting.predict_exported(self._exported, paths, top_k)
+
+    def evaluate(self, data=None) -> dict:
+        raise TlzooError(f"{self._exported.path} is an exported model; tlzoo evaluates run directories",
+                         "tlzoo.load(RUN_DIR).evaluate(...) with the run it was exported from")
+
+
+def load_exported(path: Path, device: str):
+    """The seam to tlzoo.export: its predicting module reads the file; ExportedModel gives it Model's face."""
+    if device != "cpu":
+        raise TlzooError(f"device={device!r}: exported models run on the CPU here", "leave device out")
+    try:
+        predicting = importlib.import_module("tlzoo.export.predicting")
+    except ModuleNotFoundError as exc:
+        if not (exc.name or "").startswith("tlzoo.export"):
+            raise
+        raise TlzooError(f"{path} is an exported model, and this tlzoo cannot load exported models",
+                         "load the run directory it was exported from: tlzoo.load(RUN_DIR)") from None
+    with user_errors():
+        return ExportedModel(predicting.load_exported(path), predicting)
+
+
+def list_backbones(pattern: str | None = None, pretrained: bool = False, offline: bool = False) -> list[dict[str, Any]]:
+    """Backbones as `tlzoo list backbones` shows them: dicts with name, plugin, weights, params, input.
+
+    `pattern`: a shell-style pattern ('timm/resnet*'); `pretrained`: only those with pretrained weights;
+    `offline`: only those whose weights are on this machine (shipped or cached).
+    """
+    from tlzoo.cli.listing import matching_backbones
+
+    with user_errors():
+        return matching_backbones(pattern, pretrained=pretrained, offline=offline)
