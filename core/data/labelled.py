@@ -55,6 +55,7 @@ class LabelledData:
     sizes: dict[Path, ImageSize] = field(default_factory=dict)  # (width, height) of each good image, decoded
 
 
+    test: list[Item] | None = None  # the held-out split, when the reader gives one
 def load_labelled(resolved) -> LabelledData:
     """Read, map and scan the spec's data (see the module docstring)."""
     data = resolved.spec.data
@@ -67,8 +68,10 @@ def load_labelled(resolved) -> LabelledData:
 
 def labelled_from(output: ReaderOutput, bad_files: str = "skip", max_bad_fraction: float = 0.01,
                   allow_empty_classes: bool = False) -> LabelledData:
-    classes, train, val = map_classes(output)
-    samples = train + val
+    classes, splits = map_splits(output)
+    train, val, test = splits["train"], splits["val"], splits.get("test")
+    samples = train + val + (test or [])
+    _check_no_leaks(splits)
     results = scan_images(sorted({sample.path for sample, _ in samples}))
     bad_images = [Problem(_where(sample), results[sample.path].problem)
                   for sample, _ in samples if results[sample.path].problem]
@@ -81,11 +84,45 @@ def labelled_from(output: ReaderOutput, bad_files: str = "skip", max_bad_fractio
     val_items = [(sample.path, index) for sample, index in val if sample.path in good]
     _check_counts(classes, train_items, val_items, allow_empty_classes, skipped=bool(bad_images))
     sizes = {path: results[path].size for path in good}
-    return LabelledData(classes, train_items, val_items, problems, sizes)
+    test_items = None if test is None else [(sample.path, index) for sample, index in test if sample.path in good]
+    if test is not None and not test_items:
+        raise TlzooError("the test split has no usable images", "check data.reader's test option and the files")
+    return LabelledData(classes, train_items, val_items, problems, sizes, test_items)
+
+
+def _check_no_leaks(splits: dict[str, list[tuple[Sample, int]]]) -> None:
+    """Refuse an image that two splits share (by resolved path: symlinks and ../ spellings count)."""
+    first: dict[Path, tuple[str, Sample]] = {}
+    leaks = []
+    for split, samples in splits.items():
+        for sample, _ in samples:
+            key = _resolved(sample.path)
+            if key in first and first[key][0] != split:
+                other, where = first[key]
+                leaks.append(f"{_where(sample)}: in {split}, and in {other} as {_where(where)}")
+            first.setdefault(key, (split, sample))
+    if leaks:
+        raise TlzooError(f"{len(leaks)} image(s) appear in more than one split, so the evaluation would see "
+                         "training images:\n" + _listing(leaks),
+                         "give every image to one split only (check symlinks and duplicated list lines)")
+
+
+def _resolved(path: Path) -> Path:
+    try:
+        return path.resolve()
+    except (OSError, RuntimeError):  # a symlink loop: the scan reports the file itself
+        return path
 
 
 def map_classes(output: ReaderOutput) -> tuple[list[str], list[tuple[Sample, int]], list[tuple[Sample, int]]]:
-    """Class names and each sample's class index; raises TlzooError listing every bad label."""
+    """Class names and each training and validation sample's class index (see map_splits)."""
+    classes, splits = map_splits(output)
+    return classes, splits["train"], splits["val"]
+
+
+def map_splits(output: ReaderOutput) -> tuple[list[str], dict[str, list[tuple[Sample, int]]]]:
+    """Class names and each sample's class index, by split ("test" only when the reader gives one);
+    raises TlzooError listing every bad label."""
     errors: list[str] = []
     if output.classes is not None:
         classes = list(output.classes)
@@ -113,12 +150,12 @@ def map_classes(output: ReaderOutput) -> tuple[list[str], list[tuple[Sample, int
         errors.append(f"{sample.origin}: class {label!r} in {split} is not in {where}")
         return None
 
-    mapped = {split: [(s, i) for s in samples if (i := index_of(s, split)) is not None]
-              for split, samples in (("train", output.train), ("val", output.val))}
+    named = [("train", output.train), ("val", output.val)] + ([("test", output.test)] if output.test is not None else [])
+    mapped = {split: [(s, i) for s in samples if (i := index_of(s, split)) is not None] for split, samples in named}
     if errors:
         raise TlzooError(f"{len(errors)} label problem(s):\n" + _listing(errors),
                          "fix the labels, or the class list, so that every label names a training class")
-    return classes, mapped["train"], mapped["val"]
+    return classes, mapped
 
 
 def _where(sample: Sample) -> str:

@@ -31,3 +31,5 @@ class ReaderOutput:
     val: list[Sample]
     classes: list[str] | None = None  # the source's own class order, when it defines one
     problems: list[Problem] = field(default_factory=list)  # lines that could not be read
+    # a held-out split scored once with the best model; None when the source has none
+    test: list[Sample] | None = None

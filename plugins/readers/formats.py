@@ -25,13 +25,15 @@ from tlzoo.plugins.readers.list_parsing import ListEntries, read_text_lines
 FIELD = "data.reader.options"
 
 
-def option_path(base_dir: Path, value: str, field: str, kind: str = "folder") -> Path:
+def option_path(base_dir: Path, value: str, field: str, kind: str = "folder",
+                base_name: str = "the spec file's folder") -> Path:
+    """`value` resolved against `base_dir` (`base_name` says what that folder is, for the hint)."""
     path = Path(value).expanduser()
     path = Path(os.path.normpath(path if path.is_absolute() else Path(base_dir) / path))
     exists = path.is_dir() if kind == "folder" else path.is_file()
     if not exists:
         raise TlzooError(f"{FIELD}.{field}: {kind} {path} does not exist",
-                         f"fix the path; relative paths start from the spec file's folder ({base_dir})")
+                         f"fix the path; relative paths start from {base_name} ({base_dir})")
     return path
 
 
@@ -44,8 +46,11 @@ def hidden(name: str) -> bool:
 class ImageFolderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     root: str = Field(..., description="folder holding the split folders")
-    train: str = Field("train", description="training folder inside root, one sub-folder per class")
-    val: str = Field("val", description="validation folder inside root (e.g. 'test')")
+    train: str = Field("train", description="training folder inside root, one sub-folder per class; '.' is "
+                                            "root itself (the default when root holds the class folders)")
+    val: str = Field("val", description="validation folder inside root; it picks the best epoch")
+    test: str | None = Field(None, description="held-out test folder inside root, scored once with the best "
+                                               "model at the end (e.g. 'test')")
     val_split: float | None = Field(None, gt=0.0, lt=1.0,
                                     description="take this fraction of each training class as validation "
                                                 "instead of a val folder (stratified, seeded)")
@@ -89,6 +94,34 @@ def read_split_folder(folder: Path, extensions: set[str]) -> tuple[list[str], li
     return classes, samples, problems
 
 
+def check_class_folders(split: Path, guarded: tuple[Path, ...]) -> None:
+    """Refuse a class folder (a symlink, usually) that is or holds the root or a split, or sits inside
+    another split: its images would be in two splits at once, or every image would become one more class.
+    `guarded` is the root, then the split folders."""
+    for entry in split.iterdir():
+        if entry.is_dir() and not hidden(entry.name):
+            _check_class_folder(entry, split, guarded)
+
+
+def _check_class_folder(entry: Path, split: Path, guarded: tuple[Path, ...]) -> None:
+    target, own = entry.resolve(), split.resolve()
+    for position, other in enumerate(guarded):
+        other = other.resolve()
+        inside_other = position > 0 and other != own and target.is_relative_to(other)
+        if target == other or other.is_relative_to(target) or inside_other:
+            raise TlzooError(f"{FIELD}: class folder {entry} resolves to {target}, which "
+                             f"{'is inside' if inside_other else 'is or holds'} {other}; its images would "
+                             "leak between splits", "remove the link, or point it at a folder of that class only")
+
+
+def _data_root(root: Path, options: ImageFolderOptions) -> str:
+    """The training folder option; root itself when `train` was left out and root holds class folders."""
+    if "train" in options.model_fields_set or (root / options.train).is_dir():
+        return options.train
+    has_classes = any(entry.is_dir() and not hidden(entry.name) for entry in root.iterdir())
+    return "." if has_classes and options.val_split is not None else options.train
+
+
 def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple[list[Sample], list[Sample]]:
     """Per class: shuffle with `seed`, move round(n * fraction) files (at least one when n >= 2) to val."""
     rng = random.Random(seed)
@@ -107,17 +140,30 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
 def build_imagefolder(options: ImageFolderOptions, base_dir: Path) -> ReaderOutput:
     root = option_path(base_dir, options.root, "root")
     extensions = {ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in options.extensions}
-    train_dir = option_path(root, options.train, "train")
+    in_root = "root"
+    train_dir = option_path(root, _data_root(root, options), "train", base_name=in_root)
     classes, train, problems = read_split_folder(train_dir, extensions)
     if not classes:
         raise TlzooError(f"{FIELD}.train: {train_dir} has no class folders",
                          "put each class's images in its own sub-folder (hidden folders are ignored)")
-    if options.val_split is not None:
+    val_dir = None if options.val_split is not None else option_path(root, options.val, "val", base_name=in_root)
+    test_dir = None if options.test is None else option_path(root, options.test, "test", base_name=in_root)
+    splits = [folder for folder in (train_dir, val_dir, test_dir) if folder is not None]
+    for split in splits:
+        check_class_folders(split, (root, *splits))
+    if val_dir is None:
         train, val = stratified_split(train, options.val_split, options.seed)
+        if not val:
+            raise TlzooError(f"{FIELD}.val_split: {options.val_split} moved no image to validation: every class "
+                             f"in {train_dir} has fewer than 2 images", "add images, or give a val folder instead")
     else:
-        _, val, val_problems = read_split_folder(option_path(root, options.val, "val"), extensions)
+        _, val, val_problems = read_split_folder(val_dir, extensions)
         problems += val_problems
-    return ReaderOutput(train=train, val=val, classes=classes, problems=problems)
+    test = None
+    if test_dir is not None:
+        _, test, test_problems = read_split_folder(test_dir, extensions)
+        problems += test_problems
+    return ReaderOutput(train=train, val=val, classes=classes, problems=problems, test=test)
 
 
 # ---------------------------------------------------------------- txt_list
@@ -125,7 +171,8 @@ def build_imagefolder(options: ImageFolderOptions, base_dir: Path) -> ReaderOutp
 class TxtListOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train: str = Field(..., description="list of training images, one 'PATH LABEL' per line")
-    val: str = Field(..., description="list of validation images, same format")
+    val: str = Field(..., description="list of validation images, same format; it picks the best epoch")
+    test: str | None = Field(None, description="list of held-out test images, scored once with the best model")
     classes: str | None = Field(None, description="file with one class name per line, line 1 is label 0")
     root: str | None = Field(None, description="folder image paths start from (default: each list's folder)")
 
@@ -153,7 +200,8 @@ def build_txt_list(options: TxtListOptions, base_dir: Path) -> ReaderOutput:
 class CsvOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train: str = Field(..., description="CSV of training images with a header row")
-    val: str = Field(..., description="CSV of validation images, same columns")
+    val: str = Field(..., description="CSV of validation images, same columns; it picks the best epoch")
+    test: str | None = Field(None, description="CSV of held-out test images, scored once with the best model")
     path_column: str = "path"
     label_column: str = "label"
     labels: Literal["auto", "names", "indices"] = Field(
@@ -197,14 +245,16 @@ def _build_lists(options, base_dir: Path, parse) -> ReaderOutput:
         classes_file = option_path(base_dir, options.classes, "classes", "file")
         classes = [line.strip() for _, line in read_text_lines(classes_file) if line.strip()]
     splits = {}
-    for split in ("train", "val"):
+    for split in ("train", "val", "test"):
+        if getattr(options, split) is None:
+            continue
         entries = ListEntries(image_root, seen_in=splits.get("train"))
         parse(option_path(base_dir, getattr(options, split), split, "file"), entries)
         splits[split] = entries
     indices = all(entries.labels_are_indices() for entries in splits.values())
-    train, val = splits["train"].finish(indices), splits["val"].finish(indices)  # finish may add problems
-    return ReaderOutput(train=train, val=val, classes=classes,
-                        problems=splits["train"].problems + splits["val"].problems)
+    samples = {split: entries.finish(indices) for split, entries in splits.items()}  # finish may add problems
+    return ReaderOutput(train=samples["train"], val=samples["val"], classes=classes, test=samples.get("test"),
+                        problems=[problem for entries in splits.values() for problem in entries.problems])
 
 
 @hookimpl
