@@ -189,6 +189,9 @@ def test_deterministic_pipelines_really_are():
     ([{"op": "rand_augment", "magnitude": 31}], "[0].magnitude", "below num_magnitude_bins"),
     ([{"op": "normalize", "mean": [0, 0, 0], "std": [1, 0, 1]}], "[0].std", "> 0"),
     ([{"op": "random_erasing"}, {"op": "center_crop"}], "[1].op", "put it before the tensor op at [0]"),
+    ([{"op": "resize", "size": [100000, 100000]}], "[0].size", "resize: size [100000, 100000] is over the cap"),
+    ([{"op": "random_resized_crop", "size": 5000}], "[0].size", "random_resized_crop: size 5000 is over the cap"),
+    ([{"op": "random_crop", "padding": 10**6}], "[0].padding", "random_crop: padding 1000000 is over the cap"),
 ])
 def test_validation_problems_have_locations(augment, loc, fragment):
     problems = validate_augment(augment)
@@ -224,3 +227,21 @@ def test_train_transform_pickles_for_worker_processes():
     first = transform(image)
     torch.manual_seed(5)
     assert torch.equal(first, copy(image))
+
+
+def test_augment_sizes_up_to_the_cap_are_fine():
+    assert validate_augment([{"op": "resize", "size": [4096, 16]}, {"op": "center_crop", "size": 16}]) == []
+
+
+def test_a_transform_out_of_memory_does_not_blame_the_file(tmp_path):
+    from tlzoo.data.labelled import ImageDataset, SampleError
+
+    Image.new("RGB", (8, 6)).save(tmp_path / "ok.png")
+
+    def exhausted(image):  # what a transform asking for a huge canvas raises
+        raise MemoryError()
+
+    with pytest.raises(SampleError, match="transform ran out of memory on a 8x6 image") as caught:
+        ImageDataset([(tmp_path / "ok.png", 0)], exhausted)[0]
+    assert "lower the sizes in data.augment" in str(caught.value)
+    assert "fix or remove the file" not in str(caught.value)

@@ -17,6 +17,8 @@ from torchvision import transforms as T
 from tlzoo.model.backbone import DataConfig
 
 Interpolation = Literal["nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"]
+# an output side above this asks for gigabytes per image (100000 x 100000 RGB is 30 GB): a spec mistake
+MAX_SIDE = 4096
 Size = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
 Probability = Field(0.5, ge=0.0, le=1.0, description="probability of applying the op")
 
@@ -37,6 +39,16 @@ def _range(value, name: str, low: float | None = None) -> tuple[float, float]:
 class Op(BaseModel):
     model_config = ConfigDict(extra="forbid")
     stage: ClassVar[str] = "image"  # "image" (PIL) or "tensor"
+
+    @field_validator("size", "padding", "kernel_size", check_fields=False)
+    @classmethod
+    def _capped(cls, value, info: ValidationInfo):
+        sides = [value] if isinstance(value, int) else list(value or [])
+        if any(side > MAX_SIDE for side in sides):
+            name = cls.model_fields["op"].annotation.__args__[0]
+            raise ValueError(f"{name}: {info.field_name} {value if isinstance(value, int) else list(value)} "
+                             f"is over the cap of {MAX_SIDE} pixels a side (an image that size needs gigabytes)")
+        return value
 
     @property
     def fixes_size(self) -> bool:

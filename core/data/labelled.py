@@ -53,9 +53,9 @@ class LabelledData:
     val: list[Item]
     skipped: list[Problem]
     sizes: dict[Path, ImageSize] = field(default_factory=dict)  # (width, height) of each good image, decoded
-
-
     test: list[Item] | None = None  # the held-out split, when the reader gives one
+
+
 def load_labelled(resolved) -> LabelledData:
     """Read, map and scan the spec's data (see the module docstring)."""
     data = resolved.spec.data
@@ -243,5 +243,8 @@ class ImageDataset(Dataset):
             raise SampleError(f"{path}: {exc.reason}") from None
         try:
             return self.transform(image), label
+        except MemoryError:  # the transform's sizes, not the file, are at fault (augment sizes are capped)
+            raise SampleError(f"{path}: transform ran out of memory on a {image.width}x{image.height} image",
+                              "lower the sizes in data.augment; the file itself decoded fine") from None
         except Exception as exc:  # noqa: BLE001 - name the file whatever the transform raised
             raise SampleError(f"{path}: transform failed: {type(exc).__name__}: {exc}") from exc
