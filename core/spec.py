@@ -116,6 +116,8 @@ class RunSpec(StrictModel):
     train: TrainSpec = TrainSpec()
     cache: CacheSpec = CacheSpec()
     output: str = Field("runs", description="folder that receives one run directory per run")
+    base_dir: str | None = Field(None, description="folder that relative paths start from (default: the spec "
+                                                   "file's folder); a run directory's spec.json sets it")
 
 
 def format_loc(loc: tuple) -> str:
@@ -252,6 +254,8 @@ def resolve_spec(raw: Any, registry, base_dir: Path, source: str = "spec") -> Re
         # still check the component names we can read, so all errors come at once
         problems = problems_from(exc) + _names_only(raw, registry)
         raise SpecError(_dedupe(problems), source) from None
+    if spec.base_dir is not None:  # a run directory's spec.json: paths start where the original's did
+        base_dir = Path(os.path.normpath(Path(base_dir) / Path(spec.base_dir).expanduser()))
     found, problems = resolve_components(spec, registry)
     problems += validate_extras(spec)
     if problems:

@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import io
 import json
-import resource
-import sys
 
 import pytest
 import torch
@@ -176,46 +174,3 @@ def test_auto_run_matches_fp32_run_and_predicts_through_the_compiled_path(tmp_pa
     assert load_run(results["fp32"][0].run_dir, get_registry()).fast == "eager"
     for a, b in zip(fast, reference, strict=True):
         assert a.error is None and [c for c, _ in a.top] == [c for c, _ in b.top]
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's mallopt")
-def test_freed_activation_buffers_are_reused_without_page_faults():
-    """Without keep_freed_memory every large tensor is a fresh mmap whose pages fault in again (system time)."""
-    from tlzoo.runtime.device import keep_freed_memory
-
-    if not keep_freed_memory():
-        pytest.skip("not glibc")
-
-    layer = nn.Sequential(nn.Conv2d(3, 32, 3, padding=1), nn.ReLU(), nn.Conv2d(32, 8, 3, padding=1)).eval()
-    x = torch.randn(8, 3, 224, 224)  # activations of 8 x 32 x 224 x 224 floats: 51 MiB, above the mmap threshold
-
-    def faults_of_one_pass() -> int:
-        before = resource.getrusage(resource.RUSAGE_SELF).ru_minflt
-        with torch.no_grad():
-            layer(x)
-        return resource.getrusage(resource.RUSAGE_SELF).ru_minflt - before
-
-    faults_of_one_pass()
-    faults_of_one_pass()  # the heap has grown to what a pass needs
-    # a fresh mmap of the 51 MiB activation alone would be ~13,000 faults in every pass; the best of
-    # three, since now and then a single pass faults its buffer in again (1 run in 6 here)
-    assert min(faults_of_one_pass() for _ in range(3)) < 2000
-
-
-def resident_bytes() -> int:
-    with open("/proc/self/statm") as statm:
-        return int(statm.read().split()[1]) * resource.getpagesize()
-
-
-@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="glibc's malloc_trim")
-def test_freed_heap_is_returned_before_workers_fork():
-    """Kept buffers would be inherited by a forked worker and copied as the parent reuses them."""
-    from tlzoo.runtime.device import keep_freed_memory, release_freed_memory
-
-    if not keep_freed_memory():
-        pytest.skip("not glibc")
-    block = torch.ones(64 * 2**20)  # 256 MiB from the heap, every page touched
-    del block
-    kept = resident_bytes()
-    assert release_freed_memory()
-    assert kept - resident_bytes() > 200 * 2**20

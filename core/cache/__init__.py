@@ -6,7 +6,10 @@ validation batch sources, and logs whether caching is on and why (or why not).
 
 from __future__ import annotations
 
+import contextlib
 import os
+from collections import Counter
+import shutil
 import tempfile
 from importlib import metadata
 from pathlib import Path
@@ -15,19 +18,39 @@ import torch
 
 from tlzoo.runtime.compiled import fast_mode
 from tlzoo.cache.prefix import CacheSettings, FrozenPrefixSource
-from tlzoo.cache.store import MemoryBudget
+from tlzoo.cache.store import MemoryBudget, remove_dead_builds
 
-__all__ = ["attach_caches", "cache_root", "reason_off", "CacheSettings", "FrozenPrefixSource"]
+__all__ = ["attach_caches", "cache_root", "default_cache_root", "reason_off", "run_cache_scope", "CacheSettings",
+           "FrozenPrefixSource"]
+
+# "for this run only" cache folders made since the innermost run_cache_scope began
+_run_only_folders: list[Path] = []
 
 
-def cache_root(resolved) -> Path:
-    """cache.dir (relative to the spec file), else $TLZOO_CACHE_DIR, else $XDG_CACHE_HOME/tlzoo or ~/.cache/tlzoo."""
-    if resolved.spec.cache.dir:
-        return resolved.path(resolved.spec.cache.dir)
+def default_cache_root() -> Path:
+    """$TLZOO_CACHE_DIR, else $XDG_CACHE_HOME/tlzoo or ~/.cache/tlzoo."""
     if os.environ.get("TLZOO_CACHE_DIR"):
         return Path(os.environ["TLZOO_CACHE_DIR"]).expanduser()
     base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
     return Path(base) / "tlzoo"
+
+
+def cache_root(resolved) -> Path:
+    """cache.dir (relative to the spec file), else default_cache_root()."""
+    if resolved.spec.cache.dir:
+        return resolved.path(resolved.spec.cache.dir)
+    return default_cache_root()
+
+
+@contextlib.contextmanager
+def run_cache_scope():
+    """Removes, when the run ends however it ends, the temporary cache folders it had to make."""
+    mark = len(_run_only_folders)
+    try:
+        yield
+    finally:
+        while len(_run_only_folders) > mark:
+            shutil.rmtree(_run_only_folders.pop(), ignore_errors=True)
 
 
 def writable_folder(folder: Path) -> bool:
@@ -39,11 +62,11 @@ def writable_folder(folder: Path) -> bool:
         return False
 
 
-def frozen_epochs(model, strategy, epochs: int) -> list[int]:
-    """k (wholly frozen leading stages) of every epoch the strategy plans."""
+def frozen_epochs(model, strategy, epochs: int) -> Counter:
+    """{k (wholly frozen leading stages): how many epochs the strategy plans with k}: one entry a boundary."""
     from tlzoo.model.phases import plan_epoch
 
-    return [plan_epoch(model, strategy, epoch).frozen_stages for epoch in range(epochs)]
+    return Counter(plan_epoch(model, strategy, epoch).frozen_stages for epoch in range(epochs))
 
 
 def tlzoo_version() -> str:
@@ -72,6 +95,7 @@ def usable_root(resolved, log) -> tuple[Path, bool]:
     if writable_folder(root):
         return root, True
     fallback = Path(tempfile.mkdtemp(prefix="tlzoo-cache-"))
+    _run_only_folders.append(fallback)
     log(f"cache: cannot write to {root}; caching in {fallback} for this run only "
         "(HINT: set cache.dir to a writable folder to keep the cache between runs)")
     return fallback, False
@@ -100,7 +124,7 @@ def attach_caches(setup, train_source, val_source, log):
         log(off)
         return train_source, val_source
     root, persist = usable_root(setup.resolved, log)
-    image_epochs = len(ks) if off else ks.count(0)
+    image_epochs = ks.total() if off else ks[0]
     if image_epochs >= 2:
         sizes = getattr(setup.data, "sizes", {})
         train_source = with_decoded(train_source, sizes, root / "decoded", log, "train")
@@ -117,20 +141,22 @@ def attach_caches(setup, train_source, val_source, log):
         "torch": torch.__version__,
         "tlzoo": tlzoo_version(),
     }
+    for folder in remove_dead_builds(root / "activations") if persist else []:
+        log(f"cache: removed {folder}, left by a build that was killed")
     settings = CacheSettings(
         root=root / "activations", persist=persist, budget=MemoryBudget(spec.cache.memory_mb * 2**20),
         identity=identity, device=setup.device, precision=setup.precision,
         exact=spec.train.precision == "fp32", require_smaller=spec.cache.enabled == "auto", log=log,
         fast=fast_mode(spec.train.precision, setup.precision, setup.device))
     random_views = not train_source.setup.deterministic
-    cached_epochs = sum(1 for k in ks if k)
+    cached_epochs = ks.total() - ks[0]
     if random_views:
         # an epoch reads one view per image: views beyond the epochs cached at a boundary would never be read
-        views = {k: min(spec.cache.views, ks.count(k)) for k in sorted(set(ks) - {0}, reverse=True)}
+        views = {k: min(spec.cache.views, ks[k]) for k in sorted(set(ks) - {0}, reverse=True)}
         kind = "augmented views per image: " + ", ".join(f"{n} at stage {k}" for k, n in views.items())
     else:
         views, kind = 1, "one view per image (deterministic transforms)"
-    log(f"cache: activations of frozen stages on ({cached_epochs} of {len(ks)} epochs), {kind}; "
+    log(f"cache: activations of frozen stages on ({cached_epochs} of {ks.total()} epochs), {kind}; "
         f"up to {spec.cache.memory_mb} MiB in RAM, then memory-mapped files under {settings.root}")
     return (FrozenPrefixSource(train_source, model, settings, "train", views),
             FrozenPrefixSource(val_source, model, settings, "val", 1))

@@ -3,8 +3,11 @@
 A key changes when any input changes: the network prefix (its architecture
 and the exact values of its parameters and buffers, so a prefix trained
 earlier in the run is never mistaken for the pretrained one), the transform,
-the stage boundary, the precision, and every data file's path, size and
-modification time. A stale entry is then simply never found again.
+the stage boundary, the precision, and every data file's path, size,
+modification time, status-change time and inode. A file replaced by another of
+the same size with its mtime set back still has a new ctime (the kernel sets
+it on every write, rename or utime, and nothing can set it back) and, when it
+was renamed into place, a new inode. A stale entry is then simply never found again.
 """
 
 from __future__ import annotations
@@ -18,7 +21,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-KEY_FORMAT = "tlzoo-cache/1"
+KEY_FORMAT = "tlzoo-cache/2"  # /2: files fingerprinted with ctime and inode too
 # repr() of a lambda or a plain object holds its memory address, which differs every run
 _ADDRESS = re.compile(r" at 0x[0-9a-fA-F]+")
 
@@ -42,12 +45,13 @@ def modules_fingerprint(modules: list[nn.Module]) -> str:
 
 
 def files_fingerprint(paths: list[Path]) -> str:
-    """Each file's path, size and modification time, in order; a missing file counts too."""
+    """Each file's path, size, mtime, ctime and inode, in order (all from one stat); a missing file counts too."""
     sha = hashlib.sha256()
     for path in paths:
         try:
             stat = os.stat(path)
-            sha.update(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}\n".encode())
+            sha.update(f"{Path(path).resolve()}|{stat.st_size}|{stat.st_mtime_ns}|{stat.st_ctime_ns}|"
+                       f"{stat.st_dev}:{stat.st_ino}\n".encode())
         except OSError:
             sha.update(f"{path}|missing\n".encode())
     return sha.hexdigest()[:32]

@@ -32,7 +32,7 @@ from tlzoo.runtime.compiled import FAST_PASS_BATCH, InferencePath, StagePrefix
 from tlzoo.runtime.interrupts import ignore_stop_signals
 from tlzoo.cache.byte_inputs import byte_variant
 from tlzoo.cache.keys import digest, files_fingerprint, modules_fingerprint, transform_description
-from tlzoo.cache.store import META_FILE, STORAGE, ActivationStore, MemoryBudget, read_meta
+from tlzoo.cache.store import STORAGE, ActivationStore, MemoryBudget, key_lock, read_meta
 
 VIEW_SEED_SALT = 0x5EED_CAC4E
 
@@ -152,7 +152,11 @@ class FrozenPrefixSource:
         key_parts = self.key_parts(k)
         key = digest(key_parts)
         store = self.open_published(key)
-        if store is None:
+        if store is None and self.stable:
+            # one writer per entry: a second run with this key waits here, then reuses what the first published
+            with key_lock(self.settings.root, key, self.settings.log):
+                store = self.open_published(key) or self.build(k, key, key_parts)
+        elif store is None:
             store = self.build(k, key, key_parts)
         if store is not None:
             self.store, self.store_k, self.stamp = store, k, self.version_stamp(k)
@@ -293,15 +297,13 @@ class FrozenPrefixSource:
 
 
 def free_disk(folder: Path) -> int:
-    try:
-        return shutil.disk_usage(folder).free
-    except OSError:
-        return 0
-
-
-def published_entries(root: Path) -> list[Path]:
-    """Finished cache entries under `root`, oldest first (for listing and pruning)."""
-    if not root.is_dir():
-        return []
-    found = [p for p in root.iterdir() if (p / META_FILE).is_file()]
-    return sorted(found, key=lambda p: (p / META_FILE).stat().st_mtime)
+    """Free bytes where `folder` is or will be: a cache folder not made yet asks its nearest existing parent."""
+    folder = Path(folder).absolute()
+    for candidate in (folder, *folder.parents):
+        try:
+            return shutil.disk_usage(candidate).free
+        except FileNotFoundError:
+            continue
+        except OSError:
+            return 0
+    return 0

@@ -8,10 +8,17 @@ lacks), so the file is the tensor's bytes and nothing else.
 Finished stores are published under `<cache dir>/activations/<key>/` by an
 atomic rename of a private temporary folder, so two runs never see each
 other's half-written files, and a later run with the same key maps them again.
+A run builds an entry only while it holds `<key>.lock` (fcntl.flock), so a
+second run with the same key waits and then reuses the entry; the kernel drops
+the lock when its holder dies, so a crash never blocks the next run. A private
+folder is `building-<pid>-*`, flock-ed by its builder: one whose process is
+gone and whose lock is free is provably dead, and the next run removes it.
 """
 
 from __future__ import annotations
 
+import contextlib
+import fcntl
 import json
 import os
 import shutil
@@ -26,6 +33,8 @@ from tlzoo.cache.keys import KEY_FORMAT
 
 VALUES_FILE = "values.bin"
 META_FILE = "meta.json"
+BUILDING_PREFIX = "building-"
+LOCK_SUFFIX = ".lock"
 # torch dtype <-> the numpy type its bytes are stored as (numpy has no bfloat16)
 STORAGE = {
     "float32": (torch.float32, np.float32),
@@ -70,6 +79,7 @@ class ActivationStore:
         self.budget = budget
         self._mapped = mapped  # keeps the memory map open while `data` views it
         self.published = False
+        self._owner_fd: int | None = None  # flock-ed while the private folder is being built
 
     @property
     def nbytes(self) -> int:
@@ -83,11 +93,21 @@ class ActivationStore:
         full = (items, views, *shape)
         nbytes = int(np.prod(full)) * np.dtype(numpy_dtype).itemsize
         work_dir.mkdir(parents=True, exist_ok=True)
-        folder = Path(tempfile.mkdtemp(prefix="building-", dir=work_dir))
+        folder = Path(tempfile.mkdtemp(prefix=f"{BUILDING_PREFIX}{os.getpid()}-", dir=work_dir))
+        owner_fd = os.open(folder, os.O_RDONLY)
+        fcntl.flock(owner_fd, fcntl.LOCK_EX | fcntl.LOCK_NB)  # a fresh folder: nobody else holds it
         if budget.take(nbytes):
-            return cls(torch.empty(full, dtype=torch_dtype), dtype_name, True, folder, budget)
-        mapped = np.memmap(folder / VALUES_FILE, dtype=numpy_dtype, mode="w+", shape=full)
-        return cls(as_torch(mapped, dtype_name), dtype_name, False, folder, None, mapped)
+            store = cls(torch.empty(full, dtype=torch_dtype), dtype_name, True, folder, budget)
+        else:
+            mapped = np.memmap(folder / VALUES_FILE, dtype=numpy_dtype, mode="w+", shape=full)
+            store = cls(as_torch(mapped, dtype_name), dtype_name, False, folder, None, mapped)
+        store._owner_fd = owner_fd
+        return store
+
+    def _release_owner_lock(self) -> None:
+        if self._owner_fd is not None:
+            os.close(self._owner_fd)
+            self._owner_fd = None
 
     @classmethod
     def open(cls, folder: Path, meta: dict, budget: MemoryBudget) -> "ActivationStore | None":
@@ -136,6 +156,7 @@ class ActivationStore:
         except OSError:  # published meanwhile by a run with the same key: ours is identical, drop it
             return False
         self.folder, self.published = final, True
+        self._release_owner_lock()
         return True
 
     def close(self) -> None:
@@ -148,6 +169,7 @@ class ActivationStore:
         if not self.published and self.folder is not None:
             shutil.rmtree(self.folder, ignore_errors=True)
             self.folder = None
+        self._release_owner_lock()
 
 
 def read_meta(folder: Path) -> dict | None:
@@ -156,3 +178,107 @@ def read_meta(folder: Path) -> dict | None:
     except (OSError, ValueError):
         return None
     return meta if isinstance(meta, dict) and meta.get("format") == KEY_FORMAT else None
+
+
+@contextlib.contextmanager
+def key_lock(root: Path, key: str, log=None):
+    """Hold `<root>/<key>.lock` exclusively; says so in the log when another run holds it first."""
+    root.mkdir(parents=True, exist_ok=True)
+    path = root / f"{key}{LOCK_SUFFIX}"
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            if log is not None:
+                log(f"cache: another run is computing these activations; waiting for it ({path})")
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # closing drops the lock
+
+
+def process_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # someone else's process
+        return True
+    return True
+
+
+def dead_build(folder: Path) -> bool:
+    """A `building-<pid>-*` folder whose process is gone and whose flock nobody holds."""
+    pid_text = folder.name[len(BUILDING_PREFIX):].split("-", 1)[0]
+    if not pid_text.isdigit() or process_alive(int(pid_text)):
+        return False  # a live builder (or a pid reused since: left for `tlzoo cache clear`)
+    try:
+        fd = os.open(folder, os.O_RDONLY)
+    except OSError:
+        return False
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except OSError:
+        return False
+    finally:
+        os.close(fd)
+
+
+def remove_dead_builds(root: Path) -> list[Path]:
+    """Remove the private folders of builds that were killed; returns what was removed."""
+    if not root.is_dir():
+        return []
+    removed = []
+    for folder in sorted(root.glob(BUILDING_PREFIX + "*")):
+        if folder.is_dir() and dead_build(folder):
+            shutil.rmtree(folder, ignore_errors=True)
+            removed.append(folder)
+    return removed
+
+
+@dataclass
+class CacheEntry:
+    """A published entry, as `tlzoo cache info` lists it."""
+
+    path: Path
+    key: str
+    backbone: str
+    role: str
+    boundary: int | None
+    nbytes: int
+    created: float
+
+
+def folder_bytes(folder: Path) -> int:
+    total = 0
+    for path in folder.rglob("*"):
+        try:
+            if path.is_file() and not path.is_symlink():
+                total += path.stat().st_size
+        except OSError:
+            pass
+    return total
+
+
+def list_entries(root: Path) -> list[CacheEntry]:
+    """Every published entry under `root` (<cache dir>/activations), oldest first."""
+    if not root.is_dir():
+        return []
+    entries = []
+    for folder in root.iterdir():
+        meta = read_meta(folder) if folder.is_dir() else None
+        if meta is None:
+            continue
+        parts = meta.get("parts") if isinstance(meta.get("parts"), dict) else {}
+        created = meta.get("created")
+        entries.append(CacheEntry(folder, folder.name, str(parts.get("backbone", "?")), str(parts.get("role", "?")),
+                                  meta.get("boundary"), folder_bytes(folder),
+                                  created if isinstance(created, (int, float)) else 0.0))
+    return sorted(entries, key=lambda entry: entry.created)
+
+
+def pending_builds(root: Path) -> list[Path]:
+    """Private folders of builds in progress (or killed and not yet removed)."""
+    return sorted(p for p in root.glob(BUILDING_PREFIX + "*") if p.is_dir()) if root.is_dir() else []

@@ -17,21 +17,30 @@ from tlzoo.errors import TlzooError
 
 @app.command()
 def run(
-    spec: Path = typer.Argument(..., help="run spec (JSON)"),
+    spec: Optional[Path] = typer.Argument(None, help="run spec (JSON); with --resume, default: the run's own"),
     set_: List[str] = typer.Option([], "--set", help="override a field: --set train.epochs=5"),
     output: Optional[Path] = typer.Option(None, "--output", "-o",
                                           help="run directory (default: <spec output>/<spec name>[-N])"),
     resume: Optional[Path] = typer.Option(None, "--resume",
                                           help="continue the run in this directory from its last checkpoint"),
+    allow_changes: List[str] = typer.Option([], "--allow-changes",
+                                            help="with --resume: spec fields that may differ from the run's, "
+                                                 "e.g. --allow-changes epochs (comma-separated or repeated)"),
 ):
     """Train a classifier as the spec says; writes a run directory."""
     from tlzoo.engine.run import run_spec
+    from tlzoo.rundir.resume import load_resumed_spec
     from tlzoo.spec import load_spec
 
     if resume is not None and output is not None:
         raise TlzooError("--resume and --output both name a run directory", "pass only --resume RUN_DIR")
-    resolved = load_spec(spec, registry(), set_)
-    result = run_spec(resolved, output, resume=resume)
+    if spec is None and resume is None:
+        raise TlzooError("tlzoo run needs a spec file", "tlzoo run SPEC.json, or tlzoo run --resume RUN_DIR")
+    if allow_changes and resume is None:
+        raise TlzooError("--allow-changes applies to --resume only", "drop it, or add --resume RUN_DIR")
+    allowed = [name.strip() for item in allow_changes for name in item.split(",") if name.strip()]
+    resolved = load_spec(spec, registry(), set_) if spec is not None else load_resumed_spec(resume, registry(), set_)
+    result = run_spec(resolved, output, resume=resume, allow_changes=allowed)
     typer.echo(best_line(result.summary))
 
 

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from tlzoo.model.backbone import count_parameters
-from tlzoo.cache import attach_caches
+from tlzoo.cache import attach_caches, run_cache_scope
 from tlzoo.runtime.precision import precision_note
 from tlzoo.runtime.compiled import fast_mode
 from tlzoo.model.build import build_model
@@ -25,7 +25,7 @@ from tlzoo.data.batches import SourceSetup, eval_source, seed_everything, train_
 from tlzoo.engine.loop import LoopConfig, Trainer
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
 from tlzoo.engine.progress import make_progress
-from tlzoo.runtime.device import configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
+from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
 from tlzoo.engine.state import TrainState
 
 MODEL_FORMAT = "tlzoo-model/1"
@@ -218,7 +218,8 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
     started = time.perf_counter()
     configure_threads(keep_buffers=False)  # decided in make_trainer, once the model's groups are known
     progress = make_progress(resolved.spec.train.epochs, stream)
-    with StopRequest(stream) as stop:
+    # the allocator setting and a run-only cache folder end with the run (a notebook's process goes on)
+    with StopRequest(stream) as stop, allocator_scope(), run_cache_scope():
         resumed = open_resume(resume, outputs.resolved_spec_json(resolved)) if resume is not None else None
         setup = prepare(resolved, output, progress.message, resumed)
         with progress:

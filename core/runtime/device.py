@@ -39,9 +39,22 @@ def resolve_workers(value: int | str, num_images: int, cpus: int | None = None) 
     return max(0, min(4, cpus - 1))
 
 
-# mallopt parameters, from glibc's malloc.h
+# mallopt parameters, from glibc's malloc.h, and glibc's defaults for them (malloc/malloc.c)
 M_TRIM_THRESHOLD, M_MMAP_MAX = -1, -4
+GLIBC_DEFAULTS = {M_MMAP_MAX: 65536, M_TRIM_THRESHOLD: 128 * 1024}
 KEEP_FREED_BYTES = 1 << 30
+_freed_memory_kept = False  # keep_freed_memory changed this process's allocator
+
+
+def _mallopt():
+    if not sys.platform.startswith("linux"):
+        return None
+    try:
+        mallopt = ctypes.CDLL(None).mallopt
+    except (OSError, AttributeError):  # not glibc (or a libc without mallopt)
+        return None
+    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    return mallopt
 
 
 def keep_freed_memory() -> bool:
@@ -54,15 +67,41 @@ def keep_freed_memory() -> bool:
     than with the buffers kept. Serving them from the heap (no mmap) and
     trimming only above 1 GiB free keeps them. TLZOO_MALLOC=default opts out.
     """
-    if os.environ.get("TLZOO_MALLOC") == "default" or not sys.platform.startswith("linux"):
+    global _freed_memory_kept
+    mallopt = None if os.environ.get("TLZOO_MALLOC") == "default" else _mallopt()
+    if mallopt is None:
         return False
-    try:
-        libc = ctypes.CDLL(None)
-        mallopt = libc.mallopt
-    except (OSError, AttributeError):  # not glibc (or a libc without mallopt)
-        return False
-    mallopt.argtypes = [ctypes.c_int, ctypes.c_int]
+    _freed_memory_kept = True
     return bool(mallopt(M_MMAP_MAX, 0)) and bool(mallopt(M_TRIM_THRESHOLD, KEEP_FREED_BYTES))
+
+
+def restore_malloc_defaults() -> bool:
+    """Undo keep_freed_memory: glibc's default mmap count and trim threshold, and trim now.
+
+    glibc offers no way back to its dynamic mmap threshold once any of these is
+    set, so large blocks are then mmapped above the initial 128 KiB threshold, as
+    at process start. False when keep_freed_memory had changed nothing.
+    """
+    global _freed_memory_kept
+    mallopt = _mallopt()
+    if not _freed_memory_kept or mallopt is None:
+        return False
+    _freed_memory_kept = False
+    for parameter, value in GLIBC_DEFAULTS.items():
+        mallopt(parameter, value)
+    release_freed_memory()
+    return True
+
+
+@contextlib.contextmanager
+def allocator_scope():
+    """Whatever keep_freed_memory changes inside is undone on leaving, unless it was already in force."""
+    kept_before = _freed_memory_kept
+    try:
+        yield
+    finally:
+        if not kept_before:
+            restore_malloc_defaults()
 
 
 def release_freed_memory() -> bool:
