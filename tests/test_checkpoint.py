@@ -48,7 +48,8 @@ def test_failed_rename_keeps_previous_checkpoint(tmp_path, monkeypatch):
         raise OSError(28, "No space left on device")
 
     monkeypatch.setattr(checkpoint.os, "replace", broken_replace)
-    with pytest.raises(OSError):
+    with pytest.raises(TlzooError, match=r"cannot write .*last.safetensors: No space left on device; "
+                                         r"the previous last.safetensors is kept"):
         save_checkpoint(tmp_path / "last", tensors(2.0), {"epoch": 2})
     monkeypatch.undo()
     loaded, meta = load_checkpoint(tmp_path / "last")
@@ -231,3 +232,25 @@ def test_epoch_position_restores_rng_and_loss_so_far():
     assert restored.restore() == (3.25, 8)
     assert torch.equal(torch.rand(3), expected[0])
     assert (random.random(), np.random.rand()) == expected[1:]
+
+
+def test_full_disk_during_a_run_is_a_clean_error_naming_the_file_and_exit_2(tmp_path, monkeypatch, capsys):
+    """ENOSPC from fsync on the third checkpoint write: `tlzoo: error:`, the file, the kept previous one."""
+    from reliability_support import cli, make_images, write_spec
+
+    spec = write_spec(tmp_path, make_images(tmp_path / "data"), train={"epochs": 3})
+    real_fsync = os.fsync
+
+    def full_disk_fsync(fd):
+        if (tmp_path / "run" / "last.json").exists():  # epoch 1's pairs are written; then the disk is full
+            raise OSError(28, "No space left on device")
+        real_fsync(fd)
+
+    monkeypatch.setattr(checkpoint.os, "fsync", full_disk_fsync)
+    code, err = cli(capsys, "run", str(spec), "--output", str(tmp_path / "run"))
+    monkeypatch.undo()
+    assert code == 2, err
+    assert "tlzoo: error: cannot write " in err and "No space left on device; the previous" in err, err
+    assert "is kept" in err and "HINT: free space" in err and "Traceback" not in err
+    assert load_checkpoint(tmp_path / "run" / "last")[1]["epoch"] == 1
+    assert temporaries(tmp_path / "run") == []

@@ -48,6 +48,10 @@ def test_same_seed_same_everything_gives_bitwise_identical_runs(tmp_path, worker
         assert set(a) == set(b)
         assert [name for name in a if not torch.equal(a[name], b[name])] == [], stem
     assert metrics(first) == metrics(second)
+    # wall-clock timings stay out of the weights files' headers: the files themselves are identical
+    for name in ("best.safetensors", "last.safetensors"):
+        assert (first / name).read_bytes() == (second / name).read_bytes(), name
+    assert "seconds" in json.loads((first / "best.json").read_text())["metrics"]  # the sidecar keeps them
 
     if workers == 0:  # the comparison can fail: another seed gives other weights
         other_seed = run(spec, tmp_path / "other", "train.seed=12")

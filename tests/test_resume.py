@@ -84,26 +84,72 @@ def finished(tmp_path):
     return spec, result.run_dir
 
 
-def resume(spec: Path, run_dir: Path, *overrides: str):
-    return run_spec(load_spec(spec, get_registry(), list(overrides)), resume=run_dir)
+def resume(spec: Path, run_dir: Path, *overrides: str, allow=(), stream=None):
+    return run_spec(load_spec(spec, get_registry(), list(overrides)), resume=run_dir, allow_changes=allow,
+                    stream=stream)
 
 
 def test_resume_with_more_epochs_continues_like_a_longer_run(tmp_path, finished):
     spec, run_dir = finished
-    result = resume(spec, run_dir, "train.epochs=4")
+    recorded = (run_dir / "spec.json").read_bytes()
+    with pytest.raises(TlzooError, match=r"train[.]epochs is 2 in the run and 4 in the spec(.|\n)*--allow-changes"):
+        resume(spec, run_dir, "train.epochs=4")
+    result = resume(spec, run_dir, "train.epochs=4", allow=("epochs",))
+    assert (run_dir / "spec.json").read_bytes() == recorded  # the original record is never rewritten
+    resumes = [json.loads(line) for line in (run_dir / "resumes.jsonl").read_text().splitlines()]
+    assert [(r["epoch"], r["changes"]) for r in resumes] == [(2, {"train.epochs": {"run": 2, "now": 4}})]
     assert result.summary["epochs_run"] == 4 and len(metrics(run_dir)) == 4
     longer = run_spec(load_spec(spec, get_registry(), ["train.epochs=4"]), tmp_path / "longer")
     # the same run, except that epochs 1-2 were logged as "of 2" and the spec hash differs
     assert_same_run(run_dir, longer.run_dir, ("seconds", "run_dir", "epochs"))
 
 
-def test_resume_of_a_finished_run_trains_nothing_more(finished):
+def test_resume_of_a_finished_run_says_it_is_complete_and_how_to_extend_it(finished, capsys):
     spec, run_dir = finished
-    before = load_checkpoint(run_dir / "last")[0]
-    result = resume(spec, run_dir)
-    assert result.summary["epochs_run"] == 2 and len(metrics(run_dir)) == 2
-    after = load_checkpoint(run_dir / "last")[0]
-    assert all(torch.equal(before[name], after[name]) for name in before)
+    before = (run_dir / "last.safetensors").read_bytes()
+    code, err = cli(capsys, "run", str(spec), "--resume", str(run_dir))
+    assert code == 0, err
+    assert f"{run_dir} is complete: all 2 epoch(s) are trained; nothing to resume" in err, err
+    assert f"tlzoo run --resume {run_dir} --allow-changes epochs --set train.epochs=12" in err
+    assert "resuming" not in err and len(metrics(run_dir)) == 2
+    assert (run_dir / "last.safetensors").read_bytes() == before
+
+
+def test_resume_of_an_early_stopped_run_says_why_nothing_trains(tmp_path, capsys):
+    register_tiny()
+    root = make_images(tmp_path / "data")
+    spec = write_spec(tmp_path, root, train={"epochs": 30, "early_stopping": {"patience": 1, "min_delta": 0.5}})
+    result = run_spec(load_spec(spec, get_registry()), tmp_path / "run")
+    assert result.summary["stopped_early"]
+    code, err = cli(capsys, "run", "--resume", str(result.run_dir))
+    assert code == 0 and "is complete: it stopped early after epoch" in err and "early_stopping" in err, err
+
+
+def test_resume_refuses_an_unrelated_spec_naming_every_field(tmp_path, finished, capsys):
+    spec, run_dir = finished
+    recorded = (run_dir / "spec.json").read_bytes()
+    other = write_spec(tmp_path, tmp_path / "data", name="other.json",
+                       train={"strategy": "head_only", "epochs": 3, "scheduler": {"name": "none"}},
+                       data={"augment": "none"})
+    other.write_text(json.dumps({**json.loads(other.read_text()), "name": "other"}))
+    code, err = cli(capsys, "run", str(other), "--resume", str(run_dir))
+    assert code == 2, err
+    for field in ("name", "train.strategy.name", "train.epochs", "data.augment"):
+        assert f"{field} is " in err, (field, err)
+    assert "--allow-changes" in err and "Traceback" not in err
+    assert (run_dir / "spec.json").read_bytes() == recorded and not (run_dir / "resumes.jsonl").exists()
+
+
+def test_resume_without_a_spec_continues_from_the_run_directory_alone(tmp_path, finished, capsys):
+    spec, run_dir = finished
+    recorded = (run_dir / "spec.json").read_bytes()
+    code, err = cli(capsys, "run", "--resume", str(run_dir), "--allow-changes", "epochs", "--set", "train.epochs=3")
+    assert code == 0 and f"resuming {run_dir} at epoch 3" in err, err
+    assert len(metrics(run_dir)) == 3 and (run_dir / "spec.json").read_bytes() == recorded
+    code, err = cli(capsys, "run", "--resume", str(run_dir))  # its `last` now trained with 3 epochs
+    assert code == 0 and "complete: all 3 epoch(s)" in err, err
+    code, err = cli(capsys, "run", "--allow-changes", "epochs", str(spec))
+    assert code == 2 and "--allow-changes applies to --resume only" in err, err
 
 
 def test_last_with_training_state_still_serves_evaluate_and_predict(finished):
@@ -139,7 +185,7 @@ def test_resume_refuses_another_backbone_or_other_classes(tmp_path, finished):
     shutil.copytree(tmp_path / "data" / "train" / "class2", tmp_path / "data" / "train" / "class3")
     shutil.copytree(tmp_path / "data" / "val" / "class2", tmp_path / "data" / "val" / "class3")
     with pytest.raises(TlzooError, match=r"data \(data.reader\) now gives classes .*class3"):
-        resume(spec, run_dir)
+        resume(spec, run_dir, "train.epochs=3", allow=("epochs",))  # a finished run would not read its data
 
 
 def test_resume_errors_through_the_cli_exit_2(tmp_path, finished, capsys):

@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from tlzoo.model.backbone import count_parameters
-from tlzoo.cache import attach_caches, run_cache_scope
+from tlzoo.cache import attach_caches
 from tlzoo.runtime.precision import precision_note
 from tlzoo.runtime.compiled import fast_mode
 from tlzoo.model.build import build_model
@@ -25,7 +25,7 @@ from tlzoo.data.batches import SourceSetup, eval_source, seed_everything, train_
 from tlzoo.engine.loop import LoopConfig, Trainer
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
 from tlzoo.engine.progress import make_progress
-from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
+from tlzoo.runtime.device import configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
 from tlzoo.engine.state import TrainState
 
 MODEL_FORMAT = "tlzoo-model/1"
@@ -51,10 +51,15 @@ class RunSetup:
     eval_batch_size: int
 
 
-def choose_run_dir(resolved, output: Path | None) -> Path:
+def choose_run_dir(resolved, output: Path | None, claimed: list) -> Path:
+    """A new run directory, noted in `claimed` so that a run failing before its first checkpoint removes it."""
+    existed = output is not None and Path(output).is_dir()
     if output is not None:
-        return outputs.claim_run_dir(Path(output))
-    return outputs.new_run_dir(resolved.path(resolved.spec.output), resolved.spec.name or "run")
+        run_dir = outputs.claim_run_dir(Path(output))
+    else:
+        run_dir = outputs.new_run_dir(resolved.path(resolved.spec.output), resolved.spec.name or "run")
+    claimed.append((run_dir, not existed))
+    return run_dir
 
 
 def class_weights(train: list[tuple[Path, int]], num_classes: int) -> torch.Tensor:
@@ -92,7 +97,7 @@ def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
     }
 
 
-def prepare(resolved, output: Path | None, log, resumed=None) -> RunSetup:
+def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | None = None) -> RunSetup:
     from tlzoo.data.labelled import load_labelled, write_skipped
     from tlzoo.data.transforms import explicit_normalization
 
@@ -114,9 +119,12 @@ def prepare(resolved, output: Path | None, log, resumed=None) -> RunSetup:
     built.model.to(device)
     if device.type == "cpu":
         built.model.to(memory_format=torch.channels_last)
-    run_dir = choose_run_dir(resolved, output) if resumed is None else resumed.accept(data.classes)
     spec_json = outputs.resolved_spec_json(resolved)
-    outputs.write_json(run_dir / outputs.SPEC_FILE, spec_json)
+    if resumed is None:
+        run_dir = choose_run_dir(resolved, output, [] if claimed is None else claimed)
+        outputs.write_json(run_dir / outputs.SPEC_FILE, spec_json)
+    else:  # the run's record stays as it was; resumes.jsonl notes what changed
+        run_dir = resumed.accept(data.classes)
     write_skipped(data.skipped, run_dir / outputs.SKIPPED_FILE)
     log(f"run directory: {run_dir}")
     log(f"data: {len(data.train)} training and {len(data.val)} validation images in {len(data.classes)} classes"
@@ -165,17 +173,23 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
                      f"{setup.precision} frozen/eval passes"
                      + (" (TorchScript-compiled, channels_last)" if config.fast == "jit" else ""))
 
-    def save(kind: str):
-        def write(trainer: Trainer, record: dict) -> None:
-            outputs.save_weights(setup.run_dir / f"{kind}.safetensors", trainer.state.model,
-                                 sidecar(setup, kind, record))
-        return write
-
     def log_metrics(trainer: Trainer, record: dict) -> None:
         outputs.append_jsonl(setup.run_dir / outputs.METRICS_FILE, record)
 
+    # best and last are saved by tlzoo.rundir.resume.guard_training, with the training state and signals
     return Trainer(state, strategy, criterion, train_batches, val_batches, config, progress,
-                   save_best=save("best"), save_last=save("last"), epoch_hooks=[log_metrics])
+                   epoch_hooks=[log_metrics])
+
+
+def finished_run(resumed, stream) -> RunResult | None:
+    """A resume with nothing left to train: say so, how to extend it, and return the run's summary."""
+    reason = resumed.complete
+    summary_file = resumed.run_dir / outputs.SUMMARY_FILE
+    if reason is None or not summary_file.is_file():  # without a summary the loop runs (trains nothing) to write it
+        return None
+    print(f"tlzoo: {resumed.run_dir} is complete: {reason}; nothing to resume.\n  HINT: {resumed.extend_hint()}",
+          file=stream, flush=True)
+    return RunResult(resumed.run_dir, outputs.read_json(summary_file, "run summary"))
 
 
 def summarize(setup: RunSetup, state: TrainState, seconds: float) -> dict:
@@ -205,10 +219,12 @@ def summarize(setup: RunSetup, state: TrainState, seconds: float) -> dict:
     }
 
 
-def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | None = None) -> RunResult:
+def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | None = None,
+             allow_changes=()) -> RunResult:
     """Train and evaluate as the spec says; returns the run directory and its summary.
 
-    `resume`: a run directory whose `last` checkpoint the run continues from.
+    `resume`: a run directory whose `last` checkpoint the run continues from;
+    `allow_changes`: spec fields (`epochs`, `train.scheduler`) that may differ from the run's.
     SIGTERM and Ctrl-C save a resumable `last` and raise `Interrupted`.
     """
     from tlzoo.runtime.interrupts import StopRequest
@@ -218,14 +234,23 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
     started = time.perf_counter()
     configure_threads(keep_buffers=False)  # decided in make_trainer, once the model's groups are known
     progress = make_progress(resolved.spec.train.epochs, stream)
-    # the allocator setting and a run-only cache folder end with the run (a notebook's process goes on)
-    with StopRequest(stream) as stop, allocator_scope(), run_cache_scope():
-        resumed = open_resume(resume, outputs.resolved_spec_json(resolved)) if resume is not None else None
-        setup = prepare(resolved, output, progress.message, resumed)
-        with progress:
-            trainer = make_trainer(setup, progress)
-            guard_training(trainer, setup, stop, resumed, sidecar, progress.message)
-            state = trainer.fit()
+    resumed, claimed = None, []
+    if resume is not None:
+        resumed = open_resume(resume, outputs.resolved_spec_json(resolved), allow_changes)
+        finished = finished_run(resumed, stream)
+        if finished is not None:
+            return finished
+    try:
+        with StopRequest(stream) as stop:
+            setup = prepare(resolved, output, progress.message, resumed, claimed)
+            with progress:
+                trainer = make_trainer(setup, progress)
+                guard_training(trainer, setup, stop, resumed, sidecar, progress.message)
+                state = trainer.fit()
+    except BaseException:  # a run that fails before its first checkpoint leaves no empty run directory
+        for run_dir, created in claimed:
+            outputs.remove_unfinished(run_dir, remove_folder=created)
+        raise
     summary = summarize(setup, state, time.perf_counter() - started)
     outputs.write_json(setup.run_dir / outputs.SUMMARY_FILE, summary)
     return RunResult(setup.run_dir, summary)

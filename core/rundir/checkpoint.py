@@ -13,6 +13,7 @@ training checkpoint holds is in `tlzoo.rundir.training_state`.
 
 from __future__ import annotations
 
+import errno
 import itertools
 import json
 import math
@@ -27,6 +28,7 @@ from tlzoo.model.weights import load_state_file
 TMP_SUFFIX = ".tmp"  # every temporary file tlzoo writes into a run directory ends so
 META_KEY = "tlzoo_meta"  # safetensors header entry holding the JSON metadata
 FORMAT = "tlzoo-checkpoint-1"
+TIMING_KEYS = frozenset({"seconds"})  # wall-clock values: in the JSON sidecar only, never in the header
 _counter = itertools.count()
 
 
@@ -45,7 +47,11 @@ def fsync_dir(folder: Path) -> None:
 
 
 def atomic_write(path: Path, data: bytes) -> None:
-    """Write `data` to `path` so that readers see the old file or the new one, whole."""
+    """Write `data` to `path` so that readers see the old file or the new one, whole.
+
+    A failed write (full disk, quota, read-only folder) is a TlzooError naming the
+    file; the previous file, if any, is untouched.
+    """
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.{next(_counter)}{TMP_SUFFIX}")
     try:
@@ -55,13 +61,27 @@ def atomic_write(path: Path, data: bytes) -> None:
             handle.flush()
             os.fsync(handle.fileno())
         os.replace(tmp, path)
-    except BaseException:  # also KeyboardInterrupt: never leave a half-written temporary behind
+    except BaseException as exc:  # also KeyboardInterrupt: never leave a half-written temporary behind
         try:
             os.unlink(tmp)
         except OSError:
             pass
+        if isinstance(exc, OSError):
+            raise write_error(path, exc) from None
         raise
     fsync_dir(path.parent)
+
+
+def write_error(path: Path, exc: OSError) -> TlzooError:
+    """What a user reads when a file of a run directory cannot be written."""
+    reason = exc.strerror or str(exc)
+    kept = f"the previous {path.name} is kept" if path.exists() else f"{path.name} was not written"
+    if exc.errno in (errno.ENOSPC, errno.EDQUOT):
+        hint = (f"free space on the disk holding {path.parent} (or pass --output on another disk), "
+                f"then continue with: tlzoo run --resume {path.parent}")
+    else:
+        hint = f"check that {path.parent} is writable"
+    return TlzooError(f"cannot write {path}: {reason}; {kept}", hint)
 
 
 def clean_stale_temporaries(run_dir: Path) -> list[Path]:
@@ -110,10 +130,34 @@ def save_checkpoint(stem: str | Path, tensors: dict[str, torch.Tensor], meta: di
             "the previous checkpoint is kept",
             "the training diverged: lower train.optimizer.lr or check the data",
         )
-    text = json.dumps(json_safe({"format": FORMAT, **meta}), allow_nan=False)
+    full = json_safe({"format": FORMAT, **meta})
+    # the header leaves out wall-clock timings, so identical runs give byte-identical weights files
+    text = json.dumps(without_timings(full), allow_nan=False)
     blob = save(_storable(tensors), metadata={"format": "pt", "producer": "tlzoo", META_KEY: text})
-    atomic_write(weights_path(stem), blob)
-    atomic_write(meta_path(stem), (json.dumps(json.loads(text), indent=2) + "\n").encode())
+    atomic_write(weights_path(stem), canonical_header(blob))
+    atomic_write(meta_path(stem), (json.dumps(full, indent=2, allow_nan=False) + "\n").encode())
+
+
+def canonical_header(blob: bytes) -> bytes:
+    """The safetensors file with its JSON header's keys sorted (the library writes them in hash order).
+
+    Same keys and values, so the header keeps its length and every data offset holds.
+    """
+    length = int.from_bytes(blob[:8], "little")
+    header = json.loads(blob[8:8 + length])
+    text = json.dumps(header, sort_keys=True, separators=(",", ":")).encode()
+    if len(text) > length:  # never expected: the library writes compact JSON too
+        return blob
+    return blob[:8] + text.ljust(length, b" ") + blob[8 + length:]
+
+
+def without_timings(value):
+    """`value` without its TIMING_KEYS entries, at any depth."""
+    if isinstance(value, dict):
+        return {k: without_timings(v) for k, v in value.items() if k not in TIMING_KEYS}
+    if isinstance(value, list):
+        return [without_timings(v) for v in value]
+    return value
 
 
 def _storable(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -142,9 +186,20 @@ def load_checkpoint(stem: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
             raise WeightsError(f"checkpoint {path} has no metadata and {meta_path(stem)} is missing") from None
         except (OSError, ValueError) as exc:
             raise WeightsError(f"cannot read checkpoint metadata {meta_path(stem)}: {exc}") from None
+    else:
+        meta = _with_sidecar_timings(stem, meta)
     if not isinstance(meta, dict):
         raise WeightsError(f"checkpoint metadata of {path} is not a JSON object")
     return tensors, meta
+
+
+def _with_sidecar_timings(stem: Path, embedded):
+    """The sidecar when it is the header's twin plus timings; else the header (a stale or edited sidecar)."""
+    try:
+        sidecar = json.loads(meta_path(stem).read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return embedded
+    return sidecar if without_timings(sidecar) == embedded else embedded
 
 
 def embedded_meta(path: Path) -> dict | None:

@@ -15,8 +15,6 @@ import platform
 from importlib import metadata
 from pathlib import Path
 
-import torch
-
 from tlzoo.errors import TlzooError
 
 SPEC_FILE = "spec.json"
@@ -48,6 +46,32 @@ def claim_run_dir(path: Path) -> Path:
     return path
 
 
+# what tlzoo itself writes into a run directory before its first checkpoint
+RUN_FILES = (SPEC_FILE, METRICS_FILE, SUMMARY_FILE, SKIPPED_FILE, "resumes.jsonl", "best.json", "last.json")
+
+
+def remove_unfinished(run_dir: Path, remove_folder: bool) -> None:
+    """After a run failed before any checkpoint: remove the files it wrote, and the folder if it made it.
+
+    A folder holding best or last weights is kept whole (it can be evaluated or resumed);
+    files tlzoo did not write are never touched.
+    """
+    if any((run_dir / f"{stem}.safetensors").exists() for stem in ("best", "last")):
+        return
+    for path in [run_dir / name for name in RUN_FILES] + list(run_dir.glob(f"*{TMP_SUFFIX}")):
+        try:
+            path.unlink()
+        except FileNotFoundError:
+            pass
+        except OSError:
+            return
+    if remove_folder:
+        try:
+            run_dir.rmdir()  # only if empty
+        except OSError:
+            pass
+
+
 def _json_safe(value):
     """NaN and infinities become null: JSON has no spelling for them."""
     if isinstance(value, float) and not math.isfinite(value):
@@ -75,10 +99,15 @@ def write_json(path: Path, value) -> None:
 
 
 def append_jsonl(path: Path, value: dict) -> None:
-    with open(path, "a", encoding="utf-8") as handle:
-        handle.write(json.dumps(_json_safe(value), allow_nan=False) + "\n")
-        handle.flush()
-        os.fsync(handle.fileno())
+    from tlzoo.rundir.checkpoint import write_error
+
+    try:
+        with open(path, "a", encoding="utf-8") as handle:
+            handle.write(json.dumps(_json_safe(value), allow_nan=False) + "\n")
+            handle.flush()
+            os.fsync(handle.fileno())
+    except OSError as exc:  # a torn last line is rewritten from `last` on resume
+        raise write_error(path, exc) from None
 
 
 def read_json(path: Path, what: str):
@@ -88,15 +117,6 @@ def read_json(path: Path, what: str):
         raise TlzooError(f"{path} is missing", f"is {path.parent} a tlzoo run directory? ({what})") from None
     except (OSError, json.JSONDecodeError) as exc:
         raise TlzooError(f"cannot read {path}: {exc}", f"the run directory's {what} is damaged") from None
-
-
-def save_weights(path: Path, model: torch.nn.Module, sidecar: dict) -> None:
-    """`path` (.safetensors) holds the model's state dict; `path` with .json the sidecar."""
-    from safetensors.torch import save
-
-    state = {name: tensor.detach().cpu().contiguous() for name, tensor in model.state_dict().items()}
-    write_atomic(path, save(state, metadata={"format": "pt", "producer": "tlzoo"}))
-    write_json(path.with_suffix(".json"), sidecar)
 
 
 def spec_hash(spec_json: dict) -> str:
@@ -115,9 +135,29 @@ def package_versions() -> dict:
 
 
 def resolved_spec_json(resolved) -> dict:
-    """The spec as it ran: defaults filled in, each component's options validated."""
+    """The spec as it ran: defaults filled in, each component's options validated.
+
+    It validates again as it is (`tlzoo evaluate`, `tlzoo run RUN/spec.json`):
+    `base_dir` keeps relative paths pointing where they pointed, and options whose
+    defaults cannot be written out (imagefolder's `val` beside `val_split`) are
+    saved as the user set them.
+    """
     data = resolved.spec.model_dump(mode="json")
-    data["backbone"]["options"] = resolved.backbone.options.model_dump(mode="json")
-    data["data"]["reader"]["options"] = resolved.reader.options.model_dump(mode="json")
-    data["train"]["strategy"]["options"] = resolved.strategy.options.model_dump(mode="json")
+    data["base_dir"] = str(resolved.base_dir)
+    data["backbone"]["options"] = storable_options(resolved.backbone.options)
+    data["data"]["reader"]["options"] = storable_options(resolved.reader.options)
+    data["train"]["strategy"]["options"] = storable_options(resolved.strategy.options)
     return data
+
+
+def storable_options(options) -> dict:
+    """Options with their defaults when those validate to the same options; else only the fields set."""
+    from pydantic import ValidationError
+
+    full = options.model_dump(mode="json")
+    try:
+        if type(options).model_validate(full).model_dump(mode="json") == full:
+            return full
+    except ValidationError:
+        pass
+    return options.model_dump(mode="json", exclude_unset=True)

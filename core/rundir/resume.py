@@ -1,11 +1,15 @@
 """Resuming a run from its `last` checkpoint, and guarding a live run with checkpoints and signals.
 
 `open_resume` reads RUN_DIR/last before anything is trained and refuses a spec
-that changes what the run is (backbone, head, optimizer, classes), naming the
-field. `guard_training` makes a Trainer write `best` and the full-state `last`
-atomically, honour SIGTERM/Ctrl-C at the end of a step, and, when resuming,
-continue from the saved epoch (or the saved step inside an epoch) with the
-RNG states, counters and history as they were.
+that would make the continued run differ from an uninterrupted one, naming
+every field that differs, unless the user allowed that field explicitly
+(`--allow-changes epochs`). What makes a run (backbone, head, optimizer,
+classes) can never change. The run's spec.json is never rewritten; each resume
+is recorded in resumes.jsonl. `guard_training` makes a Trainer write `best` and
+the full-state `last` atomically (the one place a run saves its weights),
+honour SIGTERM/Ctrl-C at the end of a step, and, when resuming, continue from
+the saved epoch (or the saved step inside an epoch) with the RNG states,
+counters and history as they were.
 """
 
 from __future__ import annotations
@@ -14,12 +18,14 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlzoo.rundir.checkpoint import clean_stale_temporaries, json_safe, load_checkpoint, save_checkpoint, weights_path
+from tlzoo.rundir.checkpoint import (clean_stale_temporaries, embedded_meta, json_safe, load_checkpoint,
+                                     save_checkpoint, weights_path)
 from tlzoo.rundir.training_state import EpochPosition, model_tensors, restore_training_state, training_checkpoint
 from tlzoo.errors import TlzooError
 from tlzoo.model.weights import TORCH_SUFFIXES, load_state_file
 
 LAST, BEST = "last", "best"
+RESUMES_FILE = "resumes.jsonl"
 
 # what a run is: changing any of these makes the saved weights or optimizer state meaningless
 FIXED_FIELDS = (
@@ -27,6 +33,8 @@ FIXED_FIELDS = (
     ("head", "dropout"), ("head", "hidden"),
     ("train", "optimizer", "name"),
 )
+# where the run is written and how fast, not what it computes (loader workers give identical batches)
+FREE_FIELDS = ("output", "data.num_workers", "cache.dir", "cache.memory_mb")
 
 
 def _get(data: dict, path: tuple):
@@ -35,16 +43,51 @@ def _get(data: dict, path: tuple):
     return data
 
 
+def _shown(value) -> str:
+    text = json.dumps(value)
+    return text if len(text) <= 80 else text[:77] + "..."
+
+
+def _under(field: str, names) -> bool:
+    return any(field == name or field.startswith(name + ".") for name in names)
+
+
+def _matches(field: str, names) -> bool:
+    """`epochs` allows train.epochs, `train.scheduler` allows train.scheduler.*."""
+    return any(field == name or field.endswith("." + name) or field.startswith(name + ".") for name in names)
+
+
 @dataclass
 class ResumeFrom:
     run_dir: Path
     tensors: dict
     meta: dict  # the sidecar; meta["training"] holds what training_checkpoint wrote
-    changed: list[str]  # allowed spec fields that differ from the run's (e.g. train.epochs)
+    changed: dict  # allowed spec fields that differ from the run's: field -> (in the run, now)
+    epochs: int  # train.epochs of the continued run
 
     @property
     def training(self) -> dict:
         return self.meta["training"]
+
+    @property
+    def complete(self) -> str | None:
+        """Why nothing is left to train (the run finished or stopped early), or None."""
+        counters = self.training["counters"]
+        if self.training["position"].get("batch", 0) > 0:
+            return None
+        if counters.get("stopped_early"):
+            return (f"it stopped early after epoch {counters['epoch']} (train.early_stopping.patience "
+                    "epochs without improvement)")
+        if counters["epoch"] >= self.epochs:
+            return f"all {self.epochs} epoch(s) are trained"
+        return None
+
+    def extend_hint(self) -> str:
+        more = self.training["counters"]["epoch"] + 10
+        if self.training["counters"].get("stopped_early"):
+            return "start a new run (without --resume) to train it differently"
+        return (f"to train more epochs: tlzoo run --resume {self.run_dir} --allow-changes epochs "
+                f"--set train.epochs={more}")
 
     def accept(self, classes: list[str]) -> Path:
         """The run directory, once the spec's data gives the run's classes in the run's order."""
@@ -57,8 +100,46 @@ class ResumeFrom:
             )
         return self.run_dir
 
+    def record(self, spec_hash: str) -> None:
+        """One line per resume in resumes.jsonl: where it continued and what changed."""
+        from tlzoo.rundir import outputs
 
-def open_resume(run_dir: str | Path, spec_json: dict) -> ResumeFrom:
+        counters = self.training["counters"]
+        outputs.append_jsonl(self.run_dir / RESUMES_FILE, {
+            "epoch": counters["epoch"], "step": counters["step"],
+            "batch": self.training["position"].get("batch", 0),
+            "changes": {field: {"run": before, "now": now} for field, (before, now) in self.changed.items()},
+            "spec_hash": spec_hash,
+        })
+
+
+def resumed_spec_raw(run_dir: str | Path) -> tuple[dict, str]:
+    """(spec, source) to continue RUN_DIR with when no spec is given: the one its `last` trained with."""
+    run_dir = Path(run_dir)
+    if not run_dir.is_dir():
+        raise TlzooError(f"--resume {run_dir}: no such run directory", "pass the folder that `tlzoo run` printed")
+    last = weights_path(run_dir / LAST)
+    if last.is_file():
+        meta = embedded_meta(last) or {}
+        training = meta.get("training") if isinstance(meta, dict) else None
+        if isinstance(training, dict) and isinstance(training.get("spec"), dict):
+            return training["spec"], f"{last} (the spec it was trained with)"
+    from tlzoo.rundir import outputs
+
+    spec_file = run_dir / outputs.SPEC_FILE
+    return outputs.read_json(spec_file, "resolved spec"), str(spec_file)
+
+
+def load_resumed_spec(run_dir: str | Path, registry, overrides=()):
+    """`tlzoo run --resume RUN_DIR` without a spec: the run's own spec, with any --set overrides."""
+    from tlzoo.spec import apply_overrides, resolve_spec
+
+    raw, source = resumed_spec_raw(run_dir)
+    raw = apply_overrides(json.loads(json.dumps(raw)), list(overrides), source)
+    return resolve_spec(raw, registry, Path(run_dir).resolve(), source)
+
+
+def open_resume(run_dir: str | Path, spec_json: dict, allow_changes=()) -> ResumeFrom:
     """Load RUN_DIR/last and check that `spec_json` (the resolved new spec) may continue it."""
     run_dir = Path(run_dir)
     if not run_dir.is_dir():
@@ -79,20 +160,36 @@ def open_resume(run_dir: str | Path, spec_json: dict) -> ResumeFrom:
         raise TlzooError(f"{weights_path(stem)} holds model weights only, no training state to resume from",
                          "resume only from a last.safetensors that tlzoo wrote")
     saved_spec = meta["training"]["spec"]
-    problems = []
+    fixed, refused, changed = [], [], {}
     for path in FIXED_FIELDS:
         before, now = _get(saved_spec, path), _get(spec_json, path)
         if before != now:
-            problems.append(f"{'.'.join(path)} is {json.dumps(before)} in the run and {json.dumps(now)} in the spec")
+            fixed.append(f"{'.'.join(path)} is {_shown(before)} in the run and {_shown(now)} in the spec")
     mid_epoch = meta["training"]["position"].get("batch", 0) > 0
     if mid_epoch and _get(saved_spec, ("data", "batch_size")) != _get(spec_json, ("data", "batch_size")):
-        problems.append("data.batch_size differs and the run stopped inside an epoch")
-    if problems:
-        raise TlzooError(f"cannot resume {run_dir} with this spec: " + "; ".join(problems),
-                         f"resume with the run's own spec ({run_dir / 'spec.json'}), or start a new run "
-                         "without --resume")
-    changed = sorted(_differences(saved_spec, spec_json))
-    return ResumeFrom(run_dir, tensors, meta, changed)
+        fixed.append("data.batch_size differs and the run stopped inside an epoch")
+    fixed_names = {".".join(path) for path in FIXED_FIELDS} | ({"data.batch_size"} if mid_epoch else set())
+    for field in sorted(_differences(saved_spec, spec_json)):
+        if _under(field, FREE_FIELDS) or _under(field, fixed_names):  # free, or reported above
+            continue
+        before, now = _get(saved_spec, tuple(field.split("."))), _get(spec_json, tuple(field.split(".")))
+        if _matches(field, allow_changes):
+            changed[field] = (before, now)
+        else:
+            refused.append(f"{field} is {_shown(before)} in the run and {_shown(now)} in the spec")
+    if fixed:
+        raise TlzooError(f"cannot resume {run_dir} with this spec: " + "; ".join(fixed),
+                         f"these fields make the run what it is and cannot change; resume with the run's own "
+                         f"spec (tlzoo run --resume {run_dir}), or start a new run without --resume")
+    if refused:
+        names = ",".join(field for field in _differences(saved_spec, spec_json)
+                         if not _under(field, FREE_FIELDS) and not _matches(field, allow_changes))
+        raise TlzooError(f"cannot resume {run_dir} with this spec, the continued run would differ from an "
+                         "uninterrupted one: " + "; ".join(refused),
+                         f"resume with the run's own spec (tlzoo run --resume {run_dir}); to change these "
+                         f"fields anyway, add --allow-changes {names}")
+    epochs = _get(spec_json, ("train", "epochs"))
+    return ResumeFrom(run_dir, tensors, meta, changed, int(epochs) if isinstance(epochs, int) else 0)
 
 
 def _differences(before, now, prefix: str = "") -> list[str]:
@@ -110,7 +207,7 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
 
     run_dir, state = setup.run_dir, trainer.state
     generator = getattr(trainer.train_source, "generator", None)
-    hint = f"continue with: tlzoo run SPEC --resume {run_dir}"
+    hint = f"continue with: tlzoo run --resume {run_dir}"
 
     def save_last(position: EpochPosition | None, record: dict) -> str:
         tensors, training = training_checkpoint(state, setup.spec_json, position, generator)
@@ -146,6 +243,8 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
         lines = "".join(json.dumps(json_safe(record), allow_nan=False) + "\n" for record in state.history)
         outputs.write_atomic(run_dir / outputs.METRICS_FILE, lines.encode())
         where = f"epoch {state.epoch + 1}" + (f", batch {position['batch'] + 1}" if position.get("batch") else "")
+        resumed.record(outputs.spec_hash(setup.spec_json))
         log(f"resuming {run_dir} at {where} (step {state.step})"
-            + (f"; spec fields changed since: {', '.join(resumed.changed)}" if resumed.changed else ""))
+            + (f"; allowed changes: {', '.join(resumed.changed)} (recorded in {run_dir / RESUMES_FILE})"
+               if resumed.changed else ""))
     stop.armed = True
