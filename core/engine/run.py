@@ -16,7 +16,7 @@ from pathlib import Path
 import torch
 
 from tlzoo.model.backbone import count_parameters
-from tlzoo.cache import attach_caches
+from tlzoo.cache import attach_caches, run_cache_scope
 from tlzoo.runtime.precision import precision_note
 from tlzoo.runtime.compiled import fast_mode
 from tlzoo.model.build import build_model
@@ -25,7 +25,7 @@ from tlzoo.data.batches import SourceSetup, eval_source, seed_everything, train_
 from tlzoo.engine.loop import LoopConfig, Trainer
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
 from tlzoo.engine.progress import make_progress
-from tlzoo.runtime.device import configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
+from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
 from tlzoo.engine.state import TrainState
 
 MODEL_FORMAT = "tlzoo-model/1"
@@ -241,7 +241,8 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
         if finished is not None:
             return finished
     try:
-        with StopRequest(stream) as stop:
+        # the allocator setting and a run-only cache folder end with the run (a notebook's process goes on)
+        with StopRequest(stream) as stop, allocator_scope(), run_cache_scope():
             setup = prepare(resolved, output, progress.message, resumed, claimed)
             with progress:
                 trainer = make_trainer(setup, progress)
