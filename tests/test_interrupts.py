@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 import os
 import signal
+import subprocess
+import sys
 import time
 
 import pytest
@@ -15,7 +17,10 @@ from tlzoo.errors import TlzooError
 from tlzoo.runtime.interrupts import Interrupted, StopRequest
 
 from reliability_support import one_thread  # noqa: F401 (a fixture)
+from reliability_support import HERE as SUPPORT
 from reliability_support import launch, make_images, register_tiny, wait_for, write_spec
+
+HANGING_SUPPORT = SUPPORT.parent / "stop_support.py"  # the same launcher, with a scan that hangs in a read
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -212,3 +217,89 @@ def test_a_nan_metric_never_becomes_best():
         state.best_metric = good
         assert not state.is_improvement(math.nan) and not state.is_improvement(math.inf if monitor == "val_top1"
                                                                                 else -math.inf)
+
+
+# ---- signals to the process group, and outside the loop's safe points ----------------------------
+
+def test_sigterm_to_the_process_group_with_loader_workers_exits_143_with_a_resumable_last(tmp_path):
+    """`timeout`, `kill -- -PGID`, SLURM and Kubernetes signal every process of the group: the loader
+    workers too. They must leave the decision to the main process (they used to die, and the run with them)."""
+    spec = write_spec(tmp_path, make_images(tmp_path / "data"), data={
+        "reader": {"name": "imagefolder", "options": {"root": str(tmp_path / "data"), "train": "train",
+                                                      "val": "val"}},
+        "batch_size": 4, "num_workers": 2, "augment": "light"},
+        train={"strategy": "none", "epochs": 2, "optimizer": {"name": "adamw", "lr": 0.01},
+               "scheduler": {"name": "cosine"}, "precision": "fp32", "seed": 3})
+    run_dir, marker = tmp_path / "run", tmp_path / "paused"
+    process = subprocess.Popen(
+        [sys.executable, str(SUPPORT), "run", str(spec), "--output", str(run_dir)], start_new_session=True,
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TLZOO_TEST_PAUSE_AT_STEP": str(STEPS_PER_EPOCH + 2),
+             "TLZOO_TEST_PAUSE_SECONDS": "1", "TLZOO_TEST_MARKER": str(marker)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    wait_for(marker, process)
+    os.killpg(process.pid, signal.SIGTERM)  # the main process and both loader workers
+    _, err = process.communicate(timeout=60)
+    assert process.returncode == 143, err
+    assert "stopped by SIGTERM at epoch 2, step 8" in err and "Traceback" not in err and "killed by signal" not in err
+    training = load_checkpoint(run_dir / "last")[1]["training"]
+    assert (training["counters"]["step"], training["position"]["batch"]) == (STEPS_PER_EPOCH + 2, 2)
+    result = run_here(spec, resume=run_dir)
+    assert result.summary["epochs_run"] == 2
+
+
+def test_sigterm_while_the_scan_hangs_in_a_read_stops_promptly_with_143(tmp_path):
+    """Before training there is nothing to save: the signal stops the process at once, even though a scan
+    thread is stuck in a read that never returns (it used to wait for it forever)."""
+    spec = write_spec(tmp_path, make_images(tmp_path / "data", classes=2, train=2, val=1))
+    fifo, marker = tmp_path / "stuck", tmp_path / "scanning"
+    os.mkfifo(fifo)
+    process = subprocess.Popen(
+        [sys.executable, str(HANGING_SUPPORT), "run", str(spec), "--output", str(tmp_path / "run")],
+        env={**os.environ, "PYTHONUNBUFFERED": "1", "TLZOO_TEST_HANG_FIFO": str(fifo),
+             "TLZOO_TEST_MARKER": str(marker)},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    try:
+        wait_for(marker, process)
+        time.sleep(0.3)  # every scan thread is now inside the blocking open
+        sent = time.monotonic()
+        process.send_signal(signal.SIGTERM)
+        _, err = process.communicate(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+    assert process.returncode == 143, err
+    assert time.monotonic() - sent < 20
+    assert "stopped by SIGTERM before training started" in err and "Traceback" not in err
+
+
+def test_an_armed_stop_with_no_safe_point_in_its_grace_period_stops_at_once():
+    """Inside the loop a signal waits for the next safe point, but not forever: a cache build or a hung
+    read between two safe points is cut short once the grace period is over."""
+    with StopRequest(grace_floor=0.3) as stop:
+        stop.armed = True
+        stop.stop(lambda: "x", "at step 1")  # safe points 0.1 s apart: the grace stays at its floor
+        time.sleep(0.1)
+        stop.stop(lambda: "x", "at step 2")
+        assert 0.3 <= stop.grace < 0.5
+        os.kill(os.getpid(), signal.SIGTERM)
+        started = time.monotonic()
+        with pytest.raises(Interrupted, match="no safe point came within") as caught:
+            time.sleep(10)  # no safe point comes
+        assert time.monotonic() - started < 3
+    assert caught.value.exit_code == 143
+
+
+def test_a_safe_point_within_the_grace_period_saves_and_the_timer_does_nothing():
+    with StopRequest(grace_floor=0.3) as stop:
+        stop.armed = True
+        os.kill(os.getpid(), signal.SIGTERM)
+        with pytest.raises(Interrupted, match="at step 3; saved"):
+            stop.stop(lambda: "saved", "at step 3")
+        time.sleep(0.6)  # the grace timer's moment passes: nothing more is raised
+
+
+def test_loader_workers_ignore_the_stop_signals():
+    code = ("import os, signal; from tlzoo.runtime.interrupts import ignore_stop_signals; ignore_stop_signals(0); "
+            "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGINT); print('alive')")
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 0 and done.stdout.strip() == "alive", done.stderr

@@ -42,5 +42,9 @@ def scan_images(paths: list[Path], workers: int | None = None) -> dict[Path, Sca
     workers = workers or default_workers()
     if workers == 1 or len(paths) < 2:
         return {path: check_image(path) for path in paths}
-    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tlzoo-scan") as pool:
-        return dict(zip(paths, pool.map(check_image, paths, chunksize=8)))
+    pool = ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tlzoo-scan")
+    try:
+        return dict(zip(paths, pool.map(check_image, paths)))
+    finally:
+        # interrupted (SIGTERM, Ctrl-C): drop the files not started yet rather than scan them all first
+        pool.shutdown(wait=False, cancel_futures=True)

@@ -40,7 +40,7 @@ from tlzoo.errors import TlzooError
 
 HANDLED = (signal.SIGINT, signal.SIGTERM)
 GRACE_FLOOR = 10.0  # seconds an armed stop waits for a safe point, at least
-BACKSTOP_SECONDS = 10.0  # after the handler raised, seconds before the process is ended outright
+BACKSTOP_SECONDS = 5.0  # after the handler raised, seconds before the process is ended outright
 
 
 def signal_name(signum: int) -> str:
@@ -91,7 +91,8 @@ class StopRequest:
         self._escalating = False  # the grace period ran out; the next delivery of the signal stops at once
         self._reached = False  # a safe point came after the request
         self._lock = threading.Lock()
-        self._timers: list[threading.Timer] = []
+        self._inside = False
+        self._timers: list[threading.Timer] = []  # grace timers; the backstop is never cancelled
 
     @property
     def requested(self) -> bool:
@@ -103,12 +104,14 @@ class StopRequest:
         return max(self.grace_floor, 2 * self._longest_gap)
 
     def __enter__(self) -> "StopRequest":
+        self._inside = True
         if threading.current_thread() is threading.main_thread():  # Python allows handlers only there
             for signum in HANDLED:
                 self._previous[signum] = signal.signal(signum, self._handle)
         return self
 
     def __exit__(self, *exc) -> bool:
+        self._inside = False
         for timer in list(self._timers):
             timer.cancel()
         self._timers.clear()
@@ -120,10 +123,11 @@ class StopRequest:
     def _say(self, text: str) -> None:
         print(f"tlzoo: {text}", file=self.stream, flush=True)
 
-    def _start_timer(self, seconds: float, action: Callable[[], None]) -> None:
+    def _start_timer(self, seconds: float, action: Callable[[], None], cancellable: bool = True) -> None:
         timer = threading.Timer(seconds, action)
         timer.daemon = True  # never keeps the process alive by itself
-        self._timers.append(timer)
+        if cancellable:
+            self._timers.append(timer)
         timer.start()
 
     def _handle(self, signum: int, frame) -> None:
@@ -135,7 +139,7 @@ class StopRequest:
             if self._reached:
                 return  # the safe point came just in time: it saves and stops
             self._raise_at_once(Interrupted(self.signum, (
-                f"stopped by {signal_name(self.signum)}: no safe point came within {self.grace:.0f} s, so the run "
+                f"stopped by {signal_name(self.signum)}: no safe point came within {self.grace:.3g} s, so the run "
                 "stopped at once without saving; the last complete checkpoint, if any, is kept as it was")))
         if self.signum is not None:
             what = "abandoning the checkpoint being written" if self.saving else "not saving"
@@ -149,7 +153,7 @@ class StopRequest:
         self._start_timer(self.grace, self._escalate)
 
     def _raise_at_once(self, error: Interrupted) -> None:
-        self._start_timer(self.backstop_seconds, lambda: self._end_process(error))
+        self._start_timer(self.backstop_seconds, lambda: self._end_process(error), cancellable=False)
         raise error
 
     def _escalate(self) -> None:
@@ -164,7 +168,15 @@ class StopRequest:
             signal.pthread_kill(threading.main_thread().ident, self.signum)  # also wakes a blocking system call
 
     def _end_process(self, error: Interrupted) -> None:
-        """Timer thread: the process is still inside the StopRequest BACKSTOP_SECONDS after raising."""
+        """Timer thread, BACKSTOP_SECONDS after raising: end the process if it could not unwind or exit.
+
+        Stuck means still inside the StopRequest, or in interpreter shutdown waiting for a thread
+        (a scan thread in a read that never returns). A caller that caught the error and went on
+        (a test, a notebook) is left alone.
+        """
+        shutting_down = getattr(threading, "_SHUTTING_DOWN", False) or not threading.main_thread().is_alive()
+        if not (self._inside or shutting_down):
+            return
         self._say(f"error: {error.message} (still running {self.backstop_seconds:.0f} s later, "
                   "probably in a stuck read; exiting now)")
         self.stream.flush()
