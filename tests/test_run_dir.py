@@ -1,0 +1,78 @@
+"""The run directory's own record: spec.json validates and runs again; a failed start leaves nothing behind."""
+
+from __future__ import annotations
+
+import json
+import os
+
+import pytest
+
+from tlzoo.engine import run as engine_run
+from tlzoo.engine.run import run_spec
+from tlzoo.registry import get_registry
+from tlzoo.rundir.outputs import resolved_spec_json
+from tlzoo.spec import load_spec, resolve_spec
+
+from reliability_support import one_thread  # noqa: F401 (a fixture)
+from reliability_support import cli, make_images, register_tiny, write_spec
+
+pytestmark = pytest.mark.usefixtures("one_thread")
+
+READER_OPTIONS = [
+    ("imagefolder", {"root": "data"}),
+    ("imagefolder", {"root": "data", "train": "train", "val": "val"}),
+    ("imagefolder", {"root": "data", "val_split": 0.25}),
+    ("imagefolder", {"root": "data", "train": "train", "val_split": 0.3, "seed": 4}),
+    ("txt_list", {"train": "train.txt", "val": "val.txt"}),
+    ("txt_list", {"train": "train.txt", "val": "val.txt", "classes": "classes.txt", "root": "data"}),
+    ("csv", {"train": "train.csv", "val": "val.csv"}),
+    ("csv", {"train": "train.csv", "val": "val.csv", "labels": "indices", "delimiter": ";", "root": "data"}),
+]
+
+
+@pytest.mark.parametrize("reader, options", READER_OPTIONS)
+def test_saved_spec_validates_again_unchanged(tmp_path, reader, options):
+    register_tiny()
+    raw = {"backbone": {"name": "test/reliability_cnn"}, "data": {"reader": {"name": reader, "options": options}},
+           "output": "runs"}
+    saved = resolved_spec_json(resolve_spec(raw, get_registry(), tmp_path))
+    again = resolve_spec(json.loads(json.dumps(saved)), get_registry(), tmp_path / "elsewhere")
+    assert resolved_spec_json(again) == saved
+    assert again.base_dir == tmp_path  # relative paths still start from the original spec's folder
+
+
+def test_val_split_run_evaluates_and_its_spec_json_runs_again_from_anywhere(tmp_path, capsys, monkeypatch):
+    register_tiny()
+    project = tmp_path / "project"
+    make_images(project / "data")
+    spec = write_spec(project, project / "data", data={
+        "reader": {"name": "imagefolder", "options": {"root": "data/train", "train": ".", "val_split": 0.25}}},
+        train={"epochs": 1}, output="runs")
+    spec.write_text(spec.read_text().replace(str(project / "data"), "data"))
+    code, err = cli(capsys, "run", str(spec))
+    assert code == 0, err
+    run_dir = project / "runs" / "tiny"
+    code, err = cli(capsys, "evaluate", str(run_dir))
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path)  # another working folder: the saved spec must not depend on it
+    code, err = cli(capsys, "run", str(run_dir / "spec.json"), "--output", str(tmp_path / "again"))
+    assert code == 0, err
+    assert (tmp_path / "again" / "best.safetensors").is_file()
+
+
+def test_a_run_failing_before_its_first_checkpoint_leaves_no_run_directory(tmp_path, monkeypatch, capsys):
+    register_tiny()
+    spec = write_spec(tmp_path, make_images(tmp_path / "data"), train={"epochs": 1})
+
+    def diverges(self):
+        raise FloatingPointError("the loss is NaN at epoch 1, step 1")
+
+    monkeypatch.setattr(engine_run.Trainer, "fit", diverges)
+    with pytest.raises(FloatingPointError):
+        run_spec(load_spec(spec, get_registry()))
+    assert not (tmp_path / "runs" / "tiny").exists()
+    kept = tmp_path / "kept"
+    kept.mkdir()
+    with pytest.raises(FloatingPointError):
+        run_spec(load_spec(spec, get_registry()), kept)
+    assert kept.is_dir() and os.listdir(kept) == []  # an empty --output folder the user made: emptied, kept
