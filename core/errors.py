@@ -17,6 +17,9 @@ class TlzooError(Exception):
         return self.message + (f"\n  HINT: {self.hint}" if self.hint else "")
 
 
+SHOWN_PROBLEMS = 50  # a spec's problems listed in full; the rest are counted
+
+
 class SpecError(TlzooError):
     """A run spec with one or more problems, each with its dotted location."""
 
@@ -24,7 +27,9 @@ class SpecError(TlzooError):
         self.problems = problems
         self.source = source
         lines = [f"{len(problems)} problem(s) in {source}:"]
-        lines += [f"  {loc or '(top level)'}: {msg}" for loc, msg in problems]
+        lines += [f"  {loc or '(top level)'}: {msg}" for loc, msg in problems[:SHOWN_PROBLEMS]]
+        if len(problems) > SHOWN_PROBLEMS:  # 30,000 bad augment ops should not print 30,000 lines
+            lines.append(f"  ... and {len(problems) - SHOWN_PROBLEMS} more problem(s) not shown")
         super().__init__("\n".join(lines))
 
 

@@ -11,26 +11,45 @@ from __future__ import annotations
 
 import json
 import os
+import re
+import typing
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, Strict, ValidationError, field_validator, model_validator
 
 from tlzoo.errors import SpecError
+
+
+# Upper bounds keep a spec that validates from failing (or exhausting memory) once it runs;
+# each is far above any real transfer-learning run.
+MAX_EPOCHS = 10_000  # the strategy plan and the cache hold one small entry per epoch
+MAX_SEED = 2**32 - 1  # numpy's seed range
+MAX_LR = 100.0
+MAX_HIDDEN = 65_536  # a hidden layer of 10^9 units would need terabytes
+MAX_WORKERS = 256
+MAX_NAME = 100
+StrictInteger = Annotated[int, Strict()]  # `true` is not 1 epoch; "5" is not 5
+Number = Annotated[float, Strict(), Field(allow_inf_nan=False)]  # ints welcome, bools, NaN and Infinity not
+DEVICE = re.compile(r"(auto|cpu|cuda(:[0-9]{1,3})?)")
 
 
 class StrictModel(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
 
-class ComponentRef(StrictModel):
-    name: str
-    options: dict[str, Any] = Field(default_factory=dict)
+class BareName(StrictModel):
+    """A component written `{"name": ..., ...}` or just its name (a bare string)."""
 
     @model_validator(mode="before")
     @classmethod
     def _bare_name(cls, value: Any) -> Any:
         return {"name": value} if isinstance(value, str) else value
+
+
+class ComponentRef(BareName):
+    name: str
+    options: dict[str, Any] = Field(default_factory=dict)
 
 
 class WeightsFile(StrictModel):
@@ -46,109 +65,229 @@ class BackboneSpec(ComponentRef):
 
 
 class HeadSpec(StrictModel):
-    dropout: float = Field(0.0, ge=0.0, lt=1.0)
-    hidden: int | None = Field(None, gt=0, description="width of an optional hidden layer")
+    dropout: Number = Field(0.0, ge=0.0, lt=1.0)
+    hidden: StrictInteger | None = Field(None, gt=0, le=MAX_HIDDEN, description="width of an optional hidden layer")
 
 
 class DataSpec(StrictModel):
     reader: ComponentRef
-    batch_size: int = Field(32, gt=0)
-    eval_batch_size: int | None = Field(None, gt=0)
-    num_workers: int | Literal["auto"] = "auto"
+    batch_size: StrictInteger = Field(32, gt=0, le=65_536)
+    eval_batch_size: StrictInteger | None = Field(None, gt=0, le=65_536)
+    num_workers: StrictInteger | Literal["auto"] = Field("auto", description=f"'auto' or 0..{MAX_WORKERS}")
     augment: str | list[dict[str, Any]] = Field(
         "light", description="a preset name (none, light, seed001, strong) or a list of {'op': ..., ...}"
     )
     bad_files: Literal["skip", "error"] = "skip"
-    max_bad_fraction: float = Field(0.01, ge=0.0, le=1.0)
-    background: tuple[int, int, int] = (255, 255, 255)
+    max_bad_fraction: Number = Field(0.01, ge=0.0, le=1.0)
+    background: tuple[Annotated[int, Strict(), Field(ge=0, le=255)], ...] = Field(
+        (255, 255, 255), min_length=3, max_length=3, description="RGB, each 0-255")
     allow_empty_classes: bool = False
 
+    @field_validator("num_workers", mode="wrap")
+    @classmethod
+    def _worker_count(cls, value: Any, handler) -> Any:
+        # one message instead of one per branch of the union
+        if value == "auto" or (isinstance(value, int) and not isinstance(value, bool) and 0 <= value <= MAX_WORKERS):
+            return handler(value)
+        raise ValueError(f"{shorten(repr(value))} is not a worker count: use 'auto' or an integer 0..{MAX_WORKERS}")
 
-class OptimizerSpec(StrictModel):
+
+class OptimizerSpec(BareName):
     name: Literal["sgd", "adam", "adamw"] = "adamw"
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    momentum: float = Field(0.9, ge=0, lt=1)
+    lr: Number = Field(1e-3, gt=0, le=MAX_LR)
+    weight_decay: Number = Field(0.0, ge=0, le=MAX_LR)
+    momentum: Number = Field(0.9, ge=0, lt=1)
     nesterov: bool = False
 
 
-class SchedulerSpec(StrictModel):
+class SchedulerSpec(BareName):
     name: Literal["none", "step", "cosine", "onecycle"] = "cosine"
-    step_size: int = Field(5, gt=0, description="epochs between decays (step)")
-    gamma: float = Field(0.5, gt=0, le=1, description="decay factor (step)")
-    warmup_epochs: float = Field(0.0, ge=0, description="linear warm-up (cosine)")
-    min_lr_ratio: float = Field(0.0, ge=0, le=1, description="final lr as a fraction of lr (cosine)")
+    step_size: StrictInteger = Field(5, gt=0, le=MAX_EPOCHS, description="epochs between decays (step)")
+    gamma: Number = Field(0.5, gt=0, le=1, description="decay factor (step)")
+    warmup_epochs: Number = Field(0.0, ge=0, le=MAX_EPOCHS, description="linear warm-up (cosine)")
+    min_lr_ratio: Number = Field(0.0, ge=0, le=1, description="final lr as a fraction of lr (cosine)")
 
 
 class EarlyStoppingSpec(StrictModel):
-    patience: int | None = Field(None, gt=0, description="epochs without improvement before stopping")
-    min_delta: float = Field(0.0, ge=0)
+    patience: StrictInteger | None = Field(None, gt=0, le=MAX_EPOCHS,
+                                           description="epochs without improvement before stopping")
+    min_delta: Number = Field(0.0, ge=0)
 
 
 class TrainSpec(StrictModel):
     strategy: ComponentRef = ComponentRef(name="head_only")
-    epochs: int = Field(10, gt=0)
+    epochs: StrictInteger = Field(10, gt=0, le=MAX_EPOCHS,
+                                  description=f"at most {MAX_EPOCHS} (plans and caches keep an entry per epoch)")
     optimizer: OptimizerSpec = OptimizerSpec()
     scheduler: SchedulerSpec = SchedulerSpec()
-    backbone_lr_mult: float = Field(0.1, gt=0, description="backbone lr = lr x this (discriminative lr)")
-    label_smoothing: float = Field(0.0, ge=0, lt=1)
+    backbone_lr_mult: Number = Field(0.1, gt=0, le=MAX_LR, description="backbone lr = lr x this (discriminative lr)")
+    label_smoothing: Number = Field(0.0, ge=0, lt=1)
     class_weights: Literal["none", "balanced"] = "none"
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     bn: Literal["frozen", "train"] = Field("frozen", description="BatchNorm of frozen groups")
     monitor: Literal["val_top1", "val_loss"] = "val_top1"
-    seed: int = 0
+    seed: StrictInteger = Field(0, ge=0, le=MAX_SEED)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+
+    @field_validator("device")
+    @classmethod
+    def _known_device(cls, value: str) -> str:
+        if not DEVICE.fullmatch(value):
+            raise ValueError(f"{shorten(value)!r} is not a device tlzoo runs on: use 'auto', 'cpu', 'cuda' or 'cuda:N'")
+        return value
 
 
 class CacheSpec(StrictModel):
     enabled: bool | Literal["auto"] = "auto"
-    views: int = Field(4, gt=0, description="augmented views cached per image when augmentation is random")
-    memory_mb: int = Field(2048, ge=0, description="RAM for cached activations before spilling to disk")
+    views: StrictInteger = Field(4, gt=0, le=1000, description="augmented views cached per image when augmentation is random")
+    memory_mb: StrictInteger = Field(2048, ge=0, le=2**30, description="RAM for cached activations before spilling to disk")
     dir: str | None = Field(None, description="where the cache lives (default: ~/.cache/tlzoo)")
 
 
 class RunSpec(StrictModel):
-    name: str | None = Field(None, description="run name (default: the spec file's stem)")
+    name: str | None = Field(None, description="run name (default: the spec file's stem); one folder name, no '/'")
     backbone: BackboneSpec = BackboneSpec()
     head: HeadSpec = HeadSpec()
     data: DataSpec
     train: TrainSpec = TrainSpec()
     cache: CacheSpec = CacheSpec()
-    output: str = Field("runs", description="folder that receives one run directory per run")
+    output: str = Field("runs", min_length=1, description="folder that receives one run directory per run")
     base_dir: str | None = Field(None, description="folder that relative paths start from (default: the spec "
                                                    "file's folder); a run directory's spec.json sets it")
 
+    @field_validator("name")
+    @classmethod
+    def _one_folder_name(cls, value: str | None) -> str | None:
+        if value is not None:
+            check_run_name(value)
+        return value
+
+    @field_validator("output")
+    @classmethod
+    def _no_nul(cls, value: str) -> str:
+        if "\x00" in value:
+            raise ValueError("a path cannot contain a NUL character")
+        return value
+
+
+def check_run_name(value: str) -> None:
+    """The run directory is `output/<name>`: the name must be one plain folder name."""
+    if not value or len(value) > MAX_NAME:
+        raise ValueError(f"a run name has 1 to {MAX_NAME} characters (this one has {len(value)})")
+    if value in (".", "..") or any(sep in value for sep in ("/", "\\")):
+        raise ValueError(f"{shorten(value)!r} is not one folder name: no '/', '\\', '.' or '..' "
+                         "(the run directory must stay inside `output`)")
+    if any(ord(char) < 32 for char in value):
+        raise ValueError("a run name cannot contain control characters such as NUL or a newline")
+
+
+def shorten(text: str, limit: int = 60) -> str:
+    """Long user text cut for messages."""
+    return text if len(text) <= limit else text[:limit] + f"... ({len(text)} characters)"
+
+
+MAX_SPEC_BYTES = 1 << 20  # a spec is a few KB; the cap keeps /dev/zero or a stray image from filling memory
+
 
 def format_loc(loc: tuple) -> str:
-    return ".".join(str(part) for part in loc)
+    return ".".join(shorten(str(part)) for part in loc)
 
 
-def problems_from(error: ValidationError, prefix: tuple = ()) -> list[tuple[str, str]]:
+def problems_from(error: ValidationError, prefix: tuple = (), model: type[BaseModel] | None = None
+                  ) -> list[tuple[str, str]]:
+    """pydantic's errors as (dotted location, message); `model` is the one validated, for did-you-mean."""
     out = []
     for item in error.errors():
         loc = tuple(part for part in item["loc"] if part not in ("function-after", "function-before"))
-        out.append((format_loc(prefix + loc), item["msg"]))
+        message = item["msg"].removeprefix("Value error, ")
+        if item["type"] == "extra_forbidden" and model is not None and loc and isinstance(loc[-1], str):
+            close = _close_field(loc[-1], _fields_at(model, loc[:-1]))
+            if close:
+                message += f". Did you mean: {', '.join(close)}?"
+        out.append((format_loc(prefix + loc), message))
     return out
+
+
+def _close_field(name: str, fields: list[str]) -> list[str]:
+    from tlzoo.registry.catalog import closest
+
+    return closest(name, fields) if len(name) <= 200 else []
+
+
+def _fields_at(model: type[BaseModel], path: tuple) -> list[str]:
+    """The field names of the model found at `path` inside `model` (list indices skipped)."""
+    current: type[BaseModel] | None = model
+    for part in path:
+        if isinstance(part, int):
+            continue
+        field = current.model_fields.get(part) if current else None
+        current = _model_in(field.annotation) if field else None
+    return list(current.model_fields) if current else []
+
+
+def _model_in(annotation) -> type[BaseModel] | None:
+    if isinstance(annotation, type) and issubclass(annotation, BaseModel):
+        return annotation
+    for arg in typing.get_args(annotation):
+        found = _model_in(arg)
+        if found is not None:
+            return found
+    return None
+
+
+def read_spec_text(path: Path, source: str) -> str:
+    """The spec file's text: a regular UTF-8 file of at most MAX_SPEC_BYTES, read with a bounded read."""
+    def refuse(message: str, hint: str | None = None):
+        raise SpecError([("", message + (f"\n    HINT: {hint}" if hint else ""))], source)
+
+    try:
+        if path.exists() and not path.is_file():
+            refuse(f"spec file {source} is {'a folder' if path.is_dir() else 'not a regular file'}",
+                   "pass a JSON file")
+        with open(path, "rb") as handle:
+            data = handle.read(MAX_SPEC_BYTES + 1)
+    except FileNotFoundError:
+        refuse(f"spec file {source} does not exist")
+    except OSError as exc:
+        refuse(f"cannot read spec file {source}: {exc.strerror}")
+    if len(data) > MAX_SPEC_BYTES:
+        refuse(f"spec file {source} is larger than {MAX_SPEC_BYTES // 1024} KiB; a run spec is a small JSON file")
+    if data.startswith((b"\xff\xfe", b"\xfe\xff")):
+        refuse(f"spec file {source} is UTF-16 text", "save it as UTF-8")
+    try:
+        return data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data[:exc.start].count(b"\n") + 1
+        refuse(f"spec file {source} is not UTF-8 text: byte 0x{data[exc.start]:02x} at line {line}",
+               "save it as UTF-8 (Latin-1 and other encodings are not read)")
 
 
 def parse_json(text: str, source: str) -> Any:
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        raise SpecError([("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")], source)
+        raise SpecError([("", f"invalid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}")], source) from None
+    except RecursionError:
+        raise SpecError([("", "invalid spec: its JSON is nested too deeply")], source) from None
+    except ValueError as exc:  # e.g. an integer of more digits than Python converts
+        raise SpecError([("", f"invalid JSON: {shorten(str(exc), 200)}")], source) from None
 
 
 def parse_override(item: str) -> tuple[list[str], Any]:
     """'train.epochs=5' -> (['train', 'epochs'], 5); values are JSON, else strings."""
     key, sep, raw = item.partition("=")
     if not sep or not key.strip() or any(not part for part in key.strip().split(".")):
-        raise ValueError(f"--set {item!r}: write KEY=VALUE with a dotted key, e.g. --set train.epochs=5")
+        raise ValueError(f"--set {shorten(item)!r}: write KEY=VALUE with a dotted key, e.g. --set train.epochs=5")
     try:
         value = json.loads(raw)
-    except json.JSONDecodeError:
+    except (ValueError, RecursionError):
         value = raw
     return key.strip().split("."), value
+
+
+# fields that may be written as a bare name, so --set can reach into them
+SHORTHAND_FIELDS = ("backbone", "reader", "strategy", "optimizer", "scheduler")
 
 
 def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
@@ -162,12 +301,12 @@ def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
         target = raw
         for key in keys[:-1]:
             current = target.get(key)
-            if isinstance(current, str) and key in ("reader", "strategy", "backbone"):
+            if isinstance(current, str) and key in SHORTHAND_FIELDS:
                 current = {"name": current}  # let --set reach into the shorthand
             if current is None:
                 current = {}
             if not isinstance(current, dict):
-                problems.append((".".join(keys), f"--set cannot go inside {key!r}, which is not an object"))
+                problems.append((f"--set {shorten(item)}", f"cannot go inside {key!r}, which is not an object"))
                 break
             target[key] = current
             target = current
@@ -176,6 +315,23 @@ def apply_overrides(raw: dict, overrides: list[str], source: str) -> dict:
     if problems:
         raise SpecError(problems, source)
     return raw
+
+
+def blame_overrides(problems: list[tuple[str, str]], overrides: list[str]) -> list[tuple[str, str]]:
+    """A problem at a field that a --set wrote is shown as that override's, not the file's."""
+    keys = []
+    for item in overrides:
+        key = item.partition("=")[0].strip()
+        if key:
+            keys.append((key, item))
+    out = []
+    for loc, message in problems:
+        for key, item in reversed(keys):  # the last --set of a key is the one that counts
+            if loc == key or loc.startswith(key + ".") or key.startswith(loc + "."):
+                loc = f"--set {shorten(item)}: {loc}"
+                break
+        out.append((loc, message))
+    return out
 
 
 class ResolvedComponent:
@@ -234,7 +390,7 @@ def resolve_components(spec: RunSpec, registry) -> tuple[dict, list[tuple[str, s
         try:
             found[attr] = ResolvedComponent(component, component.options.model_validate(ref.options))
         except ValidationError as exc:
-            problems += problems_from(exc, tuple(path) + ("options",))
+            problems += problems_from(exc, tuple(path) + ("options",), component.options)
     return found, problems
 
 
@@ -245,21 +401,37 @@ def validate_extras(spec: RunSpec) -> list[tuple[str, str]]:
     return [("data.augment" + loc, msg) for loc, msg in validate_augment(spec.data.augment)]
 
 
-def resolve_spec(raw: Any, registry, base_dir: Path, source: str = "spec") -> Resolved:
+def output_problems(output: str, base_dir: Path) -> list[tuple[str, str]]:
+    """`output` must be (or become) a folder: a file there, or above it, makes a run fail late."""
+    path = Path(output).expanduser()
+    path = path if path.is_absolute() else base_dir / path
+    try:
+        for folder in (path, *path.parents):
+            if folder.exists():
+                if not folder.is_dir():
+                    return [("output", f"{shorten(str(folder), 200)} is a file, not a folder: "
+                                       "no run directory can be made in it")]
+                break
+    except OSError as exc:  # a name too long for the file system, say
+        return [("output", f"{shorten(output, 200)}: {exc.strerror}")]
+    return []
+
+
+def resolve_spec(raw: Any, registry, base_dir: Path, source: str = "spec", overrides: list[str] = ()) -> Resolved:
     if not isinstance(raw, dict):
         raise SpecError([("", "the spec must be a JSON object")], source)
     try:
         spec = RunSpec.model_validate(raw)
     except ValidationError as exc:
         # still check the component names we can read, so all errors come at once
-        problems = problems_from(exc) + _names_only(raw, registry)
-        raise SpecError(_dedupe(problems), source) from None
+        problems = problems_from(exc, model=RunSpec) + _names_only(raw, registry)
+        raise SpecError(_dedupe(blame_overrides(problems, list(overrides))), source) from None
     if spec.base_dir is not None:  # a run directory's spec.json: paths start where the original's did
         base_dir = Path(os.path.normpath(Path(base_dir) / Path(spec.base_dir).expanduser()))
     found, problems = resolve_components(spec, registry)
-    problems += validate_extras(spec)
+    problems += validate_extras(spec) + output_problems(spec.output, base_dir)
     if problems:
-        raise SpecError(problems, source)
+        raise SpecError(_dedupe(blame_overrides(problems, list(overrides))), source)
     return Resolved(spec, base_dir, found["backbone"], found["reader"], found["strategy"])
 
 
@@ -284,19 +456,25 @@ def _dedupe(problems: list[tuple[str, str]]) -> list[tuple[str, str]]:
     return list(dict.fromkeys(problems))
 
 
+def load_raw(path: str | Path, overrides: list[str] = ()) -> Any:
+    """The spec file's JSON with the --set overrides applied."""
+    source = str(path)
+    raw = parse_json(read_spec_text(Path(path), source), source)
+    if isinstance(raw, dict):
+        raw = apply_overrides(raw, list(overrides), source)
+    return raw
+
+
 def load_spec(path: str | Path, registry, overrides: list[str] = ()) -> Resolved:
     path = Path(path)
     source = str(path)
-    try:
-        text = path.read_text(encoding="utf-8-sig")
-    except FileNotFoundError:
-        raise SpecError([("", f"spec file {source} does not exist")], source) from None
-    except OSError as exc:
-        raise SpecError([("", f"cannot read spec file {source}: {exc.strerror}")], source) from None
-    raw = parse_json(text, source)
-    if isinstance(raw, dict):
-        raw = apply_overrides(raw, list(overrides), source)
-    resolved = resolve_spec(raw, registry, path.resolve().parent, source)
+    resolved = resolve_spec(load_raw(path, overrides), registry, path.resolve().parent, source, overrides)
     if resolved.spec.name is None:
-        resolved.spec.name = path.stem
+        resolved.spec.name = default_name(path)
     return resolved
+
+
+def default_name(path: Path) -> str:
+    """The spec file's stem, made a valid run name."""
+    name = "".join(char if ord(char) >= 32 and char not in "/\\" else "_" for char in path.stem)[:MAX_NAME]
+    return name if name not in ("", ".", "..") else "run"

@@ -90,7 +90,15 @@ class Catalog(dict):
         close = closest(name, list(self))
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
         plural = {"dataset reader": "readers", "freeze strategy": "strategies"}.get(self.kind, self.kind + "s")
-        return f"Unknown {self.kind} {name!r}.{hint} Run 'tlzoo list {plural}'."
+        return f"Unknown {self.kind} {shown_name(name)}.{hint} Run 'tlzoo list {plural}'."
+
+
+def shown_name(name: str, limit: int = 80) -> str:
+    """repr of a name for messages, cut when long (a 100 KB name must not fill the terminal)."""
+    return repr(name) if len(name) <= limit else f"{name[:limit]!r}... ({len(name)} characters)"
+
+
+MAX_MATCHED = 200
 
 
 def _similarity(word: str, candidate: str) -> float:
@@ -102,7 +110,13 @@ def _similarity(word: str, candidate: str) -> float:
 
 
 def closest(word: str, candidates: list[str], cutoff: float = 0.6, margin: float = 0.05) -> list[str]:
-    """The best matches only: those scoring within `margin` of the best one, at most five."""
+    """The best matches only: those scoring within `margin` of the best one, at most five.
+
+    Words longer than MAX_MATCHED get none: difflib is quadratic, and a 100 KB name
+    took 44 s against every timm name (no real name is that long).
+    """
+    if len(word) > MAX_MATCHED:
+        return []
     scored = [(ratio, c) for c in candidates if (ratio := _similarity(word, c)) >= cutoff]
     if not scored:
         return []

@@ -13,26 +13,31 @@ import fnmatch
 from tlzoo.cli import listing_cache
 from tlzoo.model.hub import cached_file
 
-HEADERS = ["name", "plugin", "weights", "params", "input"]
+# The table has no parameter count: timm gives none without building each model (about a
+# second each, even on the meta device, for 1,371 models), so the column was '-' for most rows.
+# Rows keep "params" where a plugin's info states it (torchvision's weights meta).
+HEADERS = ["name", "plugin", "weights", "input"]
 
 
-def format_count(count) -> str:
-    if not count:
-        return "-"
-    return f"{count / 1e6:.1f}M"
+def row_of(name: str, plugin: str, info: dict) -> dict:
+    return {"name": name, "plugin": plugin, "weights": info.get("weights", "?"), "params": info.get("params"),
+            "input": info.get("input_size"), "sources": info.get("sources", [])}
 
 
 def collect_rows() -> tuple[list[dict], bool]:
-    """Every registered backbone's listing facts, and whether every plugin loaded (only then may they be cached)."""
+    """Every registered backbone's listing facts, and whether every plugin loaded (only then may they be cached).
+
+    A backbone's `info()` may list `variants` (timm's pretrained tags, `timm/<name>.<tag>`), each
+    a dict of the same facts with its own `name`; each is a row of its own.
+    """
     from tlzoo.registry import get_registry
 
     registry = get_registry()
     rows = []
     for component in registry.backbones.list():
         info = component.info() if component.info else {}
-        rows.append({"name": component.name, "plugin": component.plugin, "weights": info.get("weights", "?"),
-                     "params": info.get("params"), "input": info.get("input_size"),
-                     "sources": info.get("sources", [])})
+        rows.append(row_of(component.name, component.plugin, info))
+        rows += [row_of(variant["name"], component.plugin, variant) for variant in info.get("variants", [])]
     complete = all(plugin.status != "failed" for plugin in registry.plugins)
     return rows, complete
 
@@ -72,6 +77,5 @@ def matching_backbones(pattern: str | None, pretrained: bool = False, offline: b
 
 
 def backbone_rows(pattern: str | None, pretrained: bool = False, offline: bool = False) -> list[list[str]]:
-    return [[row["name"], row["plugin"], row["weights"], format_count(row["params"]),
-             str(row["input"]) if row["input"] else "-"]
+    return [[row["name"], row["plugin"], row["weights"], str(row["input"]) if row["input"] else "-"]
             for row in matching_backbones(pattern, pretrained, offline)]

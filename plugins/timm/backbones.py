@@ -149,18 +149,26 @@ def make_build(model_name: str):
 
 
 def make_info(model_name: str):
-    def describe() -> dict:
-        cfg = pretrained_cfg(model_name)
+    def facts(cfg) -> dict:
         sources = sources_of(cfg)
         size = cfg.input_size[-1] if cfg is not None and cfg.input_size else None
         return {"weights": "download" if sources else "none", "input_size": size, "sources": sources}
+
+    def describe() -> dict:
+        from timm.models import get_arch_pretrained_cfgs
+
+        # each pretrained tag is a backbone of its own (timm/<name>.<tag>), listed from timm's configs
+        tagged = get_arch_pretrained_cfgs(model_name) if "." not in model_name else {}  # 'arch.tag' -> cfg
+        variants = [{"name": PREFIX + name, **facts(cfg)} for name, cfg in tagged.items() if "." in name]
+        return {**facts(pretrained_cfg(model_name)), "variants": variants}
 
     return describe
 
 
 def component(model_name: str, plugin: str = "") -> Component:
     return Component(name=PREFIX + model_name, description=f"timm {model_name}", build=make_build(model_name),
-                     options=TimmOptions, info=make_info(model_name), plugin=plugin)
+                     options=TimmOptions, info=make_info(model_name), plugin=plugin,
+                     extra={"check_weights": lambda options, weights: choose_weights(model_name, weights)})
 
 
 @hookimpl

@@ -170,4 +170,5 @@ def register_backbones(register):
     for name in list_models(module=torchvision.models):
         default = get_model_weights(name).DEFAULT
         register(Component(name=PREFIX + name, description=describe(name, default), build=make_build(name),
-                           options=options_for(name), info=make_info(name, default)))
+                           options=options_for(name), info=make_info(name, default),
+                           extra={"check_weights": lambda options, weights, name=name: choose_weights(name, weights)}))

@@ -1,0 +1,143 @@
+"""`tlzoo validate`: everything `tlzoo run` would refuse before training, reported at once.
+
+Beyond the spec's own validation this runs the dataset reader (which lists the
+files and reads txt/csv lists, but decodes no image: scanning a big set is the
+run's job), maps the classes, checks a named weights variant with the backbone's
+own check when it offers one (`Component.extra["check_weights"]`), a weights
+file's existence and the device. Each part runs on the raw
+spec, so a problem in one field never hides the problems of another.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, Callable
+
+from pydantic import ValidationError
+
+from tlzoo.errors import SpecError, TlzooError
+from tlzoo.registry.catalog import closest
+from tlzoo.spec import (BackboneSpec, ComponentRef, Resolved, WeightsFile, blame_overrides, default_name, load_raw, resolve_spec,
+                        shorten)
+
+Problems = list[tuple[str, str]]
+PLAIN_WEIGHTS = ("pretrained", "none")
+
+
+def validate_everything(path: Path, registry, overrides: list[str] = ()) -> Resolved:
+    """The resolved spec, or one SpecError with every problem that would stop `tlzoo run` before training."""
+    source = str(path)
+    raw = load_raw(path, overrides)
+    base_dir = Path(path).resolve().parent
+    problems: Problems = []
+    resolved = None
+    try:
+        resolved = resolve_spec(raw, registry, base_dir, source, overrides)
+    except SpecError as exc:
+        problems += exc.problems
+    late = blame_overrides(preflight_problems(raw, registry, base_dir), list(overrides))
+    problems += [problem for problem in late if problem not in problems]
+    if problems:
+        raise SpecError(problems, source)
+    if resolved.spec.name is None:
+        resolved.spec.name = default_name(Path(path))
+    return resolved
+
+
+def preflight_problems(raw: Any, registry, base_dir: Path) -> Problems:
+    if not isinstance(raw, dict):
+        return []
+    problems: Problems = []
+    for check in (_reader_problems, _weights_problems, _device_problems):
+        problems += check(raw, registry, base_dir)
+    return problems
+
+
+def _section(raw: dict, *keys: str) -> Any:
+    for key in keys:
+        raw = raw.get(key) if isinstance(raw, dict) else None
+    return raw
+
+
+def _component(raw_ref: Any, registry, kind: str, model=ComponentRef):
+    """(component, validated options) for a raw component reference, or None when the spec's own
+    validation already reports what is wrong with it."""
+    try:
+        ref = model.model_validate(raw_ref)
+        component = registry.catalog(kind).get_component(ref.name)
+        return component, component.options.model_validate(ref.options)
+    except (ValidationError, LookupError):
+        return None
+
+
+def _reader_problems(raw: dict, registry, base_dir: Path) -> Problems:
+    from tlzoo.data.labelled import map_classes
+    from tlzoo.data.samples import ReaderOutput
+
+    found = _component(_section(raw, "data", "reader"), registry, "readers")
+    if found is None:
+        return []
+    component, options = found
+    try:
+        output = component.build(options, base_dir)
+        if isinstance(output, ReaderOutput):
+            map_classes(output)
+    except TlzooError as exc:
+        return [located("data.reader", str(exc))]
+    return []
+
+
+def located(loc: str, message: str) -> tuple[str, str]:
+    """A plugin's message as a problem: its own 'data.reader.options.root: ...' prefix becomes the location,
+    and its HINT line is indented under it."""
+    head, sep, rest = message.partition(": ")
+    if sep and head.startswith(loc) and " " not in head:
+        loc, message = head, rest
+    return loc, message.replace("\n", "\n  ")
+
+
+def _weights_problems(raw: dict, registry, base_dir: Path) -> Problems:
+    backbone = raw.get("backbone", {"name": "efficientnet_lite0"})
+    weights = backbone.get("weights", "pretrained") if isinstance(backbone, dict) else "pretrained"
+    if isinstance(weights, dict):
+        try:
+            path = Path(WeightsFile.model_validate(weights).path).expanduser()
+        except ValidationError:
+            return []
+        path = path if path.is_absolute() else base_dir / path
+        if not path.is_file():
+            what = "is a folder" if path.is_dir() else "does not exist"
+            return [("backbone.weights.path", f"weights file {path} {what}")]
+        return []
+    if not isinstance(weights, str) or weights in PLAIN_WEIGHTS:
+        return []
+    found = _component(backbone, registry, "backbones", BackboneSpec)
+    close = closest(weights, list(PLAIN_WEIGHTS), cutoff=0.75)
+    typo = f" Did you mean: {close[0]}?" if close else ""  # 'pretrianed' is a typo, not a variant
+    check: Callable | None = found[0].extra.get("check_weights") if found else None
+    if check is None:
+        if typo:
+            return [("backbone.weights", f"{shorten(weights)!r} is not a weights name.{typo} "
+                                         "Use 'pretrained', 'none', a named variant or {\"path\": ...}")]
+        return []
+    try:
+        check(found[1], weights)
+    except TlzooError as exc:
+        message = exc.message + ("." + typo if typo else "") + (f"\n  HINT: {exc.hint}" if exc.hint else "")
+        return [located("backbone.weights", message)]
+    return []
+
+
+def _device_problems(raw: dict, registry, base_dir: Path) -> Problems:
+    from tlzoo.runtime.device import resolve_device
+    from tlzoo.spec import TrainSpec
+
+    device = _section(raw, "train", "device")
+    if not isinstance(device, str):
+        return []
+    try:
+        TrainSpec.model_validate({"device": device})
+        resolve_device(device)
+    except (ValidationError, TlzooError) as exc:
+        return [] if isinstance(exc, ValidationError) else [("train.device", exc.message)]
+    return []
