@@ -91,13 +91,18 @@ def labelled_from(output: ReaderOutput, bad_files: str = "skip", max_bad_fractio
 
 
 def _check_no_leaks(splits: dict[str, list[tuple[Sample, int]]]) -> None:
-    """Refuse an image that two splits share (by resolved path: symlinks and ../ spellings count)."""
+    """Refuse an image that two splits share (by resolved path: symlinks and ../ spellings count).
+
+    Two splits made of exactly the same images are one folder or list named twice on
+    purpose (`tlzoo evaluate --data` reads a folder as both): not a leak.
+    """
+    resolved = {split: {_resolved(sample.path) for sample, _ in samples} for split, samples in splits.items()}
     first: dict[Path, tuple[str, Sample]] = {}
     leaks = []
     for split, samples in splits.items():
         for sample, _ in samples:
             key = _resolved(sample.path)
-            if key in first and first[key][0] != split:
+            if key in first and first[key][0] != split and resolved[first[key][0]] != resolved[split]:
                 other, where = first[key]
                 leaks.append(f"{_where(sample)}: in {split}, and in {other} as {_where(where)}")
             first.setdefault(key, (split, sample))

@@ -25,10 +25,15 @@ from tlzoo.data.batches import SourceSetup, eval_source, seed_everything, train_
 from tlzoo.engine.loop import LoopConfig, Trainer
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
 from tlzoo.engine.progress import make_progress
+from tlzoo.engine.held_out import score_test
 from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
 from tlzoo.engine.state import TrainState
 
 MODEL_FORMAT = "tlzoo-model/1"
+RANDOM_FEATURES_WARNING = (
+    "warning: strategy head_only with backbone.weights 'none' trains only a new head on a frozen, random "
+    "backbone: expect accuracy near chance\n  HINT: use weights 'pretrained' (or a weights file), or a strategy "
+    "that trains the backbone such as 'none'")
 
 
 @dataclass
@@ -127,12 +132,16 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
         run_dir = resumed.accept(data.classes)
     write_skipped(data.skipped, run_dir / outputs.SKIPPED_FILE)
     log(f"run directory: {run_dir}")
-    log(f"data: {len(data.train)} training and {len(data.val)} validation images in {len(data.classes)} classes"
+    log(f"data: {len(data.train)} training and {len(data.val)} validation images"
+        + (f" ({len(data.test)} held-out test images)" if data.test is not None else "")
+        + f" in {len(data.classes)} classes"
         + (f"; {len(data.skipped)} file(s) skipped, listed in {run_dir / outputs.SKIPPED_FILE}" if data.skipped else ""))
     log(f"model: {resolved.backbone.name} (weights: {built.weights}), {built.model.num_groups} parameter groups, "
         f"{count_parameters(built.model):,} parameters")
     for line in built.report.lines():
         log(f"weights: {line}")
+    if spec.train.strategy.name == "head_only" and built.weights == "none":
+        log(RANDOM_FEATURES_WARNING)
     eval_batch_size = spec.data.eval_batch_size or spec.data.batch_size
     return RunSetup(resolved, run_dir, data, built, spec_json, device, precision, eval_batch_size)
 
@@ -253,5 +262,8 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
             outputs.remove_unfinished(run_dir, remove_folder=created)
         raise
     summary = summarize(setup, state, time.perf_counter() - started)
+    test = score_test(setup, progress.message)
+    if test is not None:
+        summary["test"] = test
     outputs.write_json(setup.run_dir / outputs.SUMMARY_FILE, summary)
     return RunResult(setup.run_dir, summary)
