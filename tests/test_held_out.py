@@ -72,3 +72,13 @@ def test_head_only_on_random_weights_is_warned_about(tmp_path, capsys, weights, 
     assert code == 0, err
     assert ("warning: strategy head_only with backbone.weights 'none'" in err) == warned, err
     assert ("HINT: use weights 'pretrained'" in err) == warned
+
+
+def test_validate_warns_about_head_only_on_random_weights(tmp_path, capsys):
+    root = make_images(tmp_path / "data", train=2, val=1)
+    spec = write_spec(tmp_path, root, backbone={"weights": "none"}, train={"strategy": "head_only"})
+    code, out, err = run_cli(capsys, "validate", str(spec))
+    assert code == 0 and ": ok" in out, err
+    assert "warning: strategy head_only with backbone.weights 'none'" in err and "HINT:" in err
+    code, out, err = run_cli(capsys, "validate", str(write_spec(tmp_path, root, train={"strategy": "head_only"})))
+    assert code == 0 and "warning" not in err

@@ -87,6 +87,10 @@ def validate(
     resolved = validate_everything(spec, registry(), set_)
     typer.echo(f"{spec}: ok (backbone {resolved.backbone.name}, reader {resolved.reader.name}, "
                f"strategy {resolved.strategy.name})")
+    if resolved.strategy.name == "head_only" and resolved.spec.backbone.weights == "none":
+        from tlzoo.engine.run import RANDOM_FEATURES_WARNING
+
+        typer.echo(f"tlzoo: {RANDOM_FEATURES_WARNING}", err=True)
 
 
 @app.command()
