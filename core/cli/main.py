@@ -103,6 +103,7 @@ def schema():
 
 from tlzoo.cli import run as _run_commands  # noqa: E402,F401  (adds run, evaluate, predict to `app`)
 from tlzoo.cli import cache as _cache_commands  # noqa: E402,F401  (adds cache info, cache clear)
+from tlzoo.cli import export as _export_command  # noqa: E402,F401  (adds export to `app`)
 
 
 def main(argv: list[str] | None = None) -> None:

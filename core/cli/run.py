@@ -82,7 +82,8 @@ def evaluate(
 
 @app.command()
 def predict(
-    run_dir: Path = typer.Argument(..., help="a run directory written by `tlzoo run`"),
+    run_dir: Path = typer.Argument(..., help="a run directory written by `tlzoo run`, "
+                                             "or a .onnx/.pt2 file from `tlzoo export`"),
     inputs: List[Path] = typer.Argument(..., help="image files or folders"),
     top_k: int = typer.Option(5, "--top-k", min=1, help="classes to show per image"),
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
@@ -90,6 +91,7 @@ def predict(
 ):
     """Predict the classes of images with a run's model."""
     from tlzoo.engine.inference import collect_images, load_run, predict as predict_images
+    from tlzoo.export.predicting import is_exported_file, load_exported, predict_exported
 
     if fmt not in ("table", "csv", "json"):
         raise TlzooError(f"--format {fmt!r}: choose table, csv or json")
@@ -99,8 +101,10 @@ def predict(
     if not paths:
         raise TlzooError("no image files found in " + ", ".join(map(str, inputs)),
                          f"tlzoo looks for these suffixes in folders: .jpg .jpeg .png .bmp .gif .tif .webp")
-    loaded = load_run(run_dir, registry(), which)
-    results = predict_images(loaded, paths, top_k)
+    if is_exported_file(run_dir):  # FILE.onnx / FILE.pt2 from `tlzoo export`: its metadata says how to feed it
+        results = predict_exported(load_exported(run_dir), paths, top_k)
+    else:
+        results = predict_images(load_run(run_dir, registry(), which), paths, top_k)
     typer.echo(render(results, fmt), nl=False)
     failed = [r for r in results if r.error]
     for item in failed:

@@ -1,0 +1,182 @@
+"""ONNX files: writing (dynamo exporter, else TorchScript), metadata inside, reading, int8.
+
+The metadata travels inside the file (`metadata_props`, key "tlzoo", JSON), so a
+consumer needs nothing beside it. The "model" checksum covers the serialized
+graph (weights included), so an edited graph or a graph given another file's
+metadata is refused.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import re
+import sys
+import warnings
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from tlzoo.errors import TlzooError
+from tlzoo.export import metadata
+
+METADATA_KEY = "tlzoo"
+DEFAULT_OPSET = 18
+INPUT_NAME, OUTPUT_NAME = "images", "logits"
+
+
+def require_onnx():
+    try:
+        import onnx  # noqa: F401
+        import onnxruntime  # noqa: F401
+    except ImportError as exc:
+        raise TlzooError(f"ONNX export and prediction need onnx and onnxruntime ({exc.name} is not installed)",
+                         "pip install 'tlzoo[export]'") from None
+
+
+def operator_of(error: BaseException) -> str | None:
+    """The ATen operator an exporter could not translate, when its message names one."""
+    text = "".join(str(e) for e in (error, error.__cause__, error.__context__) if e is not None)
+    found = re.search(r"aten::[A-Za-z0-9_.]+|torch\.ops\.aten\.[A-Za-z0-9_.]+|aten\.[A-Za-z0-9_]+(?:\.[A-Za-z_]+)?",
+                      text)
+    return found.group(0).replace("torch.ops.", "").replace("aten.", "aten::", 1) if found else None
+
+
+def _first_line(error: BaseException) -> str:
+    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
+
+
+def _dynamo(module, example, path: Path, opset: int) -> None:
+    import onnxscript  # noqa: F401  (the dynamo exporter needs it; ImportError means: fall back)
+
+    batch = torch.export.Dim("batch", min=1)
+    # the exporter narrates its steps on stdout, which carries tlzoo's results: keep it quiet
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_shapes=({0: batch},), external_data=False, verbose=False)
+
+
+def _torchscript(module, example, path: Path, opset: int) -> None:
+    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
+                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+
+
+def write_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET,
+                exporter: str = "auto", log: Callable[[str], None] = print) -> str:
+    """Export `module` to `path` with a dynamic batch; returns the exporter used ('dynamo' or 'torchscript')."""
+    require_onnx()
+    tried: list[str] = []
+    operator = None
+    if exporter in ("auto", "dynamo"):
+        try:
+            _dynamo(module, example, path, opset)
+            return "dynamo"
+        except ImportError as exc:
+            tried.append(f"dynamo exporter unavailable ({exc.name} is not installed)")
+        except Exception as exc:  # the exporter raises many types; each is a reason to try the other
+            operator = operator_of(exc)
+            tried.append(f"dynamo exporter failed: {_first_line(exc)}")
+        if exporter == "auto":
+            log(f"{tried[-1]}; falling back to the TorchScript-based exporter")
+    if exporter in ("auto", "torchscript"):
+        try:
+            _torchscript(module, example, path, opset)
+            return "torchscript"
+        except Exception as exc:
+            operator = operator_of(exc) or operator
+            tried.append(f"TorchScript exporter failed: {_first_line(exc)}")
+    path.unlink(missing_ok=True)
+    named = f"operator {operator} cannot be exported to ONNX opset {opset}" if operator else \
+        f"the model cannot be exported to ONNX opset {opset}"
+    raise TlzooError(f"{named} ({'; '.join(tried)})",
+                     f"try a newer --opset (up to {max(opset, 20)}), or --format pt2 (torch.export, no ONNX "
+                     "operator set), or a backbone without this operator")
+
+
+def graph_checksum(model) -> str:
+    """Checksum of the graph and its weights, independent of metadata_props."""
+    return metadata.checksum(model.graph.SerializeToString(deterministic=True))
+
+
+def embed(path: Path, meta: dict) -> dict:
+    """Seal `meta` against the graph at `path` and store it inside the file; returns the sealed metadata."""
+    import onnx
+
+    model = onnx.load(str(path))
+    sealed = metadata.seal(meta, graph_checksum(model))
+    kept = [p for p in model.metadata_props if p.key != METADATA_KEY]
+    del model.metadata_props[:]
+    model.metadata_props.extend(kept)
+    model.metadata_props.add(key=METADATA_KEY, value=json.dumps(sealed))
+    onnx.save(model, str(path))
+    return sealed
+
+
+def read_metadata(path: Path) -> dict:
+    """The verified metadata of an exported ONNX file (TlzooError naming file and key otherwise)."""
+    require_onnx()
+    import onnx
+
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:
+        raise TlzooError(f"{path} is not a readable ONNX file: {_first_line(exc)}",
+                         "pass a file written by `tlzoo export --format onnx`") from None
+    props = {p.key: p.value for p in model.metadata_props}
+    if METADATA_KEY not in props:
+        raise TlzooError(f"{path} has no tlzoo metadata (metadata_props key {METADATA_KEY!r} is missing)",
+                         "export the run with `tlzoo export RUN_DIR --format onnx`; tlzoo never guesses "
+                         "an exported model's preprocessing or classes")
+    try:
+        meta = json.loads(props[METADATA_KEY])
+    except json.JSONDecodeError as exc:
+        raise TlzooError(f"{path}: metadata_props key {METADATA_KEY!r} is not valid JSON ({exc})",
+                         "export the run again") from None
+    meta = metadata.verify(meta, path, graph_checksum(model))
+    outputs = model.graph.output[0].type.tensor_type.shape.dim
+    if len(outputs) == 2 and outputs[1].dim_value and outputs[1].dim_value != len(meta["classes"]):
+        raise TlzooError(f"{path}: the graph gives {outputs[1].dim_value} logits but metadata key 'classes' "
+                         f"names {len(meta['classes'])}", "export the run again")
+    return meta
+
+
+def session(path: Path, threads: int | None = None):
+    """An onnxruntime CPU session."""
+    require_onnx()
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3  # warnings about unused initializers are noise for a user
+    if threads:
+        options.intra_op_num_threads = threads
+    return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+
+
+def runner(path: Path, threads: int | None = None) -> Callable:
+    """numpy batch -> numpy logits."""
+    sess = session(path, threads)
+    name = sess.get_inputs()[0].name
+    return lambda batch: sess.run(None, {name: batch})[0]
+
+
+def quantize_dynamic(source: Path, target: Path) -> None:
+    """int8 weights (onnxruntime dynamic quantization: MatMul and Conv)."""
+    import logging
+
+    from onnxruntime.quantization import QuantType, quantize_dynamic as ort_quantize
+
+    # the quantizer advises pre-processing on the root logger; dynamic int8 is checked by parity instead
+    logging.disable(logging.WARNING)
+    try:
+        with contextlib.redirect_stdout(sys.stderr):
+            ort_quantize(str(source), str(target), weight_type=QuantType.QInt8)
+    finally:
+        logging.disable(logging.NOTSET)
