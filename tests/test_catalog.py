@@ -89,3 +89,34 @@ def test_component_options_forbid_extra_keys():
         for component in list(get_registry().catalog(kind).values())[:50]:
             with pytest.raises(ValidationError):
                 component.options.model_validate({"surely_not_an_option": 1})
+
+
+def test_a_name_too_long_to_match_gets_no_did_you_mean_and_is_shown_cut(catalog):
+    import time
+
+    start = time.perf_counter()
+    with pytest.raises(UnknownComponent) as info:
+        catalog.get_component("resnet50" * 10_000)
+    message = str(info.value)
+    assert time.perf_counter() - start < 1
+    assert "Did you mean" not in message and "(80000 characters)" in message and len(message) < 300
+
+
+def test_listing_nothing_is_an_error_that_suggests_the_prefixed_names(capsys):
+    from tlzoo.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["list", "backbones", "resnet18"])
+    stderr = capsys.readouterr().err
+    assert exit_info.value.code == 2, stderr
+    assert "tlzoo: error: no backbone matches pattern 'resnet18'" in stderr
+    assert "timm/resnet18" in stderr and "torchvision/resnet18" in stderr
+
+
+def test_timm_pretrained_tags_are_listed_and_the_table_has_no_empty_params_column():
+    from tlzoo.cli.listing import HEADERS, backbone_rows
+
+    names = [row[0] for row in backbone_rows("timm/resnet18.*")]
+    assert "timm/resnet18.a1_in1k" in names and "timm/resnet18.tv_in1k" in names
+    assert all(name.count(".") == 1 for name in names)
+    assert "params" not in HEADERS and all(len(row) == len(HEADERS) for row in backbone_rows("timm/resnet18*"))
