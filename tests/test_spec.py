@@ -288,3 +288,12 @@ def test_a_closed_pipe_ends_quietly_with_exit_0():
         os.close(write_end)
     assert result.returncode == 0, result.stderr
     assert result.stderr == ""
+
+
+def test_schema_says_optimizer_and_scheduler_take_a_bare_name():
+    from tlzoo.cli.schema import spec_schema
+    from tlzoo.registry import get_registry
+
+    train = spec_schema(get_registry())["$defs"]["TrainSpec"]["properties"]
+    assert {"enum": ["none", "step", "cosine", "onecycle"]} in train["scheduler"]["anyOf"]
+    assert {"enum": ["sgd", "adam", "adamw"]} in train["optimizer"]["anyOf"]

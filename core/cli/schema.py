@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
-from tlzoo.spec import RunSpec
+import typing
+
+from tlzoo.spec import OptimizerSpec, RunSpec, SchedulerSpec
 
 
 def component_schema(catalog) -> dict:
@@ -32,4 +34,10 @@ def spec_schema(registry) -> dict:
                                                   component_schema(registry.catalog("backbones"))]}
     schema["$defs"]["DataSpec"]["properties"]["reader"] = component_schema(registry.catalog("readers"))
     schema["$defs"]["TrainSpec"]["properties"]["strategy"] = component_schema(registry.catalog("strategies"))
+    for field, model in (("optimizer", OptimizerSpec), ("scheduler", SchedulerSpec)):
+        # a bare name is shorthand for {"name": ...}
+        names = list(typing.get_args(model.model_fields["name"].annotation))
+        schema["$defs"]["TrainSpec"]["properties"][field] = {
+            "anyOf": [{"$ref": f"#/$defs/{model.__name__}"}, {"enum": names}],
+            "default": model.model_fields["name"].default}
     return schema
