@@ -20,11 +20,10 @@ from tlzoo.model.build import build_model
 from tlzoo.spec import HeadSpec, ResolvedComponent
 from tlzoo.rundir.training_state import strip_training
 from tlzoo.model.weights import load_state_file
-from tlzoo.rundir import outputs
+from tlzoo.rundir.sidecar import read_model_sidecar
 from tlzoo.data.batches import SourceSetup, eval_source
 from tlzoo.engine.metrics import EvalResult, evaluate, forward_eval
 from tlzoo.data.batches import Batch
-from tlzoo.engine.run import MODEL_FORMAT
 from tlzoo.runtime.device import configure_threads, resolve_device, resolve_workers
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
@@ -81,10 +80,7 @@ def load_run(run_dir: Path, registry, which: str = "best", device: str = "cpu") 
     if not run_dir.is_dir():
         raise TlzooError(f"run directory {run_dir} does not exist", "pass the folder that `tlzoo run` printed")
     weights_file = run_dir / f"{which}.safetensors"
-    meta = outputs.read_json(run_dir / f"{which}.json", f"{which} model sidecar")
-    if meta.get("format") != MODEL_FORMAT:
-        raise TlzooError(f"{run_dir / (which + '.json')} has format {meta.get('format')!r}, not {MODEL_FORMAT!r}",
-                         "it was written by another tool or another tlzoo version")
+    meta = read_model_sidecar(run_dir, which)  # validated, and the same as the copy inside the weights file
     classes = list(meta["classes"])
     backbone = backbone_component(registry, meta["backbone"]["name"], meta["backbone"]["options"])
     built = build_model(backbone, "none", HeadSpec.model_validate(meta["head"]), len(classes))

@@ -21,6 +21,7 @@ from tlzoo.runtime.precision import precision_note
 from tlzoo.runtime.compiled import fast_mode
 from tlzoo.model.build import build_model
 from tlzoo.rundir import outputs
+from tlzoo.rundir.sidecar import MODEL_FORMAT
 from tlzoo.data.batches import SourceSetup, eval_source, seed_everything, train_source
 from tlzoo.engine.loop import LoopConfig, Trainer
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
@@ -29,7 +30,6 @@ from tlzoo.engine.held_out import score_test
 from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
 from tlzoo.engine.state import TrainState
 
-MODEL_FORMAT = "tlzoo-model/1"
 RANDOM_FEATURES_WARNING = (
     "warning: strategy head_only with backbone.weights 'none' trains only a new head on a frozen, random "
     "backbone: expect accuracy near chance\n  HINT: use weights 'pretrained' (or a weights file), or a strategy "
