@@ -145,6 +145,14 @@ class CacheSpec(StrictModel):
     dir: str | None = Field(None, description="where the cache lives (default: ~/.cache/tlzoo)")
 
 
+class ReportSpec(StrictModel):
+    enabled: bool = Field(True, description="write report.html (and its figures) into the run directory at the end")
+    top_losses: StrictInteger = Field(16, ge=0, le=1000, description="validation images with the highest loss shown")
+
+
+ALWAYS_ON_LOGGER = "metrics"  # metrics.jsonl/csv: the run directory's record of its epochs, read by the report
+
+
 class RunSpec(StrictModel):
     name: str | None = Field(None, description="run name (default: the spec file's stem); one folder name, no '/'")
     backbone: BackboneSpec = BackboneSpec()
@@ -152,6 +160,10 @@ class RunSpec(StrictModel):
     data: DataSpec
     train: TrainSpec = TrainSpec()
     cache: CacheSpec = CacheSpec()
+    report: ReportSpec = ReportSpec()
+    loggers: list[ComponentRef] = Field(
+        default_factory=lambda: [ComponentRef(name=ALWAYS_ON_LOGGER)],
+        description="run loggers (tlzoo list loggers), e.g. [\"tensorboard\"]; 'metrics' is always added")
     output: str = Field("runs", min_length=1, description="folder that receives one run directory per run")
     base_dir: str | None = Field(None, description="folder that relative paths start from (default: the spec "
                                                    "file's folder); a run directory's spec.json sets it")
@@ -162,6 +174,13 @@ class RunSpec(StrictModel):
         if value is not None:
             check_run_name(value)
         return value
+
+    @field_validator("loggers")
+    @classmethod
+    def _metrics_always_on(cls, value: list[ComponentRef]) -> list[ComponentRef]:
+        if any(ref.name == ALWAYS_ON_LOGGER for ref in value):
+            return value
+        return [ComponentRef(name=ALWAYS_ON_LOGGER), *value]
 
     @field_validator("output")
     @classmethod
@@ -352,12 +371,13 @@ class ResolvedComponent:
 class Resolved:
     """A validated spec with its components looked up in the registry."""
 
-    def __init__(self, spec: RunSpec, base_dir: Path, backbone, reader, strategy):
+    def __init__(self, spec: RunSpec, base_dir: Path, backbone, reader, strategy, loggers=()):
         self.spec = spec
         self.base_dir = base_dir
         self.backbone = backbone
         self.reader = reader
         self.strategy = strategy
+        self.loggers = list(loggers)  # ResolvedComponent per spec.loggers entry, in order
 
     def path(self, value: str) -> Path:
         """A path from the spec: relative ones are relative to the spec file's folder."""
@@ -391,6 +411,15 @@ def resolve_components(spec: RunSpec, registry) -> tuple[dict, list[tuple[str, s
             found[attr] = ResolvedComponent(component, component.options.model_validate(ref.options))
         except ValidationError as exc:
             problems += problems_from(exc, tuple(path) + ("options",), component.options)
+    found["loggers"] = []
+    for index, ref in enumerate(spec.loggers):
+        try:
+            component = registry.catalog("loggers").get_component(ref.name)
+            found["loggers"].append(ResolvedComponent(component, component.options.model_validate(ref.options)))
+        except UnknownComponent as exc:
+            problems.append((f"loggers.{index}.name", str(exc)))
+        except ValidationError as exc:
+            problems += problems_from(exc, ("loggers", index, "options"), component.options)
     return found, problems
 
 
@@ -432,7 +461,7 @@ def resolve_spec(raw: Any, registry, base_dir: Path, source: str = "spec", overr
     problems += validate_extras(spec) + output_problems(spec.output, base_dir)
     if problems:
         raise SpecError(_dedupe(blame_overrides(problems, list(overrides))), source)
-    return Resolved(spec, base_dir, found["backbone"], found["reader"], found["strategy"])
+    return Resolved(spec, base_dir, found["backbone"], found["reader"], found["strategy"], found["loggers"])
 
 
 def _names_only(raw: dict, registry) -> list[tuple[str, str]]:

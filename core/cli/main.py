@@ -69,6 +69,12 @@ def list_strategies():
     _list_components("strategies")
 
 
+@list_app.command("loggers")
+def list_loggers():
+    """List run loggers."""
+    _list_components("loggers")
+
+
 @list_app.command("plugins")
 def list_plugins():
     """List loaded, skipped and failed plugins."""
@@ -103,6 +109,7 @@ def schema():
 
 from tlzoo.cli import run as _run_commands  # noqa: E402,F401  (adds run, evaluate, predict to `app`)
 from tlzoo.cli import cache as _cache_commands  # noqa: E402,F401  (adds cache info, cache clear)
+from tlzoo.cli import report as _report_command  # noqa: E402,F401  (adds report to `app`)
 from tlzoo.cli import export as _export_command  # noqa: E402,F401  (adds export to `app`)
 
 

@@ -62,6 +62,8 @@ def evaluate(
                                                              "validation split)"),
     which: str = typer.Option("best", "--model", help="best or last"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
+    per_image: Optional[Path] = typer.Option(None, "--per-image", help="write one CSV row per image: path, true, "
+                                                                       "predicted, probability, loss"),
 ):
     """Evaluate a run's model on its validation split or on another folder."""
     from tlzoo.engine.evaluation import evaluate_run
@@ -71,6 +73,11 @@ def evaluate(
         raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
     loaded = load_run(run_dir, registry(), which)
     result, report = evaluate_run(loaded, registry(), data)
+    if per_image is not None:
+        from tlzoo.engine.reporting import write_per_image_csv
+
+        write_per_image_csv(per_image, result.extra["records"])
+        print(f"tlzoo: {len(result.extra['records'])} per-image rows written to {per_image}", file=sys.stderr)
     if as_json:
         typer.echo(json.dumps(report, indent=2))
         return

@@ -113,6 +113,20 @@ def evaluate_items(run: LoadedRun, items: list[tuple[Path, int]], num_workers="a
                     log=log or note)
 
 
+def evaluate_records(run: LoadedRun, items: list[tuple[Path, int]], num_workers="auto", log=None):
+    """Metrics and per-image records (tlzoo.report.records.ImageRecord) from one pass over `items`."""
+    from tlzoo.data.transforms import build_eval_transform
+    from tlzoo.engine.metrics import logits_over, summarize
+    from tlzoo.engine.per_image import records_from_logits
+
+    configure_threads()
+    source = eval_source(SourceSetup(items, build_eval_transform(run.data_config), run.batch_size,
+                                     resolve_workers(num_workers, len(items)), 0, shuffle=False,
+                                     background=run.background))
+    logits, labels = logits_over(run.model, source, run.device, run.precision, fast=run.fast, log=log or note)
+    return summarize(logits, labels, len(run.classes)), records_from_logits(items, logits, labels, run.classes)
+
+
 def collect_images(paths: list[Path]) -> list[Path]:
     """Files as given; folders searched recursively for image files (hidden ones skipped)."""
     found = []

@@ -69,7 +69,13 @@ def write_run_report(run_dir: Path, records: list[ImageRecord], out: Path | None
 
 
 def write_per_image_csv(path: Path, records: list[ImageRecord]) -> None:
-    outputs.write_atomic(Path(path), records_csv(records).encode())
+    path = Path(path)
+    if not path.parent.is_dir():
+        raise TlzooError(f"cannot write {path}: folder {path.parent} does not exist", "create it or pick another path")
+    try:
+        outputs.write_atomic(path, records_csv(records).encode())
+    except OSError as exc:
+        raise TlzooError(f"cannot write {path}: {exc.strerror}", "pick a path you can write to") from None
 
 
 def best_model_records(setup, log) -> list[ImageRecord]:
@@ -109,6 +115,7 @@ def report_after_run(setup, log) -> Path | None:
     records = best_model_records(setup, log)
     if records:
         write_per_image_csv(setup.run_dir / PER_IMAGE_FILE, records)
-    path = write_run_report(setup.run_dir, records, top_losses=settings.top_losses)
+    path = write_run_report(setup.run_dir, records, top_losses=settings.top_losses,
+                            evaluated_on="the run's validation split (best model)")
     log(f"report: {path}")
     return path

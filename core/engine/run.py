@@ -29,6 +29,9 @@ from tlzoo.engine.progress import make_progress
 from tlzoo.engine.held_out import score_test
 from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
 from tlzoo.engine.state import TrainState
+from tlzoo.engine.loggers import build_loggers
+from tlzoo.engine.reporting import report_after_run
+from tlzoo.report.per_class import per_class_metrics
 
 RANDOM_FEATURES_WARNING = (
     "warning: strategy head_only with backbone.weights 'none' trains only a new head on a frozen, random "
@@ -54,6 +57,7 @@ class RunSetup:
     device: torch.device
     precision: str
     eval_batch_size: int
+    loggers: object  # tlzoo.engine.loggers.Loggers, built for this run directory
 
 
 def choose_run_dir(resolved, output: Path | None, claimed: list) -> Path:
@@ -143,7 +147,8 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
     if spec.train.strategy.name == "head_only" and built.weights == "none":
         log(RANDOM_FEATURES_WARNING)
     eval_batch_size = spec.data.eval_batch_size or spec.data.batch_size
-    return RunSetup(resolved, run_dir, data, built, spec_json, device, precision, eval_batch_size)
+    loggers = build_loggers(resolved.loggers, run_dir)
+    return RunSetup(resolved, run_dir, data, built, spec_json, device, precision, eval_batch_size, loggers)
 
 
 def make_trainer(setup: RunSetup, progress) -> Trainer:
@@ -183,7 +188,7 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
                      + (" (TorchScript-compiled, channels_last)" if config.fast == "jit" else ""))
 
     def log_metrics(trainer: Trainer, record: dict) -> None:
-        outputs.append_jsonl(setup.run_dir / outputs.METRICS_FILE, record)
+        setup.loggers.epoch(record)  # the metrics logger writes metrics.jsonl; then the spec's others
 
     # best and last are saved by tlzoo.rundir.resume.guard_training, with the training state and signals
     return Trainer(state, strategy, criterion, train_batches, val_batches, config, progress,
@@ -222,6 +227,7 @@ def summarize(setup: RunSetup, state: TrainState, seconds: float) -> dict:
         "best_epoch": state.best_epoch,
         "best": {k: v for k, v in best.items() if k not in ("epochs", "is_best")},
         "per_class_accuracy": per_class,
+        "per_class": per_class_metrics(classes, confusion),
         "confusion_matrix": confusion,
         "last": state.history[-1] if state.history else None,
         "seconds": seconds,
@@ -253,6 +259,7 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
         # the allocator setting and a run-only cache folder end with the run (a notebook's process goes on)
         with StopRequest(stream) as stop, allocator_scope(), run_cache_scope():
             setup = prepare(resolved, output, progress.message, resumed, claimed)
+            setup.loggers.start(setup.spec_json, setup.data.classes)
             with progress:
                 trainer = make_trainer(setup, progress)
                 guard_training(trainer, setup, stop, resumed, sidecar, progress.message)
@@ -266,4 +273,7 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
     if test is not None:
         summary["test"] = test
     outputs.write_json(setup.run_dir / outputs.SUMMARY_FILE, summary)
+    best_path = setup.run_dir / "best.safetensors"
+    setup.loggers.end(summary, best_path if best_path.is_file() else None)
+    report_after_run(setup, progress.message)
     return RunResult(setup.run_dir, summary)

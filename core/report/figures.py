@@ -36,6 +36,12 @@ def unfreeze_epochs(metrics: list[dict]) -> list[int]:
     return marks
 
 
+def trains(record: dict, group: int, group_count: int) -> bool:
+    """Whether parameter group `group` (0 = stem, last = head) trained in the epoch of `record`."""
+    trainable = record.get("trainable_groups")
+    return trainable is None or group >= group_count - trainable
+
+
 def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
     pairs = [(r["epoch"], r[key]) for r in metrics if r.get(key) is not None]
     return [e for e, _ in pairs], [v for _, v in pairs]
@@ -53,14 +59,18 @@ def curves_png(metrics: list[dict]) -> bytes:
             accuracy.plot(epochs, values, marker="o", markersize=3, label=label)
     group_count = max((len(r.get("lr") or []) for r in metrics), default=0)
     for group in range(group_count):
-        pairs = [(r["epoch"], r["lr"][group]) for r in metrics if len(r.get("lr") or []) > group]
+        # a frozen group's scheduled rate moves nothing: only epochs in which the group trains are drawn
+        pairs = [(r["epoch"], r["lr"][group]) for r in metrics
+                 if len(r.get("lr") or []) > group and trains(r, group, group_count)]
+        if not pairs:
+            continue
         label = "head" if group == group_count - 1 else f"group {group}"
-        rates.plot([e for e, _ in pairs], [v for _, v in pairs], label=label,
+        rates.plot([e for e, _ in pairs], [v for _, v in pairs], label=label, marker="o", markersize=2,
                    linewidth=2 if label == "head" else 1)
-    if group_count and any(v > 0 for r in metrics for v in r.get("lr") or []):
+    if any(v > 0 for r in metrics for v in r.get("lr") or []):
         rates.set_yscale("log")
     params.plot(*_series(metrics, "trainable_params"), marker="o", markersize=3, color="tab:purple")
-    titles = ("loss", "validation accuracy", "learning rate per parameter group", "trainable parameters")
+    titles = ("loss", "validation accuracy", "learning rate of each training parameter group", "trainable parameters")
     for axis, title in zip(axes.flat, titles):
         axis.set_title(title, fontsize=10)
         axis.set_xlabel("epoch")
@@ -102,23 +112,24 @@ def confusion_png(classes: list[str], confusion: list[list[int]], normalise: boo
     shown = shown[np.ix_(keep, keep)]
     names = [classes[i] for i in keep]
     side = min(11.0, max(4.5, 0.32 * len(keep) + 2.5))
-    label_inches = 0.06 * max(len(name) for name in names) + 0.6  # room for the longest tick label
+    label_inches = 0.075 * max(len(name) for name in names) + 0.6  # room for the longest tick label
     figure, axis = plt.subplots(figsize=(side + 1.2 + label_inches, side + label_inches))
     figure.subplots_adjust(left=label_inches / (side + 1.2 + label_inches), bottom=label_inches / (side + label_inches),
                            right=0.9, top=0.94)
     image = axis.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalise else max(shown.max(), 1))
     figure.colorbar(image, ax=axis, fraction=0.046, pad=0.04)
-    axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=8)
-    axis.set_yticks(range(len(names)), names, fontsize=8)
+    font = 10 if len(keep) <= 15 else 8
+    axis.set_xticks(range(len(names)), names, rotation=60, ha="right", fontsize=font)
+    axis.set_yticks(range(len(names)), names, fontsize=font)
     axis.set_xlabel("predicted")
     axis.set_ylabel("true")
     what = "row-normalised" if normalise else "counts"
     scope = f", the {len(keep)} most-confused of {len(classes)} classes" if len(keep) < len(classes) else ""
-    axis.set_title(f"confusion matrix ({what}{scope})", fontsize=10)
+    axis.set_title(f"confusion matrix ({what}{scope})", fontsize=11)
     if len(keep) <= 15:  # numbers in the cells only while they fit
         threshold = (1 if normalise else shown.max()) / 2
         for (row, col), value in np.ndenumerate(shown):
             if value:
                 axis.text(col, row, f"{value:.2f}" if normalise else f"{int(value)}", ha="center", va="center",
-                          fontsize=7, color="white" if value > threshold else "black")
+                          fontsize=9, color="white" if value > threshold else "black")
     return _png(figure)

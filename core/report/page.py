@@ -88,7 +88,7 @@ def build_context(data: RunData, top_count: int) -> tuple[dict, dict[str, bytes]
         pngs["confusion"] = figures.confusion_png(classes, confusion, normalise=False)
         pngs["confusion-normalised"] = figures.confusion_png(classes, confusion, normalise=True)
     shown = len(figures.matrix_classes_for(len(classes))) if classes else 0
-    note = (f"Rows are true classes, columns predicted ones; {data.evaluated_on}, best model."
+    note = (f"Rows are true classes, columns predicted ones; {data.evaluated_on}."
             + (f" With {len(classes)} classes the figures show the {shown} classes with the most errors;"
                " the table below lists every class." if shown < len(classes) else ""))
     rows, macro = class_rows(classes, confusion) if has_matrix else ([], {"precision": "-", "recall": "-", "f1": "-"})

@@ -1,4 +1,4 @@
-"""An example third-party tlzoo plugin: one backbone and one dataset reader.
+"""An example third-party tlzoo plugin: one backbone, one dataset reader and one run logger.
 
 Installed, it is found through the entry point in pyproject.toml:
 
@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from tlzoo.registry import Component, hookimpl
 
+from .epoch_log import EpochLog, EpochLogOptions
 from .jsonl import JsonlOptions, read_jsonl
 from .tinynet import TinyNetOptions, build_tinynet, describe_tinynet
 
@@ -35,4 +36,14 @@ def register_dataset_readers(register):
         description="JSON Lines lists: one {\"path\": ..., \"label\": ...} object per line",
         build=read_jsonl,
         options=JsonlOptions,
+    ))
+
+
+@hookimpl
+def register_loggers(register):
+    register(Component(
+        name="example/epoch_log",
+        description="one JSON line per run event (start, every epoch, end) in the run directory",
+        build=EpochLog,
+        options=EpochLogOptions,
     ))
