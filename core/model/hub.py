@@ -6,17 +6,17 @@ in the HF hub cache (`$HF_HUB_CACHE`, used by timm). A source is a small
 JSON-able dict, so `tlzoo list backbones` can say "cached" without importing torch:
 `{"url": ...}` or `{"hf": "timm/resnet50.a1_in1k", "files": ["model.safetensors", ...]}`.
 Every file found here is read by tlzoo.model.weights.load_state_file, never by pickle.
+The cache layouts and the download are the libraries' own
+(`huggingface_hub.try_to_load_from_cache`, `torch.hub.download_url_to_file`);
+what tlzoo adds is the offline check that fails fast and the error naming the ways out.
 """
 
 from __future__ import annotations
 
-import hashlib
 import os
 import re
 import socket
 import sys
-import tempfile
-import urllib.request
 from pathlib import Path
 from urllib.parse import urlparse
 
@@ -24,7 +24,6 @@ from tlzoo.errors import WeightsError
 
 HF_FILES = ("model.safetensors", "pytorch_model.bin")  # timm's order: safe file first
 PROBE_TIMEOUT_S = 3.0  # a host that does not answer this fast counts as offline
-DOWNLOAD_TIMEOUT_S = 60.0  # per socket operation, so a stalled download fails instead of hanging
 HASH_IN_NAME = re.compile(r"-([a-f0-9]{6,})\.")  # torch hub convention: resnet18-f37072fd.pth
 _TRUE = ("1", "true", "yes", "on")
 
@@ -66,15 +65,14 @@ def hf_repo_dir(repo_id: str) -> Path:
 
 
 def hf_cached_file(repo: str, filename: str) -> Path | None:
-    """The cached file of `repo` at its revision, following refs/<branch> like huggingface_hub does."""
+    """The cached file of `repo` at its revision (a branch, tag or commit), as huggingface_hub finds it."""
+    from huggingface_hub import try_to_load_from_cache
+
     repo_id, revision = split_revision(repo)
-    repo_dir = hf_repo_dir(repo_id)
-    if not repo_dir.is_dir():
+    if not hf_repo_dir(repo_id).is_dir():  # the common case, without asking the library
         return None
-    ref = repo_dir / "refs" / revision
-    commit = ref.read_text().strip() if ref.is_file() else revision
-    path = repo_dir / "snapshots" / commit / filename
-    return path if path.is_file() else None
+    found = try_to_load_from_cache(repo_id, filename, cache_dir=hf_cache_dir(), revision=revision)
+    return Path(found) if isinstance(found, str) else None  # or the "known not to exist" marker
 
 
 def cached_file(source: dict) -> Path | None:
@@ -122,23 +120,15 @@ def not_available(what: str, source: dict, reason: str) -> WeightsError:
 
 
 def download(url: str, dst: Path, hash_prefix: str | None = None) -> None:
-    """Fetch `url` into `dst` atomically; check the sha256 prefix the torch hub file name carries."""
+    """Fetch `url` into `dst` through torch.hub (a temporary file renamed into place; sha256 prefix checked)."""
+    from torch.hub import download_url_to_file
+
     dst.parent.mkdir(parents=True, exist_ok=True)
-    digest = hashlib.sha256()
-    with urllib.request.urlopen(url, timeout=DOWNLOAD_TIMEOUT_S) as response:
-        with tempfile.NamedTemporaryFile(dir=dst.parent, prefix=".tlzoo-", delete=False) as tmp:
-            try:
-                while chunk := response.read(1 << 20):
-                    tmp.write(chunk)
-                    digest.update(chunk)
-            except BaseException:
-                os.unlink(tmp.name)
-                raise
-    if hash_prefix and not digest.hexdigest().startswith(hash_prefix):
-        os.unlink(tmp.name)
-        raise WeightsError(f"download of {url} is corrupt (sha256 does not start with {hash_prefix})",
-                           "try again; if it keeps failing, download the file by hand")
-    os.replace(tmp.name, dst)
+    try:
+        download_url_to_file(url, str(dst), hash_prefix, progress=False)
+    except RuntimeError as exc:  # torch.hub's hash mismatch; the partial file is already gone
+        raise WeightsError(f"download of {url} is corrupt: {exc}",
+                           "try again; if it keeps failing, download the file by hand") from None
 
 
 def fetch_url(url: str, what: str) -> Path:

@@ -4,13 +4,14 @@ Weights come through torchvision's weights API (`DEFAULT` for "pretrained", or
 a named enum such as "IMAGENET1K_V2"); the input size, mean, std and
 interpolation come from those weights' transforms. The state dict is found in
 the torch hub cache or downloaded (tlzoo.model.hub) and read by tlzoo's safe
-loader. torchvision is imported inside functions only: importing it takes seconds.
+loader: the network is built with weights=None and the file loaded into it, so no
+private torchvision function is replaced. torchvision is imported inside functions
+only: importing it takes seconds.
 """
 
 from __future__ import annotations
 
-import threading
-from contextlib import contextmanager
+import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
@@ -75,35 +76,44 @@ def choose_weights(name: str, weights: str):
                        f"use 'pretrained', 'none', one of {names} or {{\"path\": ...}}")
 
 
-_patch_lock = threading.Lock()
+# What torchvision's builders do with a weights enum besides loading its state dict (they take
+# weights=None plus these arguments instead; tlzoo then loads the file itself, through its safe
+# loader, from the torch hub cache). tests/test_hub_torchvision.py checks the result against
+# torchvision's own pretrained build for each family listed here.
+AUX_HEADS = {"googlenet": ("aux1", "aux2"), "inception_v3": ("AuxLogits",)}  # trained with, dropped after loading
+DENSENET_OLD_KEY = re.compile(r"(denselayer\d+\.(?:norm|relu|conv))\.([12])\.")  # 'norm.1.weight' -> 'norm1.weight'
 
 
-@contextmanager
-def weights_read_by_tlzoo(what: str):
-    """Route torchvision's state-dict download through tlzoo's cache lookup and safe loader.
+def pretrained_kwargs(name: str, weights) -> dict:
+    """The constructor arguments torchvision's builder derives from `weights`."""
+    kwargs = {"num_classes": len(weights.meta["categories"])}
+    if name in AUX_HEADS:
+        kwargs.update(transform_input=True, aux_logits=True, init_weights=False)
+    if name.startswith("vit_"):
+        kwargs["image_size"] = weights.meta["min_size"][0]
+    if name.startswith("maxvit_"):
+        kwargs["input_size"] = weights.meta["min_size"]
+    return kwargs
 
-    torchvision's builders fetch weights via `_api.load_state_dict_from_url`; replacing only that
-    keeps torchvision's per-model fix-ups (DenseNet key renames, dropping GoogLeNet's aux heads,
-    the ViT image size) while no file is read by anything but tlzoo.model.weights.load_state_file.
-    """
-    from torchvision.models import _api
 
+def load_pretrained(model, name: str, weights, what: str) -> None:
+    """The weights file found or downloaded by tlzoo.model.hub, read by tlzoo's safe loader, into `model`."""
+    from tlzoo.errors import WeightsError
     from tlzoo.model.hub import fetch_url
     from tlzoo.model.weights import load_state_file
 
-    calls = []
-
-    def load(url, *args, **kwargs):
-        calls.append(url)
-        return load_state_file(fetch_url(url, what))
-
-    with _patch_lock:
-        original = _api.load_state_dict_from_url
-        _api.load_state_dict_from_url = load
-        try:
-            yield calls
-        finally:
-            _api.load_state_dict_from_url = original
+    state = load_state_file(fetch_url(weights.url, what))
+    if name.startswith("densenet"):  # the published files predate torchvision's key names
+        state = {DENSENET_OLD_KEY.sub(r"\1\2.", key): value for key, value in state.items()}
+    try:
+        model.load_state_dict(state)
+    except RuntimeError as exc:
+        raise WeightsError(f"the pretrained weights of {what} do not fit the network: {str(exc).splitlines()[0]}",
+                           "the cached file may be damaged: delete it and try again") from None
+    if name in AUX_HEADS:
+        model.aux_logits = False
+        for head in AUX_HEADS[name]:
+            setattr(model, head, None)
 
 
 def data_config(weights):
@@ -120,26 +130,15 @@ def make_build(name: str):
         from torchvision.models import get_model, get_model_weights
 
         from tlzoo.model.backbone import Backbone
-        from tlzoo.errors import WeightsError
 
         from tlzoo.plugins.torchvision.split import family_of
 
         chosen = choose_weights(name, weights)
         kwargs = options.model_dump(exclude_none=True)
-        if chosen is None:
-            kwargs.update(no_weights_kwargs(name))
-        with weights_read_by_tlzoo(PREFIX + name) as calls:
-            try:
-                model = get_model(name, weights=chosen, **kwargs)
-            except RuntimeError as exc:
-                if not calls:
-                    raise
-                raise WeightsError(f"the pretrained weights of {PREFIX + name} do not fit the network: "
-                                   f"{str(exc).splitlines()[0]}",
-                                   "the cached file may be damaged: delete it and try again") from None
-        if chosen is not None and not calls:
-            raise RuntimeError(f"torchvision built {name} without asking tlzoo for its weights; "
-                               "this torchvision version loads weights another way")
+        kwargs.update(no_weights_kwargs(name) if chosen is None else pretrained_kwargs(name, chosen))
+        model = get_model(name, weights=None, **kwargs)
+        if chosen is not None:
+            load_pretrained(model, name, chosen, PREFIX + name)
         classifier, splitter = family_of(model)
         config = data_config(chosen or get_model_weights(name).DEFAULT)
         source = f"torchvision:{chosen.name}" if chosen is not None else "none"
