@@ -20,6 +20,8 @@ def __getattr__(name: str):
     if name in _API:
         # imported by name, not by an import statement: tlzoo.api sits above this package's rooms
         return getattr(importlib.import_module("tlzoo.api"), name)
+    if name == "export":  # tlzoo.export(run_dir, ...) without importing the room first
+        return importlib.import_module("tlzoo.export")
     raise AttributeError(f"module 'tlzoo' has no attribute {name!r}")
 
 
