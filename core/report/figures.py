@@ -69,6 +69,7 @@ def curves_png(metrics: list[dict]) -> bytes:
                    linewidth=2 if label == "head" else 1)
     if any(v > 0 for r in metrics for v in r.get("lr") or []):
         rates.set_yscale("log")
+        rates.minorticks_off()  # a log axis draws dozens of minor ticks; they cost a second and say little
     params.plot(*_series(metrics, "trainable_params"), marker="o", markersize=3, color="tab:purple")
     titles = ("loss", "validation accuracy", "learning rate of each training parameter group", "trainable parameters")
     for axis, title in zip(axes.flat, titles):
