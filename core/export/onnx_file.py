@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import io
 import json
+import os
 import re
 import sys
 import warnings
@@ -45,7 +46,14 @@ def operator_of(error: BaseException) -> str | None:
 
 
 def _first_line(error: BaseException) -> str:
-    lines = [line.strip() for line in str(error).splitlines() if line.strip()]
+    """The line that says what went wrong (the dynamo exporter puts it under '## Exception summary')."""
+    text = re.sub(r"\x1b\[[0-9;]*m", "", str(error))
+    if "## Exception summary" in text:
+        text = text.split("## Exception summary", 1)[1]
+        text = re.sub(r"<class '(?:[\w]+\.)*(\w+)'>", r"\1", text)
+        lines = [line.strip() for line in text.splitlines() if line.strip()]
+        return (lines[0] if lines else type(error).__name__)[:300]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
     return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
 
 
@@ -53,17 +61,43 @@ def _dynamo(module, example, path: Path, opset: int) -> None:
     import onnxscript  # noqa: F401  (the dynamo exporter needs it; ImportError means: fall back)
 
     batch = torch.export.Dim("batch", min=1)
-    # the exporter narrates its steps on stdout, which carries tlzoo's results: keep it quiet
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet():
         torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_shapes=({0: batch},), external_data=False, verbose=False)
 
 
+@contextlib.contextmanager
+def _quiet():
+    """Silence an exporter: both narrate on stdout (tlzoo's results go there), torch's loggers dump
+    whole graphs when a capture fails, and the TorchScript exporter's C++ side prints the graph to
+    file descriptor 1. What went wrong is in the exception, which the caller reports."""
+    import ctypes
+    import logging
+
+    for stream in (sys.stdout, sys.stderr):
+        stream.flush()
+    saved = [os.dup(1), os.dup(2)]
+    logging.disable(logging.CRITICAL)
+    try:
+        with open(os.devnull, "w") as null, contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            os.dup2(null.fileno(), 1)
+            os.dup2(null.fileno(), 2)
+            try:
+                yield
+            finally:
+                ctypes.CDLL(None).fflush(None)  # C/C++ buffers still aimed at /dev/null
+    finally:
+        os.dup2(saved[0], 1)
+        os.dup2(saved[1], 2)
+        for fd in saved:
+            os.close(fd)
+        logging.disable(logging.NOTSET)
+
+
 def _torchscript(module, example, path: Path, opset: int) -> None:
-    with contextlib.redirect_stdout(io.StringIO()), warnings.catch_warnings():
-        warnings.simplefilter("ignore")
+    with _quiet():
         torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
                           input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
                           dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})

@@ -1,0 +1,319 @@
+"""tlzoo export: ONNX and torch.export files of a tiny run, parity, predict from the files, tampering."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import zipfile
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from reliability_support import make_images, register_tiny, write_spec
+
+pytest.importorskip("onnxruntime")
+
+PROB_TOLERANCE = 1e-4  # probabilities of an exported fp32 file against the run's own fp32 predict
+INT8_PROB_TOLERANCE = 1e-2  # int8 weights move probabilities by a few 1e-4 on the tiny run
+
+
+def tlzoo(capsys, *args: str) -> tuple[int, str, str]:
+    """The CLI in this process (tiny backbone registered): exit code, stdout, stderr."""
+    from tlzoo.cli.main import main
+
+    register_tiny()
+    capsys.readouterr()
+    try:
+        main(list(args))
+        code = 0
+    except SystemExit as exc:
+        code = exc.code if isinstance(exc.code, int) else 1
+    out, err = capsys.readouterr()
+    return code, out, err
+
+
+def call(*args: str) -> None:
+    from tlzoo.cli.main import main
+
+    register_tiny()
+    try:
+        main(list(args))
+    except SystemExit as exc:
+        assert exc.code == 0, f"tlzoo {' '.join(args)} exited {exc.code}"
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    """A 2-epoch tiny run (16x16 images, 3 classes) exported three ways, once for the whole module."""
+    import tlzoo.runtime.device as runtime
+
+    folder = tmp_path_factory.mktemp("export")
+    cpus, runtime.available_cpus = runtime.available_cpus, lambda: 1
+    threads = torch.get_num_threads()
+    try:
+        root = make_images(folder / "images")
+        spec = write_spec(folder, root, train={"epochs": 2}, data={"augment": "none"})
+        run_dir = folder / "run"
+        call("run", str(spec), "--output", str(run_dir))
+        call("export", str(run_dir))
+        call("export", str(run_dir), "--format", "pt2")
+        call("export", str(run_dir), "--with-preprocessing", "--out", str(folder / "pre.onnx"),
+             "--quantize", "dynamic")
+    finally:
+        runtime.available_cpus = cpus
+        torch.set_num_threads(threads)
+    return run_dir, root / "val"
+
+
+def predictions(capsys, model: Path, images: Path) -> list[dict]:
+    code, out, err = tlzoo(capsys, "predict", str(model), str(images), "--format", "json", "--top-k", "3")
+    assert code == 0, err
+    return json.loads(out)
+
+
+def assert_same(ours: list[dict], theirs: list[dict], tolerance: float = PROB_TOLERANCE) -> None:
+    assert [r["path"] for r in ours] == [r["path"] for r in theirs]
+    for a, b in zip(ours, theirs):
+        assert [t["class"] for t in a["top"]] == [t["class"] for t in b["top"]], a["path"]
+        assert np.allclose([t["probability"] for t in a["top"]], [t["probability"] for t in b["top"]],
+                           atol=tolerance), a["path"]
+
+
+@pytest.mark.parametrize("name", ["best.onnx", "best.pt2", "../pre.onnx", "../pre.int8.onnx"])
+def test_predict_on_exported_file_equals_predict_on_run_dir(exported, capsys, name):
+    run_dir, val = exported
+    tolerance = INT8_PROB_TOLERANCE if "int8" in name else PROB_TOLERANCE
+    assert_same(predictions(capsys, run_dir / name, val), predictions(capsys, run_dir, val), tolerance)
+
+
+@pytest.mark.parametrize("name", ["best.onnx", "best.pt2", "../pre.onnx"])
+def test_parity_is_stored_beside_the_file(exported, name):
+    run_dir, _ = exported
+    report = json.loads((run_dir / (name + ".parity.json")).read_text())
+    assert report["parity"]["images"] == 9  # the run's whole validation split
+    assert report["parity"]["top1_agreement"] == 1.0 and report["parity"]["passed"]
+    assert report["parity"]["max_abs_logit_diff"] < 1e-4
+    assert report["exporter"] in ("dynamo", "torchscript", "torch.export")
+
+
+def test_onnx_metadata_carries_classes_and_preprocessing(exported):
+    import onnx
+    import onnxruntime as ort
+
+    run_dir, _ = exported
+    meta = json.loads({p.key: p.value for p in onnx.load(str(run_dir / "best.onnx")).metadata_props}["tlzoo"])
+    sidecar = json.loads((run_dir / "best.json").read_text())
+    assert meta["classes"] == sidecar["classes"] == ["class0", "class1", "class2"]
+    assert meta["preprocessing"]["mean"] == sidecar["data_config"]["mean"]
+    assert meta["preprocessing"]["center_crop"] == [16, 16] and meta["input"]["dtype"] == "float32"
+    assert meta["spec_hash"] == sidecar["spec_hash"]
+    session = ort.InferenceSession(str(run_dir / "best.onnx"), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].shape[1:] == [3, 16, 16]
+    assert not isinstance(session.get_inputs()[0].shape[0], int)  # dynamic batch
+    assert session.run(None, {"images": np.zeros((5, 3, 16, 16), np.float32)})[0].shape == (5, 3)
+
+
+def test_preprocessing_inside_takes_uint8_nhwc(exported):
+    import onnxruntime as ort
+
+    from tlzoo.export.onnx_file import read_metadata
+
+    run_dir, _ = exported
+    pre = run_dir.parent / "pre.onnx"
+    meta = read_metadata(pre)
+    assert meta["input"] == {"dtype": "uint8", "layout": "nhwc", "shape": [None, 16, 16, 3]}
+    assert meta["preprocessing"]["normalized_inside"] is True
+    session = ort.InferenceSession(str(pre), providers=["CPUExecutionProvider"])
+    assert session.get_inputs()[0].type == "tensor(uint8)"
+    report = json.loads((run_dir.parent / "pre.onnx.parity.json").read_text())
+    assert report["quantized"]["kept"] and report["quantized"]["parity"]["top1_agreement"] >= 0.99
+
+
+# --- tampering: a clear error naming file and key, never a prediction -------------------------------
+
+def edit_onnx_metadata(source: Path, target: Path, change) -> None:
+    import onnx
+
+    model = onnx.load(str(source))
+    props = {p.key: p.value for p in model.metadata_props}
+    del model.metadata_props[:]
+    value = change(json.loads(props["tlzoo"]))
+    if value is not None:
+        model.metadata_props.add(key="tlzoo", value=json.dumps(value))
+    onnx.save(model, str(target))
+
+
+def changed_mean(meta):
+    meta["preprocessing"]["mean"] = [0.0, 0.0, 0.0]
+    return meta
+
+
+def dropped_classes(meta):
+    del meta["classes"]
+    return meta
+
+
+def swapped_classes(meta):
+    meta["classes"] = meta["classes"][::-1]
+    return meta
+
+
+@pytest.mark.parametrize("change, expected", [
+    (changed_mean, "metadata key 'preprocessing' was changed after export"),
+    (swapped_classes, "metadata key 'classes' was changed after export"),
+    (dropped_classes, "metadata key(s) missing: classes"),
+    (lambda meta: None, "has no tlzoo metadata"),
+])
+def test_tampered_onnx_metadata_is_refused(exported, capsys, tmp_path, change, expected):
+    run_dir, val = exported
+    target = tmp_path / "edited.onnx"
+    edit_onnx_metadata(run_dir / "best.onnx", target, change)
+    code, out, err = tlzoo(capsys, "predict", str(target), str(val))
+    assert code == 2 and out == ""
+    assert str(target) in err and expected in err and "Traceback" not in err
+
+
+def test_onnx_graph_with_another_files_metadata_is_refused(exported, capsys, tmp_path):
+    """The uint8 graph given the float graph's metadata would be fed wrongly: the model checksum stops it."""
+    import onnx
+
+    run_dir, val = exported
+    meta = {p.key: p.value for p in onnx.load(str(run_dir / "best.onnx")).metadata_props}["tlzoo"]
+    target = tmp_path / "mixed.onnx"
+    edit_onnx_metadata(run_dir.parent / "pre.onnx", target, lambda _: json.loads(meta))
+    code, out, err = tlzoo(capsys, "predict", str(target), str(val))
+    assert code == 2 and out == "" and "the model does not match its metadata" in err
+
+
+@pytest.mark.parametrize("damage, expected", [
+    ("missing sidecar", "best.pt2.json is missing"),
+    ("swapped classes", "metadata key 'classes' was changed after export"),
+    ("other model", "the model does not match its metadata"),
+])
+def test_tampered_pt2_metadata_is_refused(exported, capsys, tmp_path, damage, expected):
+    run_dir, val = exported
+    target = tmp_path / "best.pt2"
+    shutil.copy(run_dir / "best.pt2", target)
+    sidecar = json.loads((run_dir / "best.pt2.json").read_text())
+    if damage == "swapped classes":
+        sidecar = swapped_classes(sidecar)
+    if damage == "other model":
+        with open(target, "ab") as handle:
+            handle.write(b"\0")
+    if damage != "missing sidecar":
+        (tmp_path / "best.pt2.json").write_text(json.dumps(sidecar))
+    code, out, err = tlzoo(capsys, "predict", str(target), str(val))
+    assert code == 2 and out == "" and expected in err and "Traceback" not in err
+
+
+class _Payload:
+    def __init__(self, marker: Path):
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
+
+
+def test_pt2_with_a_pickle_payload_is_refused_unread(exported, capsys, tmp_path):
+    """torch.export.load would unpickle sample inputs without restriction; tlzoo refuses first."""
+    import pickle
+
+    from tlzoo.export import metadata, pt2_file
+
+    run_dir, val = exported
+    marker = tmp_path / "pwned"
+    target = tmp_path / "evil.pt2"
+    with zipfile.ZipFile(run_dir / "best.pt2") as source, zipfile.ZipFile(target, "w") as out:
+        for item in source.infolist():
+            data = source.read(item)
+            if "/sample_inputs/" in item.filename:
+                data = pickle.dumps(_Payload(marker))
+            out.writestr(item, data)
+    body = json.loads((run_dir / "best.pt2.json").read_text())
+    body.pop("checksums")  # a forger re-seals: the checksums cannot stop this, the pickle check must
+    pt2_file.sidecar_of(target).write_text(json.dumps(metadata.seal(body, pt2_file.file_checksum(target))))
+    code, out, err = tlzoo(capsys, "predict", str(target), str(val))
+    assert code == 2 and out == "" and "does not load safely" in err
+    assert not marker.exists()
+
+
+# --- the export itself ----------------------------------------------------------------------------
+
+def test_disagreeing_export_fails_and_leaves_no_file(exported, capsys, tmp_path, monkeypatch):
+    """Below --min-agreement the file is removed and the report says why (exported logits reversed here)."""
+    from tlzoo.export import parity
+
+    run_dir, _ = exported
+    real = parity.exported_logits
+    monkeypatch.setattr(parity, "exported_logits", lambda run, inputs: real(run, inputs)[:, ::-1].copy())
+    target = tmp_path / "bad.onnx"
+    code, out, err = tlzoo(capsys, "export", str(run_dir), "--out", str(target), "--exporter", "torchscript")
+    assert code == 2 and "disagrees with the eager model" in err and "BELOW the required 0.9950" in err
+    assert not target.exists()
+    assert json.loads((tmp_path / "bad.onnx.parity.json").read_text())["parity"]["passed"] is False
+
+
+def test_parity_numbers():
+    from tlzoo.export.parity import compare, spread
+
+    reference = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.2, 0.1]])
+    exported = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.2, 0.1]])
+    report = compare(reference, exported, "four", 0.995)
+    assert report.top1_agreement == 0.75 and report.max_abs_logit_diff == 1.0 and not report.passed
+    assert compare(reference, reference, "four", 0.995).passed
+    assert spread(list(range(10)), 4) == [0, 2, 5, 7] and spread([1, 2], 0) == [1, 2]
+
+
+class _DataDependent(torch.nn.Module):
+    def forward(self, x):
+        if x.mean() > 0:  # torch.export refuses a branch on data; tracing keeps the side it saw
+            return x.flatten(1)[:, :3] * 2
+        return x.flatten(1)[:, :3]
+
+
+class _CumMax(torch.nn.Module):
+    def forward(self, x):
+        return torch.cummax(x.flatten(1), 1)[0][:, :3]
+
+
+def test_dynamo_failure_falls_back_to_torchscript_and_says_why(tmp_path):
+    from tlzoo.export.onnx_file import write_graph
+
+    lines = []
+    used = write_graph(_DataDependent(), torch.rand(2, 3, 4, 4), tmp_path / "m.onnx", log=lines.append)
+    assert used == "torchscript" and (tmp_path / "m.onnx").stat().st_size > 0
+    assert len(lines) == 1 and "dynamo exporter failed" in lines[0] and "data-dependent" in lines[0]
+    assert "falling back to the TorchScript-based exporter" in lines[0]
+
+
+def test_unsupported_operator_is_named_with_the_way_out(tmp_path):
+    from tlzoo.errors import TlzooError
+    from tlzoo.export.onnx_file import write_graph
+
+    with pytest.raises(TlzooError) as caught:
+        write_graph(_CumMax(), torch.rand(2, 3, 4, 4), tmp_path / "m.onnx", log=lambda line: None)
+    assert "operator aten::cummax cannot be exported to ONNX opset 18" in str(caught.value)
+    assert "--format pt2" in caught.value.hint and not (tmp_path / "m.onnx").exists()
+
+
+@pytest.mark.parametrize("args, expected", [
+    (["--format", "tflite"], "--format 'tflite': choose onnx or pt2"),
+    (["--format", "pt2", "--quantize", "dynamic"], "--quantize dynamic works on ONNX files"),
+    (["--model", "worst"], "choose 'best' or 'last'"),
+])
+def test_bad_export_options_are_user_errors(exported, capsys, args, expected):
+    run_dir, _ = exported
+    code, _, err = tlzoo(capsys, "export", str(run_dir), *args)
+    assert code == 2 and expected in err
+
+
+def test_python_api_is_the_callable_room(exported, tmp_path):
+    import tlzoo.export
+
+    run_dir, _ = exported
+    register_tiny()
+    result = tlzoo.export(run_dir, format="pt2", out=tmp_path / "api.pt2", parity_images=4)
+    assert result.parity.images == 4 and result.parity.passed and (tmp_path / "api.pt2.json").exists()
+    assert "4 of 9 validation images" in result.parity.sample
