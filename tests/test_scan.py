@@ -187,8 +187,9 @@ def test_worker_failure_names_the_file_and_does_not_hang(tmp_path):
     from torchvision.transforms.functional import to_tensor
 
     paths = [good(tmp_path / f"{i}.jpg") for i in range(8)]
+    held = good(tmp_path / "val.jpg")
     data = labelled_from(ReaderOutput(train=[Sample(p, "a", str(p)) for p in paths],
-                                      val=[Sample(paths[0], "a", str(paths[0]))]))
+                                      val=[Sample(held, "a", str(held))]))
     broken = paths[5]
     broken.write_bytes(truncated("JPEG"))  # goes bad after the scan
     loader = DataLoader(ImageDataset(data.train, to_tensor), batch_size=2, num_workers=2, timeout=60)
