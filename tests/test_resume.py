@@ -199,3 +199,14 @@ def test_resume_errors_through_the_cli_exit_2(tmp_path, finished, capsys):
     code, err = cli(capsys, "run", str(spec), "--resume", str(run_dir), "--output", str(tmp_path / "x"))
     assert code == 2 and "--resume and --output" in err, err
     assert TINY in (run_dir / "last.json").read_text()
+
+
+def test_resume_of_a_run_saved_before_specs_recorded_base_dir(finished):
+    from tlzoo.rundir.checkpoint import save_checkpoint
+
+    spec, run_dir = finished
+    tensors, meta = load_checkpoint(run_dir / "last")
+    del meta["training"]["spec"]["base_dir"]  # what an older tlzoo wrote; the sidecar's spec_dir says the same
+    save_checkpoint(run_dir / "last", tensors, meta)
+    result = resume(spec, run_dir, "train.epochs=3", allow=("epochs",))
+    assert result.summary["epochs_run"] == 3

@@ -160,6 +160,8 @@ def open_resume(run_dir: str | Path, spec_json: dict, allow_changes=()) -> Resum
         raise TlzooError(f"{weights_path(stem)} holds model weights only, no training state to resume from",
                          "resume only from a last.safetensors that tlzoo wrote")
     saved_spec = meta["training"]["spec"]
+    if "base_dir" not in saved_spec and "spec_dir" in meta:  # a run saved before specs recorded their base_dir
+        saved_spec = {**saved_spec, "base_dir": meta["spec_dir"]}
     fixed, refused, changed = [], [], {}
     for path in FIXED_FIELDS:
         before, now = _get(saved_spec, path), _get(spec_json, path)
