@@ -212,3 +212,36 @@ def test_a_100_class_report_stays_readable_and_small(tmp_path, tiny_backbone, on
         with Image.open(run_dir / f"report-{figure}.png") as image:
             assert image.width <= 1400 and image.height <= 1300, (figure, image.size)
     assert len(decoded_images(html)) == 3 + 16
+
+
+class RemovesAValidationImage:
+    """A logger whose end() deletes one validation image: the report's pass then cannot read it."""
+
+    def __init__(self, options, run_dir):
+        self.root = None
+
+    def start(self, spec, classes):
+        self.root = spec["data"]["reader"]["options"]["root"]
+
+    def epoch(self, metrics):
+        pass
+
+    def end(self, summary, best_path):
+        from pathlib import Path
+
+        (Path(self.root) / "val" / "class1" / "0.png").unlink()
+
+
+def test_a_report_that_cannot_be_made_leaves_the_finished_run_intact(tmp_path, tiny_backbone, one_thread):
+    from tlzoo.registry import Component
+
+    get_registry().catalog("loggers").add(Component("test/remover", "deletes", RemovesAValidationImage,
+                                                    plugin="tests"))
+    root = make_image_folder(tmp_path / "data", classes=3, per_class=4, val_per_class=2, size=16)
+    spec = write_spec(tmp_path, root, loggers=["test/remover"], train__epochs=1)
+    stream = io.StringIO()
+    result = run_spec(load_spec(spec, get_registry()), tmp_path / "run", stream=stream)
+    log = stream.getvalue()
+    assert "report: not written:" in log and "0.png" in log and f"tlzoo report {result.run_dir}" in log
+    assert (result.run_dir / "summary.json").is_file() and (result.run_dir / "best.safetensors").is_file()
+    assert not (result.run_dir / "report.html").exists()

@@ -112,10 +112,14 @@ def report_after_run(setup, log) -> Path | None:
     settings = setup.resolved.spec.report
     if not settings.enabled:
         return None
-    records = best_model_records(setup, log)
-    if records:
-        write_per_image_csv(setup.run_dir / PER_IMAGE_FILE, records)
-    path = write_run_report(setup.run_dir, records, top_losses=settings.top_losses,
-                            evaluated_on="the run's validation split (best model)")
+    try:
+        records = best_model_records(setup, log)
+        if records:
+            write_per_image_csv(setup.run_dir / PER_IMAGE_FILE, records)
+        path = write_run_report(setup.run_dir, records, top_losses=settings.top_losses,
+                                evaluated_on="the run's validation split (best model)")
+    except TlzooError as exc:  # the run itself is complete and saved: a report problem must not fail it
+        log(f"report: not written: {exc.message}\n  HINT: fix the cause, then run 'tlzoo report {setup.run_dir}'")
+        return None
     log(f"report: {path}")
     return path

@@ -58,6 +58,9 @@ def glance(data: RunData) -> list[dict]:
         ("versions", f"tlzoo {versions.get('tlzoo', '?')}, torch {versions.get('torch', '?')}", False),
         ("evaluated on", data.evaluated_on, False),
     ]
+    test = summary.get("test")
+    if test:  # a held-out test split, scored once with the best model
+        tiles.insert(3, (f"test top-1 ({test.get('count', '?')} held-out images)", _fixed(test.get("top1")), True))
     return [{"label": label, "value": value, "key": key} for label, value, key in tiles]
 
 
