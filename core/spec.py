@@ -180,7 +180,7 @@ class RunSpec(StrictModel):
     def _metrics_always_on(cls, value: list[ComponentRef]) -> list[ComponentRef]:
         if any(ref.name == ALWAYS_ON_LOGGER for ref in value):
             return value
-        return [ComponentRef(name=ALWAYS_ON_LOGGER), *value]
+        return [*value, ComponentRef(name=ALWAYS_ON_LOGGER)]  # appended: loggers.N still names the user's entry N
 
     @field_validator("output")
     @classmethod
@@ -478,6 +478,14 @@ def _names_only(raw: dict, registry) -> list[tuple[str, str]]:
                 registry.catalog(kind).get_component(name)
             except UnknownComponent as exc:
                 problems.append((".".join(path) + ".name", str(exc)))
+    loggers = raw.get("loggers")
+    for index, ref in enumerate(loggers if isinstance(loggers, list) else []):
+        name = ref if isinstance(ref, str) else ref.get("name") if isinstance(ref, dict) else None
+        if isinstance(name, str):
+            try:
+                registry.catalog("loggers").get_component(name)
+            except UnknownComponent as exc:
+                problems.append((f"loggers.{index}.name", str(exc)))
     return problems
 
 

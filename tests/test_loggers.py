@@ -40,7 +40,7 @@ def test_tensorboard_event_files_load_with_tensorboards_own_reader(tmp_path, tin
 
 def test_metrics_logger_is_always_on_and_its_csv_matches_the_jsonl(tmp_path, tiny_backbone, one_thread):
     spec = load_spec(write_spec(tmp_path, tmp_path, loggers=["tensorboard"]), get_registry())
-    assert [ref.name for ref in spec.loggers] == ["metrics", "tensorboard"]
+    assert [ref.name for ref in spec.loggers] == ["tensorboard", "metrics"]
     result = run_tiny(tmp_path, loggers=[], train__epochs=2)
     lines = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
     with open(result.run_dir / "metrics.csv", newline="") as handle:
@@ -69,8 +69,16 @@ def test_unknown_logger_and_bad_options_are_located(tmp_path):
     with pytest.raises(SpecError) as caught:
         load_spec(spec, get_registry())
     text = str(caught.value)
-    assert "loggers.1.name" in text and "Did you mean: tensorboard?" in text and "tlzoo list loggers" in text
-    assert "loggers.2.options.dri" in text  # index 0 is the metrics logger, always added
+    assert "loggers.0.name" in text and "Did you mean: tensorboard?" in text and "tlzoo list loggers" in text
+    assert "loggers.1.options.dri" in text  # the user's own indices: the metrics logger is added after them
+
+
+def test_an_unknown_logger_is_reported_with_the_specs_other_problems(tmp_path):
+    spec = write_spec(tmp_path, tmp_path, loggers=["tensorbord"], train__epochs=0)
+    with pytest.raises(SpecError) as caught:
+        load_spec(spec, get_registry())
+    text = str(caught.value)
+    assert "train.epochs" in text and "loggers.0.name" in text and "Did you mean: tensorboard?" in text
 
 
 class Exploding:
