@@ -29,7 +29,7 @@ TESTS = Path(__file__).parent
 
 # a child process building one cache entry through FrozenPrefixSource, each store write slowed down
 BUILDER = textwrap.dedent("""
-    import json, sys, time
+    import json, os, sys, time
     from pathlib import Path
     sys.path.insert(0, sys.argv[1])
     from tlzoo.cache.store import ActivationStore
@@ -41,6 +41,7 @@ BUILDER = textwrap.dedent("""
     ActivationStore.write = slow_write
     items = [(Path(sys.argv[2]) / "img" / f"{index}.png", index % 3) for index in range(12)]  # made by the test
     go = Path(sys.argv[2]) / "go"
+    (Path(sys.argv[2]) / f"ready-{os.getpid()}").touch()
     while not go.exists():  # both children start building at the same moment
         time.sleep(0.02)
     logs = []
@@ -57,8 +58,10 @@ def start_builder(tmp_path: Path, delay: float) -> subprocess.Popen:
 
 def test_two_processes_compute_an_entry_once_and_share_it(tmp_path):
     tiny_images(tmp_path / "img", count=12)
-    children = [start_builder(tmp_path, 0.25) for _ in range(2)]
-    time.sleep(0.5)
+    children = [start_builder(tmp_path, 0.5) for _ in range(2)]
+    deadline = time.monotonic() + 120
+    while len(list(tmp_path.glob("ready-*"))) < 2 and time.monotonic() < deadline:  # both imported
+        time.sleep(0.02)
     (tmp_path / "go").touch()
     logs = []
     for child in children:
@@ -167,6 +170,21 @@ def test_cache_info_and_clear_list_and_remove_entries_by_backbone(tmp_path, caps
     main(["cache", "info", "--dir", str(root)])
     out = capsys.readouterr().out
     assert "1 entry" in out and "resnet18" not in out
+    assert list((root / "activations").glob("*.lock"))  # one per key computed
     main(["cache", "clear", "--dir", str(root)])
     main(["cache", "info", "--dir", str(root)])
     assert "0 entries, 0.0 MiB" in capsys.readouterr().out
+    assert list((root / "activations").iterdir()) == []
+
+
+def test_decoded_image_files_of_killed_runs_are_removed(tmp_path):
+    from tlzoo.cache.decoded import remove_dead_slot_files
+
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()  # a pid whose process has ended
+    dead = tmp_path / f"decoded-train-{gone.pid}-x1.u8"
+    live = tmp_path / f"decoded-val-{os.getpid()}-x2.u8"
+    for path in (dead, live):
+        path.write_bytes(b"\0" * 16)
+    assert remove_dead_slot_files(tmp_path) == [dead]
+    assert live.exists() and not dead.exists()

@@ -27,6 +27,7 @@ from torchvision import transforms as T
 
 from tlzoo.data.labelled import ImageDataset, SampleError
 from tlzoo.data.images import BadImage, load_rgb
+from tlzoo.cache.store import process_alive
 
 # torchvision ops whose output depends on the input image only
 DETERMINISTIC_GEOMETRY = (T.Resize, T.CenterCrop)
@@ -103,6 +104,20 @@ class SlotFile:
         return {**self.__dict__, "_fd": None, "_pid": None}
 
 
+def remove_dead_slot_files(folder: Path) -> list[Path]:
+    """Remove `decoded-<role>-<pid>-*.u8` files whose run is gone (a killed run never removed its own)."""
+    removed = []
+    for path in folder.glob("decoded-*-*-*.u8"):
+        pid_text = path.name.split("-")[2]
+        if pid_text.isdigit() and not process_alive(int(pid_text)):
+            try:
+                path.unlink()
+                removed.append(path)
+            except OSError:
+                pass
+    return removed
+
+
 def _remove(path: Path, owner: int) -> None:
     if os.getpid() == owner:  # never from a worker process holding a copy
         try:
@@ -158,7 +173,9 @@ def decoded_dataset(setup, sizes: dict, folder: Path, log, role: str) -> Decoded
             log(f"cache: decoded {role} images not kept: {nbytes / 2**20:.0f} MiB is more than half the free "
                 f"space in {folder}")
             return None
-        handle, name = tempfile.mkstemp(prefix=f"decoded-{role}-", suffix=".u8", dir=folder)
+        for stale in remove_dead_slot_files(folder):
+            log(f"cache: removed {stale}, left by a run that was killed")
+        handle, name = tempfile.mkstemp(prefix=f"decoded-{role}-{os.getpid()}-", suffix=".u8", dir=folder)
         os.close(handle)
         slots = SlotFile(Path(name), shapes)
     except OSError as exc:

@@ -282,3 +282,22 @@ def list_entries(root: Path) -> list[CacheEntry]:
 def pending_builds(root: Path) -> list[Path]:
     """Private folders of builds in progress (or killed and not yet removed)."""
     return sorted(p for p in root.glob(BUILDING_PREFIX + "*") if p.is_dir()) if root.is_dir() else []
+
+
+def remove_idle_locks(root: Path) -> int:
+    """Remove `<key>.lock` files no run holds (`tlzoo cache clear`); returns how many."""
+    count = 0
+    for path in root.glob("*" + LOCK_SUFFIX) if root.is_dir() else []:
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            path.unlink()  # a run that opened it before still locks its own (now nameless) copy: harmless
+            count += 1
+        except OSError:
+            pass
+        finally:
+            os.close(fd)
+    return count

@@ -58,7 +58,7 @@ def clear(pattern: Optional[str] = typer.Argument(None, help="only entries whose
                                                              "glob, e.g. 'timm/resnet*'"),
           folder: Optional[Path] = typer.Option(None, "--dir", help=DIR_HELP)):
     """Remove cached activations (all, or those of matching backbones); builds in progress are left alone."""
-    from tlzoo.cache.store import list_entries, remove_dead_builds
+    from tlzoo.cache.store import list_entries, remove_dead_builds, remove_idle_locks
 
     root = activations_folder(folder)
     chosen = [e for e in list_entries(root)
@@ -66,6 +66,8 @@ def clear(pattern: Optional[str] = typer.Argument(None, help="only entries whose
     for entry in chosen:  # a run that has an entry mapped keeps reading it: unlinked files live on until closed
         shutil.rmtree(entry.path, ignore_errors=True)
     dead = remove_dead_builds(root) if pattern is None else []
+    if pattern is None:
+        remove_idle_locks(root)
     freed = sum(e.nbytes for e in chosen)
     typer.echo(f"removed {len(chosen)} entr{'y' if len(chosen) == 1 else 'ies'} ({mib(freed)}) from {root}"
                + (f" and {len(dead)} killed build(s)" if dead else ""))
