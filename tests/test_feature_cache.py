@@ -283,3 +283,15 @@ def test_bn_train_and_disabled_cache_are_off_with_a_reason():
     assert "freezes no whole stage" in reason_off(Spec, [0, 0])
     Spec.cache.enabled = False
     assert "cache.enabled is false" in reason_off(Spec, [3, 3])
+
+
+def test_frozen_epochs_are_counted_per_boundary_not_listed_per_epoch():
+    from tlzoo.cache import frozen_epochs
+    from tlzoo.model.freeze import FreezeStrategy, Phase
+
+    class HeadThenAll(FreezeStrategy):
+        def phase(self, epoch, num_groups):
+            return Phase(1 if epoch < 3 else num_groups)
+
+    counts = frozen_epochs(tiny_model(), HeadThenAll(), 10)
+    assert dict(counts) == {3: 3, 0: 7}  # one entry a boundary, whatever the epoch count
