@@ -162,14 +162,17 @@ def test_cache_info_and_clear_list_and_remove_entries_by_backbone(tmp_path, caps
         source, _ = source_for(items, root / "activations", [], identity={"backbone": backbone})
         list(source.epoch(0, 2))
         source.close()
+    old = root / "activations" / "entry-of-an-older-key-format"  # never reused, still listed and cleared
+    old.mkdir()
+    (old / "meta.json").write_text(json.dumps({"format": "tlzoo-cache/1", "parts": {"backbone": "old/net"}}))
     main(["cache", "info", "--dir", str(root)])
     out = capsys.readouterr().out
-    assert "2 entries" in out and "  tiny: 1 entry" in out and "  timm/resnet18: 1 entry" in out
+    assert "3 entries" in out and "  old/net: 1 entry" in out and "  tiny: 1 entry" in out and "  timm/resnet18: 1 entry" in out
     main(["cache", "clear", "timm/*", "--dir", str(root)])
     assert "removed 1 entry" in capsys.readouterr().out
     main(["cache", "info", "--dir", str(root)])
     out = capsys.readouterr().out
-    assert "1 entry" in out and "resnet18" not in out
+    assert "2 entries" in out and "resnet18" not in out
     assert list((root / "activations").glob("*.lock"))  # one per key computed
     main(["cache", "clear", "--dir", str(root)])
     main(["cache", "info", "--dir", str(root)])

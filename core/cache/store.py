@@ -172,12 +172,15 @@ class ActivationStore:
         self._release_owner_lock()
 
 
-def read_meta(folder: Path) -> dict | None:
+def read_meta(folder: Path, any_format: bool = False) -> dict | None:
+    """An entry's meta.json; of this key format only, unless `any_format` (listing and clearing older entries)."""
     try:
         meta = json.loads((folder / META_FILE).read_text(encoding="utf-8"))
     except (OSError, ValueError):
         return None
-    return meta if isinstance(meta, dict) and meta.get("format") == KEY_FORMAT else None
+    if not isinstance(meta, dict) or not str(meta.get("format", "")).startswith(KEY_FORMAT.split("/")[0] + "/"):
+        return None
+    return meta if any_format or meta.get("format") == KEY_FORMAT else None
 
 
 @contextlib.contextmanager
@@ -268,7 +271,7 @@ def list_entries(root: Path) -> list[CacheEntry]:
         return []
     entries = []
     for folder in root.iterdir():
-        meta = read_meta(folder) if folder.is_dir() else None
+        meta = read_meta(folder, any_format=True) if folder.is_dir() else None
         if meta is None:
             continue
         parts = meta.get("parts") if isinstance(meta.get("parts"), dict) else {}
