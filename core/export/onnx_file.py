@@ -40,6 +40,9 @@ def require_onnx():
 def operator_of(error: BaseException) -> str | None:
     """The ATen operator an exporter could not translate, when its message names one."""
     text = "".join(str(e) for e in (error, error.__cause__, error.__context__) if e is not None)
+    named = re.search(r"ONNX export of operator ([A-Za-z0-9_]+)", text)  # the TorchScript exporter's symbolics
+    if named:
+        return f"aten::{named.group(1)}"
     found = re.search(r"aten::[A-Za-z0-9_.]+|torch\.ops\.aten\.[A-Za-z0-9_.]+|aten\.[A-Za-z0-9_]+(?:\.[A-Za-z_]+)?",
                       text)
     return found.group(0).replace("torch.ops.", "").replace("aten.", "aten::", 1) if found else None
