@@ -114,6 +114,14 @@ class EarlyStoppingSpec(StrictModel):
     min_delta: Number = Field(0.0, ge=0)
 
 
+class DistributedSpec(StrictModel):
+    """How the processes of a torchrun job talk; ignored by a single-process run."""
+
+    backend: Literal["auto", "gloo", "nccl"] = Field("auto", description="'auto': NCCL on CUDA, gloo on CPU")
+    timeout_s: StrictInteger = Field(1800, ge=10, le=86_400, description="seconds a collective waits for the "
+                                     "other processes before the job stops (a rank that died or hangs)")
+
+
 class TrainSpec(StrictModel):
     strategy: ComponentRef = ComponentRef(name="head_only")
     epochs: StrictInteger = Field(10, gt=0, le=MAX_EPOCHS,
@@ -129,6 +137,7 @@ class TrainSpec(StrictModel):
     seed: StrictInteger = Field(0, ge=0, le=MAX_SEED)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
+    distributed: DistributedSpec = DistributedSpec()
 
     @field_validator("device")
     @classmethod

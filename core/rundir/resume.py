@@ -34,7 +34,7 @@ FIXED_FIELDS = (
     ("train", "optimizer", "name"),
 )
 # where the run is written and how fast, not what it computes (loader workers give identical batches)
-FREE_FIELDS = ("output", "data.num_workers", "cache.dir", "cache.memory_mb")
+FREE_FIELDS = ("output", "data.num_workers", "cache.dir", "cache.memory_mb", "train.distributed")
 
 
 def _get(data: dict, path: tuple):
