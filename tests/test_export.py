@@ -317,3 +317,25 @@ def test_python_api_is_the_callable_room(exported, tmp_path):
     result = tlzoo.export(run_dir, format="pt2", out=tmp_path / "api.pt2", parity_images=4)
     assert result.parity.images == 4 and result.parity.passed and (tmp_path / "api.pt2.json").exists()
     assert "4 of 9 validation images" in result.parity.sample
+
+
+@pytest.mark.slow
+def test_shipped_lite0_exports_with_parity(tmp_path, capsys):
+    """The default backbone with its real weights: a 1-epoch head-only run, exported by the default path."""
+    from test_engine_support import make_image_folder
+
+    root = make_image_folder(tmp_path / "images", classes=3, per_class=4, size=64, val_per_class=3)
+    spec = tmp_path / "spec.json"
+    spec.write_text(json.dumps({
+        "name": "lite0", "backbone": "efficientnet_lite0",
+        "data": {"reader": {"name": "imagefolder", "options": {"root": str(root), "train": "train", "val": "val"}},
+                 "batch_size": 4, "num_workers": 0},
+        "train": {"strategy": "head_only", "epochs": 1, "precision": "fp32"},  # fp32: run-dir predict is eager
+        "cache": {"enabled": False}, "output": str(tmp_path / "runs")}))
+    run_dir = tmp_path / "run"
+    call("run", str(spec), "--output", str(run_dir))
+    code, out, err = tlzoo(capsys, "export", str(run_dir))
+    assert code == 0, err
+    report = json.loads((run_dir / "best.onnx.parity.json").read_text())
+    assert report["parity"]["top1_agreement"] == 1.0 and report["parity"]["max_abs_logit_diff"] < 1e-3
+    assert_same(predictions(capsys, run_dir / "best.onnx", root / "val"), predictions(capsys, run_dir, root / "val"))
