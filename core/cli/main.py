@@ -111,6 +111,8 @@ from tlzoo.cli import run as _run_commands  # noqa: E402,F401  (adds run, evalua
 from tlzoo.cli import cache as _cache_commands  # noqa: E402,F401  (adds cache info, cache clear)
 from tlzoo.cli import report as _report_command  # noqa: E402,F401  (adds report to `app`)
 from tlzoo.cli import export as _export_command  # noqa: E402,F401  (adds export to `app`)
+from tlzoo.cli import rank as _rank_command  # noqa: E402,F401  (adds rank to `app`)
+from tlzoo.cli import lr_find as _lr_find_command  # noqa: E402,F401  (adds lr-find to `app`)
 
 
 def main(argv: list[str] | None = None) -> None:
