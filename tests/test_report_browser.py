@@ -70,3 +70,15 @@ def test_the_report_renders_in_chromium_without_errors(tmp_path, demo_sized_repo
         grey = np.asarray(image.convert("L").resize((64, 120)))
     # a rendered page, not a blank or error screen: many grey levels (figures, text, thumbnails)
     assert len(np.unique(grey)) > 40
+
+
+def test_the_console_check_sees_what_a_broken_page_logs(tmp_path):
+    """The check above can fail: a page fetching an outside image under the report's policy is caught."""
+    from importlib import resources
+
+    head = resources.files("tlzoo.report").joinpath("report.html").read_text().split("<body>")[0]  # its CSP
+    html = head + '<body><img src="http://example.invalid/x.png"></body></html>'
+    page = tmp_path / "broken.html"
+    page.write_text(html.replace("{{ title }}", "broken"))
+    dumped = chromium(tmp_path, "--dump-dom", page.as_uri())
+    assert any(CONSOLE.search(line) and "example.invalid" in line for line in dumped.stderr.splitlines())
