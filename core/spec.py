@@ -122,6 +122,33 @@ class DistributedSpec(StrictModel):
                                      "other processes before the job stops (a rank that died or hangs)")
 
 
+class EmaSpec(StrictModel):
+    """An exponential moving average of the trainable weights (timm's ModelEmaV3), validated every epoch."""
+
+    enabled: bool = Field(False, description="keep the average; it becomes best when it validates better")
+    decay: Number = Field(0.998, gt=0, lt=1, description="weight of the old average at each step")
+    warmup: bool = Field(True, description="decay grows as 1 - (1 + step / warmup_gamma) ^ -warmup_power, "
+                                           "capped at decay (timm's use_warmup)")
+    warmup_gamma: Number = Field(1.0, gt=0, le=1e6)
+    warmup_power: Number = Field(2 / 3, gt=0, le=10)
+    update_after_step: StrictInteger = Field(0, ge=0, le=10**9, description="the average copies the weights "
+                                             "until this step")
+
+
+class MixSpec(StrictModel):
+    """mixup/cutmix where the trainable part starts: images when nothing is frozen, else the (cached)
+    activations of the frozen prefix (manifold mixup), so the activation cache still serves."""
+
+    mixup_alpha: Number = Field(0.0, ge=0, le=100, description="Beta(alpha, alpha) mixing weights; 0: off")
+    cutmix_alpha: Number = Field(0.0, ge=0, le=100, description="Beta(alpha, alpha) box areas on images or "
+                                 "feature maps (pooled features get mixup); 0: off")
+    prob: Number = Field(1.0, ge=0, le=1, description="chance that a batch is mixed")
+    switch_prob: Number = Field(0.5, ge=0, le=1, description="with both on: chance of cutmix over mixup")
+
+
+TTA_VIEWS = Literal["none", "flip", "flip_crops"]
+
+
 class TrainSpec(StrictModel):
     strategy: ComponentRef = ComponentRef(name="head_only")
     epochs: StrictInteger = Field(10, gt=0, le=MAX_EPOCHS,
@@ -138,6 +165,13 @@ class TrainSpec(StrictModel):
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
     distributed: DistributedSpec = DistributedSpec()
+    ema: EmaSpec = EmaSpec()
+    mix: MixSpec = MixSpec()
+    layer_decay: Number | None = Field(None, gt=0, le=1, description="fine-tuning: group g of G (head last) "
+                                       "gets lr x layer_decay ^ (G - 1 - g) on top of backbone_lr_mult (timm's "
+                                       "--layer-decay); none: off")
+    tta: TTA_VIEWS = Field("none", description="test-time augmentation of the per-epoch validation: 'flip' "
+                           "(2 views) or 'flip_crops' (6 views), probabilities averaged")
 
     @field_validator("device")
     @classmethod

@@ -245,3 +245,11 @@ def test_a_report_that_cannot_be_made_leaves_the_finished_run_intact(tmp_path, t
     assert "report: not written:" in log and "0.png" in log and f"tlzoo report {result.run_dir}" in log
     assert (result.run_dir / "summary.json").is_file() and (result.run_dir / "best.safetensors").is_file()
     assert not (result.run_dir / "report.html").exists()
+
+
+def test_the_curves_mark_the_epoch_where_groups_were_unfrozen(tmp_path, tiny_backbone, one_thread):
+    strategy = {"name": "freeze_unfreeze", "options": {"frozen_epochs": 2}}
+    result = run_tiny(tmp_path, train__strategy=strategy, train__epochs=3, report={"top_losses": 0})
+    html = (result.run_dir / "report.html").read_text()
+    assert "More parameter groups were unfrozen in epoch(s) 3." in section(html, "curves")
+    assert "top_losses is 0" in section(html, "top-losses")

@@ -55,6 +55,13 @@ def best_line(summary: dict) -> str:
             f"{top5}, val loss {best['val_loss']:.4f}{held_out}; run directory: {summary['run_dir']}")
 
 
+def check_tta(tta: str) -> None:
+    from tlzoo.engine.tta import TTA_CHOICES
+
+    if tta not in TTA_CHOICES:
+        raise TlzooError(f"--tta {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
+
+
 @app.command()
 def evaluate(
     run_dir: Path = typer.Argument(..., help="a run directory written by `tlzoo run`"),
@@ -64,6 +71,8 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="write one CSV row per image: path, true, "
                                                                        "predicted, probability, loss"),
+    tta: str = typer.Option("none", "--tta", help="test-time augmentation: none, flip (2 views) or flip_crops "
+                                                  "(flips and 4 corner crops: 6 views); probabilities averaged"),
 ):
     """Evaluate a run's model on its validation split or on another folder."""
     from tlzoo.engine.evaluation import evaluate_run
@@ -71,7 +80,9 @@ def evaluate(
 
     if which not in ("best", "last"):
         raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
+    check_tta(tta)
     loaded = load_run(run_dir, registry(), which)
+    loaded.tta = tta
     result, report = evaluate_run(loaded, registry(), data)
     if per_image is not None:
         from tlzoo.engine.reporting import write_per_image_csv
@@ -95,6 +106,8 @@ def predict(
     top_k: int = typer.Option(5, "--top-k", min=1, help="classes to show per image"),
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
     which: str = typer.Option("best", "--model", help="best or last"),
+    tta: str = typer.Option("none", "--tta", help="test-time augmentation: none, flip (2 views) or flip_crops "
+                                                  "(flips and 4 corner crops: 6 views); probabilities averaged"),
 ):
     """Predict the classes of images with a run's model."""
     from tlzoo.engine.inference import collect_images, load_run, predict as predict_images
@@ -102,6 +115,7 @@ def predict(
 
     if fmt not in ("table", "csv", "json"):
         raise TlzooError(f"--format {fmt!r}: choose table, csv or json")
+    check_tta(tta)
     if which not in ("best", "last"):
         raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
     paths = collect_images(list(inputs))
@@ -109,9 +123,14 @@ def predict(
         raise TlzooError("no image files found in " + ", ".join(map(str, inputs)),
                          f"tlzoo looks for these suffixes in folders: .jpg .jpeg .png .bmp .gif .tif .webp")
     if is_exported_file(run_dir):  # FILE.onnx / FILE.pt2 from `tlzoo export`: its metadata says how to feed it
+        if tta != "none":
+            raise TlzooError("--tta works with a run directory, not an exported file",
+                             "pass the run directory the file was exported from")
         results = predict_exported(load_exported(run_dir), paths, top_k)
     else:
-        results = predict_images(load_run(run_dir, registry(), which), paths, top_k)
+        loaded = load_run(run_dir, registry(), which)
+        loaded.tta = tta
+        results = predict_images(loaded, paths, top_k)
     typer.echo(render(results, fmt), nl=False)
     failed = [r for r in results if r.error]
     for item in failed:

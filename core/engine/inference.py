@@ -23,6 +23,7 @@ from tlzoo.model.weights import load_state_file
 from tlzoo.rundir.sidecar import read_model_sidecar
 from tlzoo.data.batches import SourceSetup, eval_source
 from tlzoo.engine.metrics import EvalResult, evaluate, forward_eval
+from tlzoo.engine.tta import tta_logits
 from tlzoo.data.batches import Batch
 from tlzoo.runtime.device import configure_threads, resolve_device, resolve_workers
 
@@ -37,6 +38,7 @@ class LoadedRun:
     classes: list[str]
     data_config: DataConfig
     device: torch.device
+    tta: str = "none"  # test-time augmentation of evaluate and predict (tlzoo.engine.tta)
 
     @property
     def precision(self) -> str:
@@ -110,7 +112,7 @@ def evaluate_items(run: LoadedRun, items: list[tuple[Path, int]], num_workers="a
                                      resolve_workers(num_workers, len(items)), 0, shuffle=False,
                                      background=run.background))
     return evaluate(run.model, source, len(run.classes), run.device, run.precision, fast=run.fast,
-                    log=log or note)
+                    log=log or note, tta=run.tta)
 
 
 def evaluate_records(run: LoadedRun, items: list[tuple[Path, int]], num_workers="auto", log=None):
@@ -123,7 +125,8 @@ def evaluate_records(run: LoadedRun, items: list[tuple[Path, int]], num_workers=
     source = eval_source(SourceSetup(items, build_eval_transform(run.data_config), run.batch_size,
                                      resolve_workers(num_workers, len(items)), 0, shuffle=False,
                                      background=run.background))
-    logits, labels = logits_over(run.model, source, run.device, run.precision, fast=run.fast, log=log or note)
+    logits, labels = logits_over(run.model, source, run.device, run.precision, fast=run.fast, log=log or note,
+                                 tta=run.tta)
     return summarize(logits, labels, len(run.classes)), records_from_logits(items, logits, labels, run.classes)
 
 
@@ -171,7 +174,8 @@ def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Predi
         if compiled is not None:
             probs = compiled(batch.x.to(run.device)).float().softmax(1).cpu()
         else:
-            probs = forward_eval(run.model, batch, run.device, run.precision).softmax(1).cpu()
+            forward = lambda x: forward_eval(run.model, Batch(x, labels), run.device, run.precision)  # noqa: E731
+        probs = tta_logits(forward, torch.stack([tensor for _, tensor in pending]), run.tta).softmax(1).cpu()
         values, indices = probs.topk(k, dim=1)
         for (slot, _), vals, idxs in zip(pending, values.tolist(), indices.tolist()):
             results[slot].top = [(run.classes[i], v) for i, v in zip(idxs, vals)]

@@ -55,6 +55,11 @@ class Trainer:
     # resume inside an epoch (tlzoo.rundir.resume): an EpochPosition, and where the running epoch is
     resume_at: object = None
     position: tuple = (0, 0.0, 0)  # (batches done in this epoch, loss total, samples) after the last step
+    # recipe features (tlzoo.engine.mixing.Mixer, tlzoo.engine.ema.WeightAverage); None: off
+    mixer: object = None
+    ema: object = None
+    tta: str = "none"  # validation views (tlzoo.engine.tta)
+    tta_source: object = None  # the validation images without the activation cache, for TTA views
 
     def fit(self) -> TrainState:
         state = self.state
@@ -70,6 +75,8 @@ class Trainer:
         seed_everything(epoch_seed(config.seed, epoch))  # dropout and in-process augmentation
         plan = plan_epoch(state.model, self.strategy, epoch)
         apply_plan(state.model, plan, config.bn)
+        if self.ema is not None:
+            self.ema.track_trainable(state.model)
         first_step = state.step - (self.resume_at.batch if self.resume_at is not None else 0)
         learning_rates = [group["base_lr"] * plan.phase.lr_scale * state.schedule.factor(epoch, first_step)
                           for group in state.optimizer.param_groups]
@@ -77,13 +84,12 @@ class Trainer:
         self.progress.start_epoch(epoch, config.epochs, len(self.train_source), "train")
         train_loss = self.train_epoch(epoch, plan)
 
-        result = evaluate(state.model, self.val_source, config.num_classes, config.device, config.precision,
-                          plan.frozen_stages,  # a cached validation source skips the frozen stages
-                          config.fast, self.progress.message)
+        result, use_ema, recipe = self.validate(plan)
         self.last_eval = result
         record = {"epoch": epoch + 1, "epochs": config.epochs, "train_loss": train_loss,
                   **result.metrics("val_"), "lr": learning_rates, "trainable_params": trainable,
-                  "frozen_stages": plan.frozen_stages, "trainable_groups": state.model.num_groups - plan.first_trainable}
+                  "frozen_stages": plan.frozen_stages, "trainable_groups": state.model.num_groups - plan.first_trainable,
+                  **recipe}
         monitored = record.get(state.monitor)
         record["is_best"] = state.is_improvement(monitored)
         if state.is_improvement(monitored, config.min_delta):
@@ -97,7 +103,11 @@ class Trainer:
         if record["is_best"]:
             state.best_metric, state.best_epoch = monitored, epoch + 1
             state.best_record, state.best_confusion = record, result.confusion
-            self.save_best(self, record)
+            if use_ema:  # best.safetensors holds the average that validated better
+                with self.ema.applied(state.model):
+                    self.save_best(self, record)
+            else:
+                self.save_best(self, record)
         state.history.append(record)
         self.save_last(self, record)
         self.progress.end_epoch(record)
@@ -105,6 +115,30 @@ class Trainer:
             self.progress.message(f"early stopping: {state.monitor} has not improved for "
                                   f"{state.bad_epochs} epoch(s)")
         return record
+
+    def validate(self, plan: EpochPlan):
+        """(EvalResult, whether the EMA weights gave it, extra record fields): the model's validation, and the
+        average's when EMA is on; the better of the two (by the monitored metric) is the epoch's candidate."""
+        state, config = self.state, self.config
+
+        def run():
+            if self.tta != "none" and self.tta_source is not None:  # views need images, not cached activations
+                return evaluate(state.model, self.tta_source, config.num_classes, config.device, config.precision,
+                                0, config.fast, self.progress.message, tta=self.tta)
+            return evaluate(state.model, self.val_source, config.num_classes, config.device, config.precision,
+                            plan.frozen_stages,  # a cached validation source skips the frozen stages
+                            config.fast, self.progress.message)
+
+        result = run()
+        if self.ema is None:
+            return result, False, {}
+        with self.ema.applied(state.model):
+            averaged = run()
+        own, ema = result.metrics("model_val_"), averaged.metrics("ema_val_")
+        key = state.monitor.removeprefix("val_")
+        better = ema[f"ema_val_{key}"] > own[f"model_val_{key}"] if state.higher_is_better else \
+            ema[f"ema_val_{key}"] < own[f"model_val_{key}"]
+        return (averaged if better else result), better, {**own, **ema, "val_weights": "ema" if better else "model"}
 
     def train_epoch(self, epoch: int, plan: EpochPlan) -> float:
         state, total, count = self.state, 0.0, 0
@@ -138,8 +172,11 @@ class Trainer:
             with torch.no_grad(), autocast(config.precision, config.device):
                 x = model.forward_stages(x, batch.start, frozen_stages)
             x = x.float()
+        mixed = self.mixer.mix(x, y, self.state.step) if self.mixer is not None else None
+        if mixed is not None:  # where the trainable part starts: images, or the frozen prefix's activations
+            x = mixed.x
         logits = model.head(model.forward_stages(x, max(batch.start, frozen_stages)))
-        loss = self.criterion(logits, y)
+        loss = self.criterion(logits, y) if mixed is None else mixed.loss(self.criterion, logits, y)
         value = loss.item()
         if not math.isfinite(value):  # before the update, so no NaN ever reaches the weights
             raise TlzooError(f"the training loss became {value} at epoch {epoch + 1}, step {self.state.step + 1}; "
@@ -148,4 +185,6 @@ class Trainer:
         self.state.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         self.state.optimizer.step()
+        if self.ema is not None:
+            self.ema.update(model, self.state.step + 1)
         return value

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 import torch
 import torch.nn.functional as F
 
+from tlzoo.data.batches import Batch
 from tlzoo.runtime.device import autocast
 
 TOP5_MIN_CLASSES = 5
@@ -53,12 +54,15 @@ def forward_eval(model, batch, device, precision: str) -> torch.Tensor:
         return model.head(features.float())
 
 
-def logits_over(model, source, device, precision: str, frozen_stages: int = 0, fast: str = "eager", log=print):
+def logits_over(model, source, device, precision: str, frozen_stages: int = 0, fast: str = "eager", log=print,
+                tta: str = "none"):
     """All logits and labels of one pass over `source`, in its order; the model goes to eval mode.
 
     `fast` 'jit' runs the pass through a compiled copy of the model as it is now
-    (tlzoo.runtime.compiled); 'eager' runs the model itself.
+    (tlzoo.runtime.compiled); 'eager' runs the model itself. `tta` (tlzoo.engine.tta)
+    averages views of image batches; batches of cached activations are never augmented.
     """
+    from tlzoo.engine.tta import tta_logits
     from tlzoo.runtime.compiled import InferencePath, StagesAndHead
 
     model.eval()
@@ -68,9 +72,12 @@ def logits_over(model, source, device, precision: str, frozen_stages: int = 0, f
         if fast == "jit":
             if batch.start not in paths:
                 paths[batch.start] = InferencePath(StagesAndHead(model, batch.start), "jit", log, "evaluation model")
-            all_logits.append(paths[batch.start](batch.x.to(device)).float().cpu())
+            path = paths[batch.start]
+            forward = lambda x: path(x.to(device)).float()  # noqa: E731
         else:
-            all_logits.append(forward_eval(model, batch, device, precision).cpu())
+            forward = lambda x, start=batch.start: forward_eval(model, Batch(x, batch.y, start), device, precision)  # noqa: E731
+        mode = tta if batch.start == 0 else "none"
+        all_logits.append(tta_logits(forward, batch.x, mode).cpu())
         all_labels.append(batch.y)
     if not all_logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
@@ -94,6 +101,6 @@ def summarize(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> E
 
 
 def evaluate(model, source, num_classes: int, device, precision: str, frozen_stages: int = 0,
-             fast: str = "eager", log=print) -> EvalResult:
-    logits, labels = logits_over(model, source, device, precision, frozen_stages, fast, log)
+             fast: str = "eager", log=print, tta: str = "none") -> EvalResult:
+    logits, labels = logits_over(model, source, device, precision, frozen_stages, fast, log, tta)
     return summarize(logits, labels, num_classes)

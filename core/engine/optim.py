@@ -28,6 +28,13 @@ def base_learning_rates(num_groups: int, lr: float, backbone_lr_mult: float) -> 
     return [lr * backbone_lr_mult] * (num_groups - 1) + [lr]
 
 
+def layer_decay_factors(num_groups: int, decay: float | None) -> list[float]:
+    """timm's --layer-decay on parameter groups: group g (head last, factor 1) gets decay ** (G - 1 - g)."""
+    if decay is None:
+        return [1.0] * num_groups
+    return [decay ** (num_groups - 1 - group) for group in range(num_groups)]
+
+
 def build_optimizer(groups: list[list[torch.nn.Parameter]], spec: OptimizerSpec,
                     base_lrs: list[float]) -> torch.optim.Optimizer:
     param_groups = [{"params": params, "lr": lr, "base_lr": lr} for params, lr in zip(groups, base_lrs)]

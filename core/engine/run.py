@@ -24,7 +24,7 @@ from tlzoo.rundir import outputs
 from tlzoo.rundir.sidecar import MODEL_FORMAT
 from tlzoo.data.batches import SourceSetup, eval_source, seed_everything, train_source
 from tlzoo.engine.loop import LoopConfig, Trainer
-from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
+from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer, layer_decay_factors
 from tlzoo.engine.progress import make_progress
 from tlzoo.engine.held_out import score_test
 from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
@@ -169,10 +169,13 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
     val_batches = eval_source(SourceSetup(
         data.val, build_eval_transform(setup.built.data_config), setup.eval_batch_size,
         resolve_workers(spec.data.num_workers, len(data.val)), train.seed, shuffle=False,
-        background=spec.data.background))
+        background=spec.data.background, sharded=sharded))
+    val_images = val_batches  # TTA views are made from images, never from cached activations
     train_batches, val_batches = attach_caches(setup, train_batches, val_batches, progress.message)
-    optimizer = build_optimizer(model.group_parameters(), train.optimizer,
-                                base_learning_rates(model.num_groups, train.optimizer.lr, train.backbone_lr_mult))
+    base_lrs = [lr * factor for lr, factor in zip(
+        base_learning_rates(model.num_groups, train.optimizer.lr, train.backbone_lr_mult),
+        layer_decay_factors(model.num_groups, train.layer_decay))]
+    optimizer = build_optimizer(model.group_parameters(), train.optimizer, base_lrs)
     state = TrainState(model, optimizer, Schedule(train.scheduler, train.epochs, len(train_batches)),
                        monitor=train.monitor)
     weights = class_weights(data.train, num_classes) if train.class_weights == "balanced" else None
@@ -191,8 +194,32 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
         setup.loggers.epoch(record)  # the metrics logger writes metrics.jsonl; then the spec's others
 
     # best and last are saved by tlzoo.rundir.resume.guard_training, with the training state and signals
-    return Trainer(state, strategy, criterion, train_batches, val_batches, config, progress,
-                   epoch_hooks=[log_metrics])
+    trainer = Trainer(state, strategy, criterion, train_batches, val_batches, config, progress,
+                      epoch_hooks=[log_metrics])
+    if sharded:  # DDP: the ranks' gradients averaged in every backward pass
+        trainer.sync = distributed.GradientSync(model, setup.device)
+    attach_recipe(trainer, train, val_images, progress.message)
+    return trainer
+
+
+def attach_recipe(trainer: Trainer, train, val_images, log) -> None:
+    """EMA, mixup/cutmix and validation TTA as the spec's train section asks (all off by default)."""
+    from tlzoo.engine.ema import WeightAverage
+    from tlzoo.engine.mixing import Mixer
+
+    trainer.mixer = Mixer.from_spec(train.mix, train.seed)
+    trainer.ema = WeightAverage(train.ema) if train.ema.enabled else None
+    trainer.tta, trainer.tta_source = train.tta, val_images
+    notes = [f"EMA of the trainable weights (decay {train.ema.decay:g})"] if train.ema.enabled else []
+    if trainer.mixer is not None:
+        notes.append(f"mixup alpha {train.mix.mixup_alpha:g}, cutmix alpha {train.mix.cutmix_alpha:g} where the "
+                     "trainable part starts")
+    if train.layer_decay is not None:
+        notes.append(f"layer-wise lr decay {train.layer_decay:g}")
+    if train.tta != "none":
+        notes.append(f"validation TTA '{train.tta}'")
+    if notes:
+        log("recipe: " + "; ".join(notes))
 
 
 def finished_run(resumed, stream) -> RunResult | None:
