@@ -170,9 +170,9 @@ def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Predi
     def flush():
         if not pending:
             return
-        batch = Batch(torch.stack([tensor for _, tensor in pending]), torch.zeros(len(pending), dtype=torch.long))
+        labels = torch.zeros(len(pending), dtype=torch.long)
         if compiled is not None:
-            probs = compiled(batch.x.to(run.device)).float().softmax(1).cpu()
+            forward = lambda x: compiled(x.to(run.device)).float()  # noqa: E731
         else:
             forward = lambda x: forward_eval(run.model, Batch(x, labels), run.device, run.precision)  # noqa: E731
         probs = tta_logits(forward, torch.stack([tensor for _, tensor in pending]), run.tta).softmax(1).cpu()

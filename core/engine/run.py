@@ -169,7 +169,7 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
     val_batches = eval_source(SourceSetup(
         data.val, build_eval_transform(setup.built.data_config), setup.eval_batch_size,
         resolve_workers(spec.data.num_workers, len(data.val)), train.seed, shuffle=False,
-        background=spec.data.background, sharded=sharded))
+        background=spec.data.background))
     val_images = val_batches  # TTA views are made from images, never from cached activations
     train_batches, val_batches = attach_caches(setup, train_batches, val_batches, progress.message)
     base_lrs = [lr * factor for lr, factor in zip(
@@ -196,8 +196,6 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
     # best and last are saved by tlzoo.rundir.resume.guard_training, with the training state and signals
     trainer = Trainer(state, strategy, criterion, train_batches, val_batches, config, progress,
                       epoch_hooks=[log_metrics])
-    if sharded:  # DDP: the ranks' gradients averaged in every backward pass
-        trainer.sync = distributed.GradientSync(model, setup.device)
     attach_recipe(trainer, train, val_images, progress.message)
     return trainer
 
