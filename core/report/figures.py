@@ -8,7 +8,7 @@ import matplotlib
 
 matplotlib.use("Agg")  # no display: figures are only ever written to files
 
-import matplotlib.pyplot as plt  # noqa: E402  (after the backend is chosen)
+from matplotlib.figure import Figure  # noqa: E402  (after the backend is chosen)
 import numpy as np  # noqa: E402
 from matplotlib.ticker import MaxNLocator  # noqa: E402
 
@@ -21,7 +21,6 @@ DPI = 100
 def _png(figure) -> bytes:
     buffer = io.BytesIO()
     figure.savefig(buffer, format="png", dpi=DPI)  # fixed margins: a tight bbox pass costs seconds on a slow CPU
-    plt.close(figure)
     return buffer.getvalue()
 
 
@@ -49,7 +48,8 @@ def _series(metrics: list[dict], key: str) -> tuple[list[int], list[float]]:
 
 def curves_png(metrics: list[dict]) -> bytes:
     """Loss, accuracy, learning rate per parameter group and trainable parameters, per epoch."""
-    figure, axes = plt.subplots(2, 2, figsize=(11, 6.5))
+    figure = Figure(figsize=(11, 6.5))  # not pyplot: no global figure registry to keep or close
+    axes = figure.subplots(2, 2)
     loss, accuracy, rates, params = axes.flat
     for key, label in (("train_loss", "train loss"), ("val_loss", "val loss")):
         loss.plot(*_series(metrics, key), marker="o", markersize=3, label=label)
@@ -114,7 +114,8 @@ def confusion_png(classes: list[str], confusion: list[list[int]], normalise: boo
     names = [classes[i] for i in keep]
     side = min(11.0, max(4.5, 0.32 * len(keep) + 2.5))
     label_inches = 0.075 * max(len(name) for name in names) + 0.6  # room for the longest tick label
-    figure, axis = plt.subplots(figsize=(side + 1.2 + label_inches, side + label_inches))
+    figure = Figure(figsize=(side + 1.2 + label_inches, side + label_inches))
+    axis = figure.subplots()
     figure.subplots_adjust(left=label_inches / (side + 1.2 + label_inches), bottom=label_inches / (side + label_inches),
                            right=0.9, top=0.94)
     image = axis.imshow(shown, cmap="Blues", vmin=0, vmax=1 if normalise else max(shown.max(), 1))
