@@ -107,3 +107,14 @@ def test_a_logger_that_lacks_a_method_is_refused(tmp_path, tiny_backbone, one_th
                                                     plugin="tests"))
     with pytest.raises(TlzooError, match="lacks start"):
         run_tiny(tmp_path, loggers=["test/half"], train__epochs=1)
+
+
+def test_a_run_failing_before_training_leaves_no_tensorboard_folder(tmp_path, tiny_backbone, one_thread):
+    from tlzoo.plugins.loggers.tensorboard import TensorBoardLogger, TensorBoardOptions
+
+    logger = TensorBoardLogger(TensorBoardOptions(), tmp_path / "run")
+    logger.start({}, ["a", "b"])
+    assert not (tmp_path / "run" / "tensorboard").exists()
+    logger.epoch({"epoch": 1, "train_loss": 0.5})
+    logger.end({"confusion_matrix": [[1, 0], [0, 1]], "classes": ["a", "b"], "best_epoch": 1}, None)
+    assert list((tmp_path / "run" / "tensorboard").glob("events.out.tfevents.*"))

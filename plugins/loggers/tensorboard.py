@@ -29,18 +29,27 @@ class TensorBoardOptions(BaseModel):
 class TensorBoardLogger:
     def __init__(self, options: TensorBoardOptions, run_dir: Path):
         try:
-            from torch.utils.tensorboard import SummaryWriter
+            from torch.utils.tensorboard import SummaryWriter  # checked now, so a missing package fails early
         except ImportError:
             raise TlzooError("the 'tensorboard' logger needs the tensorboard package, which is not installed",
                              "pip install 'tlzoo[tensorboard]', or remove \"tensorboard\" from the spec's "
                              "'loggers'") from None
         self.options = options
-        self.writer = SummaryWriter(log_dir=str(Path(run_dir) / options.dir))
+        self.log_dir = Path(run_dir) / options.dir
+        self.make_writer = SummaryWriter
+        self._writer = None
         self.classes: list[str] = []
+
+    @property
+    def writer(self):
+        # made at the first epoch: a run that fails before training leaves no event folder behind
+        if self._writer is None:
+            self._writer = self.make_writer(log_dir=str(self.log_dir))
+            self._writer.add_text("run/classes", ", ".join(self.classes), 0)
+        return self._writer
 
     def start(self, spec: dict, classes: list[str]) -> None:
         self.classes = list(classes)
-        self.writer.add_text("run/classes", ", ".join(classes), 0)
 
     def epoch(self, metrics: dict) -> None:
         step = metrics["epoch"]
@@ -62,7 +71,8 @@ class TensorBoardLogger:
             png = confusion_png(summary.get("classes") or self.classes, confusion, normalise=True)
             image = np.asarray(Image.open(io.BytesIO(png)).convert("RGB"))
             self.writer.add_image("confusion_matrix/best", image, summary.get("best_epoch") or 0, dataformats="HWC")
-        self.writer.close()
+        if self._writer is not None:
+            self._writer.close()
 
 
 @hookimpl
