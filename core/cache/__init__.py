@@ -16,6 +16,7 @@ from pathlib import Path
 
 import torch
 
+from tlzoo.runtime import distributed
 from tlzoo.runtime.compiled import fast_mode
 from tlzoo.cache.prefix import CacheSettings, FrozenPrefixSource
 from tlzoo.cache.store import MemoryBudget, remove_dead_builds
@@ -124,6 +125,9 @@ def attach_caches(setup, train_source, val_source, log):
         log(off)
         return train_source, val_source
     root, persist = usable_root(setup.resolved, log)
+    if distributed.active():  # the ranks share rank 0's folder (shares of a cache build meet there)
+        root, persist = distributed.broadcast_object([str(root), persist])
+        root = Path(root)
     image_epochs = ks.total() if off else ks[0]
     if image_epochs >= 2:
         sizes = getattr(setup.data, "sizes", {})

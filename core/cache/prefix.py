@@ -15,6 +15,7 @@ trains on the same batches as an uncached one.
 
 from __future__ import annotations
 
+import contextlib
 import random
 import shutil
 import time
@@ -26,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tlzoo.data.batches import Batch, epoch_seed
+from tlzoo.data.batches import Batch, batch_plan, epoch_seed
 from tlzoo.runtime.device import autocast, release_freed_memory
 from tlzoo.runtime.compiled import FAST_PASS_BATCH, InferencePath, StagePrefix
 from tlzoo.runtime.interrupts import ignore_stop_signals
@@ -106,8 +107,7 @@ class FrozenPrefixSource:
         self.labels = torch.tensor([label for _, label in setup.items], dtype=torch.long)
         self.order_generator = torch.Generator()
         # an index loader with the base loader's sampler settings: the same order, no images
-        self.order = DataLoader(range(len(setup.items)), batch_size=setup.batch_size, shuffle=setup.shuffle,
-                                drop_last=setup.drop_last, generator=self.order_generator)
+        self.order = DataLoader(range(len(setup.items)), **batch_plan(setup, self.order_generator))
         offsets = torch.Generator().manual_seed(setup.seed ^ VIEW_SEED_SALT)
         self.view_offsets = torch.randint(0, 2**31 - 1, (len(setup.items),), generator=offsets)
         self.store: ActivationStore | None = None
@@ -119,6 +119,10 @@ class FrozenPrefixSource:
 
     def __len__(self) -> int:
         return len(self.base)
+
+    @property
+    def sharded(self) -> bool:
+        return self.base.sharded
 
     def epoch(self, epoch: int, frozen_stages: int) -> Iterator[Batch]:
         store = self.store_for(frozen_stages) if frozen_stages > 0 else None
@@ -152,7 +156,11 @@ class FrozenPrefixSource:
         key_parts = self.key_parts(k)
         key = digest(key_parts)
         store = self.open_published(key)
-        if store is None and self.stable:
+        if self.sharded:  # under torchrun: each rank computes its share of a missing entry, then all read it
+            from tlzoo.cache.sharded import build_sharded
+
+            store = build_sharded(self, k, key, key_parts, store)
+        elif store is None and self.stable:
             # one writer per entry: a second run with this key waits here, then reuses what the first published
             with key_lock(self.settings.root, key, self.settings.log):
                 store = self.open_published(key) or self.build(k, key, key_parts)
@@ -198,6 +206,41 @@ class FrozenPrefixSource:
     def build(self, k: int, key: str, key_parts: dict) -> ActivationStore | None:
         setup, settings, view_count = self.base.setup, self.settings, self.views_at(k)
         pairs = [(row, view) for view in range(view_count) for row in range(len(setup.items))]
+        started, store = time.perf_counter(), None
+        try:
+            with contextlib.closing(self.prefix_outputs(k, pairs)) as outputs:
+                for rows, views, out, x in outputs:
+                    if store is None:
+                        store = self.new_store(k, out, x)
+                        if store is None:
+                            return None
+                    store.write(rows, views, out)
+        except BaseException:
+            if store is not None:
+                store.close()
+            raise
+        if store is None:
+            return None
+        self.log_built(k, len(setup.items), started)
+        if self.stable:
+            store.publish(settings.root / key, self.entry_meta(k, key, key_parts))
+        return store
+
+    def entry_meta(self, k: int, key: str, key_parts: dict) -> dict:
+        return {"key": key, "boundary": k, "items": len(self.base.setup.items), "views": self.views_at(k),
+                "created": time.time(), "parts": key_parts}
+
+    def log_built(self, k: int, computed: int, started: float) -> None:
+        prefix, compiled_before = self.last_prefix
+        seconds = time.perf_counter() - started
+        compiled = "" if prefix is None or not prefix.compiled_ok else (
+            " (TorchScript graph reused)" if compiled_before else f" (TorchScript-compiled in {prefix.seconds:.1f}s)")
+        self.settings.log(f"cache: stage-{k} activations of {computed} {self.role} images x {self.views_at(k)} "
+                          f"view(s) computed in {seconds:.1f}s{compiled}")
+
+    def prefix_outputs(self, k: int, pairs: list[tuple[int, int]]):
+        """(rows, views, stage-k output, input) batch by batch for the (row, view) pairs, frozen stages in eval mode."""
+        setup, settings, view_count = self.base.setup, self.settings, self.views_at(k)
         dataset, finish = byte_variant(self.base.dataset) or (self.base.dataset, None)
         inputs = ViewInputs(dataset, pairs, setup.seed if view_count > 1 else None)
         # its own generator: a loader without one would draw its worker seed from the global RNG
@@ -206,7 +249,7 @@ class FrozenPrefixSource:
         loader = DataLoader(inputs, batch_size=batch_size, num_workers=setup.num_workers,
                             generator=torch.Generator().manual_seed(0),
                             worker_init_fn=ignore_stop_signals if setup.num_workers else None)
-        started, store, prefix, compiled_before = time.perf_counter(), None, None, True
+        prefix, self.last_prefix = None, (None, True)
         stages = self.model.stages[:k]
         modes = [stage.training for stage in stages]
         for stage in stages:
@@ -220,32 +263,11 @@ class FrozenPrefixSource:
                     x = finish(x) if finish is not None else x
                     if prefix is None:
                         prefix = self.prefix_path(k, x)
-                        compiled_before = prefix.tried
-                    out = prefix(x)
-                    if store is None:
-                        store = self.new_store(k, out, x)
-                        if store is None:
-                            return None
-                    store.write(rows, views, out)
-        except BaseException:
-            if store is not None:
-                store.close()
-            raise
+                        self.last_prefix = (prefix, prefix.tried)
+                    yield rows, views, prefix(x), x
         finally:
             for stage, mode in zip(stages, modes):
                 stage.train(mode)
-        if store is None:
-            return None
-        seconds = time.perf_counter() - started
-        compiled = "" if not prefix.compiled_ok else (
-            " (TorchScript graph reused)" if compiled_before else f" (TorchScript-compiled in {prefix.seconds:.1f}s)")
-        settings.log(f"cache: stage-{k} activations of {len(setup.items)} {self.role} images x {view_count} "
-                     f"view(s) computed in {seconds:.1f}s{compiled}")
-        if self.stable:
-            meta = {"key": key, "boundary": k, "items": len(setup.items), "views": view_count,
-                    "created": time.time(), "parts": key_parts}
-            store.publish(settings.root / key, meta)
-        return store
 
     def prefix_path(self, k: int, x: torch.Tensor) -> InferencePath:
         """The frozen pass for stages [0, k) on inputs like `x`: compiled once, reused by the other role's build.
@@ -261,7 +283,8 @@ class FrozenPrefixSource:
             self.settings.latest_prefix = latest = (key, path)
         return latest[1]
 
-    def new_store(self, k: int, out: torch.Tensor, x: torch.Tensor) -> ActivationStore | None:
+    def worth_storing(self, k: int, out: torch.Tensor, x: torch.Tensor) -> bool:
+        """False (logged, and the boundary noted as skipped) when stage-k outputs like `out` are not kept."""
         settings, items, view_count = self.settings, len(self.base.setup.items), self.views_at(k)
         shape = tuple(out.shape[1:])
         per_view, per_image = int(np.prod(shape)), int(np.prod(x.shape[1:]))
@@ -270,14 +293,21 @@ class FrozenPrefixSource:
                          f"than the input image {tuple(x.shape[1:])}, so storing them saves little; "
                          "cache.enabled: true caches them anyway")
             settings.skipped.add((self.role, k))
-            return None
+            return False
         dtype = self.storage_dtype(out.dtype)
         nbytes = items * view_count * per_view * torch.empty(0, dtype=STORAGE[dtype][0]).element_size()
         if nbytes > settings.budget.remaining and nbytes > free_disk(settings.root) * 0.9:
             settings.log(f"cache: not caching stage-{k} {self.role} activations: {nbytes / 2**20:.0f} MiB "
                          f"fit neither cache.memory_mb nor the free space in {settings.root}")
             settings.skipped.add((self.role, k))
+            return False
+        return True
+
+    def new_store(self, k: int, out: torch.Tensor, x: torch.Tensor) -> ActivationStore | None:
+        if not self.worth_storing(k, out, x):
             return None
+        settings, items, view_count = self.settings, len(self.base.setup.items), self.views_at(k)
+        shape, dtype = tuple(out.shape[1:]), self.storage_dtype(out.dtype)
         store = ActivationStore.create(items, view_count, shape, dtype, settings.budget, settings.root)
         where = "RAM" if store.in_memory else f"a memory-mapped file in {store.folder}"
         settings.log(f"cache: computing stage-{k} activations {shape} of {items} {self.role} images x "

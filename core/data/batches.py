@@ -21,8 +21,10 @@ from typing import Callable, Iterator, Protocol, runtime_checkable
 
 import numpy as np
 import torch
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, DistributedSampler, Sampler
 
+from tlzoo.errors import TlzooError
+from tlzoo.runtime import distributed
 from tlzoo.runtime.device import release_freed_memory
 from tlzoo.runtime.interrupts import ignore_stop_signals
 
@@ -58,6 +60,8 @@ class SourceSetup:
     background: tuple[int, int, int] = (255, 255, 255)
     drop_last: bool = False
     deterministic: bool = True  # the transform gives the same tensor every epoch
+    # under torchrun: this rank's share (training: batch_size is the global batch; evaluation: rank::N)
+    sharded: bool = False
 
 
 def epoch_seed(seed: int, epoch: int) -> int:
@@ -80,6 +84,62 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(worker_seed)
 
 
+class GlobalOrderSampler(DistributedSampler):
+    """This rank's share of the single-process shuffle, so the job's global batches are the single-process ones.
+
+    The permutation comes from the loader's own generator, as RandomSampler's does
+    (seeded per epoch by the source, after the loader's one draw for worker seeds),
+    then DistributedSampler's split: padded to a multiple of N, rank r takes
+    positions r, r + N, ... . Local batch j of every rank together is global batch j.
+    """
+
+    def __init__(self, count: int, generator: torch.Generator):
+        super().__init__(range(count), num_replicas=distributed.world_size(), rank=distributed.rank(),
+                         shuffle=True, drop_last=False)
+        self.generator = generator
+
+    def __iter__(self):
+        indices = torch.randperm(len(self.dataset), generator=self.generator).tolist()
+        indices += indices[:self.total_size - len(indices)]  # DistributedSampler's padding
+        return iter(indices[self.rank:self.total_size:self.num_replicas])
+
+
+class ShardSampler(Sampler):
+    """Rows rank, rank + N, ... in file order: each image evaluated once in the whole job, none padded."""
+
+    def __init__(self, count: int):
+        self.rows = list(distributed.shard(count))
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    def __iter__(self):
+        return iter(self.rows)
+
+
+def local_batch_size(global_batch: int) -> int:
+    world = distributed.world_size()
+    if global_batch % world:
+        raise TlzooError(f"data.batch_size is {global_batch}, which the {world} processes of the job cannot "
+                         f"share equally (it is the global batch, split across processes)",
+                         f"set data.batch_size to a multiple of {world}, e.g. {max(world, global_batch // world * world)}")
+    return global_batch // world
+
+
+def batch_plan(setup: SourceSetup, generator: torch.Generator) -> dict:
+    """DataLoader arguments giving the batches of `setup`: the whole set, or this rank's share of it."""
+    if not (setup.sharded and distributed.active()):
+        return {"batch_size": setup.batch_size, "shuffle": setup.shuffle, "drop_last": setup.drop_last,
+                "generator": generator}
+    if not setup.shuffle:
+        return {"batch_size": setup.batch_size, "sampler": ShardSampler(len(setup.items)), "generator": generator}
+    local = local_batch_size(setup.batch_size)
+    sampler = GlobalOrderSampler(len(setup.items), generator)
+    # a local last batch of one image cannot train a BatchNorm: dropped, as the single process drops one
+    drop_last = sampler.num_samples % local == 1 and sampler.num_samples > 1
+    return {"batch_size": local, "sampler": sampler, "drop_last": drop_last, "generator": generator}
+
+
 class LoaderSource:
     """Images through a DataLoader; every batch starts at stage 0."""
 
@@ -93,20 +153,24 @@ class LoaderSource:
         self.generator = torch.Generator()
         self.loader = DataLoader(
             self.dataset,
-            batch_size=setup.batch_size,
-            shuffle=setup.shuffle,
             num_workers=setup.num_workers,
-            drop_last=setup.drop_last,
-            generator=self.generator,
             worker_init_fn=seed_worker if setup.num_workers else None,
             persistent_workers=False,
+            **batch_plan(setup, self.generator),
         )
+
+    @property
+    def sharded(self) -> bool:
+        """Each rank sees a share: evaluation sums must be reduced over ranks."""
+        return self.setup.sharded and distributed.active()
 
     def __len__(self) -> int:
         return len(self.loader)
 
     def epoch(self, epoch: int, frozen_stages: int) -> Iterator[Batch]:
         self.generator.manual_seed(epoch_seed(self.setup.seed, epoch))
+        if isinstance(self.loader.sampler, DistributedSampler):
+            self.loader.sampler.set_epoch(epoch)  # its order comes from the generator seeded just above
         if self.setup.num_workers:
             release_freed_memory()  # workers fork as the loop below starts
         for x, y in self.loader:

@@ -23,6 +23,7 @@ from tlzoo.rundir.checkpoint import (clean_stale_temporaries, embedded_meta, jso
 from tlzoo.rundir.training_state import EpochPosition, model_tensors, restore_training_state, training_checkpoint
 from tlzoo.errors import TlzooError
 from tlzoo.model.weights import TORCH_SUFFIXES, load_state_file
+from tlzoo.runtime import distributed
 
 LAST, BEST = "last", "best"
 RESUMES_FILE = "resumes.jsonl"
@@ -203,6 +204,18 @@ def _differences(before, now, prefix: str = "") -> list[str]:
     return [] if before == now else [prefix.rstrip(".")]
 
 
+def check_world_size(resumed: ResumeFrom, position: dict) -> None:
+    """A stop inside an epoch continues only with as many processes as it had (each kept its own RNG there);
+    at an epoch boundary any number continues, since the global batch and its order do not depend on it."""
+    saved, now = int(resumed.training.get("world_size", 1)), distributed.world_size()
+    if position.get("batch", 0) > 0 and saved != now:
+        raise TlzooError(f"cannot resume {resumed.run_dir} with {now} process(es): it stopped inside epoch "
+                         f"{resumed.training['counters']['epoch'] + 1} with {saved} process(es), each holding "
+                         "its own place in the epoch",
+                         f"resume with {saved} process(es) (tlzoo run --resume {resumed.run_dir} --nproc {saved}, "
+                         f"or torchrun --nproc-per-node {saved}); later epoch boundaries accept any number")
+
+
 def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, log) -> None:
     """Checkpoint and interrupt hooks for `trainer`; restores `resumed` into it. Arms `stop`."""
     from tlzoo.rundir import outputs
@@ -212,12 +225,23 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
     hint = f"continue with: tlzoo run --resume {run_dir}"
 
     def save_last(position: EpochPosition | None, record: dict) -> str:
-        tensors, training = training_checkpoint(state, setup.spec_json, position, generator)
-        with stop.saving_checkpoint():
-            save_checkpoint(run_dir / LAST, tensors, {**sidecar(setup, LAST, record), "training": training})
+        # under torchrun a stop inside an epoch keeps every rank's RNG and loss so far (a collective: all ranks
+        # stop at the same step); rank 0 alone writes, and the others wait until `last` is whole
+        ranks = distributed.all_gather_object(position.rank_json()) if position and distributed.active() else None
+        if distributed.is_main():
+            tensors, training = training_checkpoint(state, setup.spec_json, position, generator)
+            if distributed.active():
+                training["world_size"] = distributed.world_size()
+            if ranks:
+                training["ranks"] = ranks
+            with stop.saving_checkpoint():
+                save_checkpoint(run_dir / LAST, tensors, {**sidecar(setup, LAST, record), "training": training})
+        distributed.barrier()
         return f"resumable checkpoint saved in {weights_path(run_dir / LAST)}"
 
     def save_best(_trainer, record: dict) -> None:
+        if not distributed.is_main():
+            return
         with stop.saving_checkpoint():
             save_checkpoint(run_dir / BEST, model_tensors(state.model), sidecar(setup, BEST, record))
 
@@ -235,17 +259,24 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
     trainer.save_last = lambda _trainer, record: save_last(None, record)
     trainer.step_hooks.append(after_step)
     trainer.epoch_hooks.append(after_epoch)
+    if distributed.active():
+        stop.agree = distributed.all_reduce_max  # every rank honours a signal any of them got, at the same step
     if resumed is not None:
         source = str(weights_path(run_dir / LAST))
-        restore_training_state(state, resumed.tensors, resumed.training, source, generator)
         position = resumed.training["position"]
+        check_world_size(resumed, position)
+        restore_training_state(state, resumed.tensors, resumed.training, source, generator)
         if position.get("batch", 0) > 0:
             trainer.resume_at = EpochPosition.from_checkpoint(resumed.tensors, resumed.training)
-        # metrics.jsonl may hold an epoch that `last` does not (a crash between the two writes)
-        lines = "".join(json.dumps(json_safe(record), allow_nan=False) + "\n" for record in state.history)
-        outputs.write_atomic(run_dir / outputs.METRICS_FILE, lines.encode())
+            if distributed.rank() > 0:  # rank 0's RNG is the checkpoint's own; the others' are kept beside it
+                trainer.resume_at = EpochPosition.from_rank_json(position["batch"],
+                                                                 resumed.training["ranks"][distributed.rank()])
+        if distributed.is_main():
+            # metrics.jsonl may hold an epoch that `last` does not (a crash between the two writes)
+            lines = "".join(json.dumps(json_safe(record), allow_nan=False) + "\n" for record in state.history)
+            outputs.write_atomic(run_dir / outputs.METRICS_FILE, lines.encode())
+            resumed.record(outputs.spec_hash(setup.spec_json))
         where = f"epoch {state.epoch + 1}" + (f", batch {position['batch'] + 1}" if position.get("batch") else "")
-        resumed.record(outputs.spec_hash(setup.spec_json))
         log(f"resuming {run_dir} at {where} (step {state.step})"
             + (f"; allowed changes: {', '.join(resumed.changed)} (recorded in {run_dir / RESUMES_FILE})"
                if resumed.changed else ""))

@@ -158,6 +158,19 @@ class EpochPosition:
     def to_json(self) -> dict:
         return {"batch": self.batch, "loss_total": self.loss_total, "loss_count": self.loss_count}
 
+    def rank_json(self) -> dict:
+        """This process's own part of a stop inside an epoch under torchrun: its RNG now and its loss so far."""
+        tensors, data = capture_rng()
+        return {"loss_total": self.loss_total, "loss_count": self.loss_count, "rng": data,
+                "rng_tensors": {name: {"dtype": str(value.dtype).removeprefix("torch."), "values": value.tolist()}
+                                for name, value in tensors.items()}}
+
+    @classmethod
+    def from_rank_json(cls, batch: int, entry: dict) -> "EpochPosition":
+        tensors = {name: torch.tensor(item["values"], dtype=getattr(torch, item["dtype"]))
+                   for name, item in entry["rng_tensors"].items()}
+        return cls(batch, float(entry["loss_total"]), int(entry["loss_count"]), tensors, entry["rng"])
+
     def restore(self) -> tuple[float, int]:
         """Put the RNG back as it was at the stop; returns the epoch's (loss total, sample count)."""
         restore_rng(self.rng_tensors, self.rng_data)

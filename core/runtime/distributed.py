@@ -18,6 +18,7 @@ from __future__ import annotations
 import contextlib
 import datetime
 import hashlib
+import inspect
 import json
 import os
 
@@ -249,13 +250,24 @@ class GradientSync:
 
         trainable = tuple(p.requires_grad for p in self.model.parameters())
         if trainable != self.trainable:
+            # no buffer broadcast before each forward (newer torch names the switch forward_sync_buffers), and
+            # none at construction: every rank built or loaded the same weights, and an in-place copy would
+            # make the activation cache think the frozen prefix changed
+            accepted = inspect.signature(DistributedDataParallel).parameters
+            options = {"forward_sync_buffers": False} if "forward_sync_buffers" in accepted else {"broadcast_buffers": False}
+            if "init_sync" in accepted:
+                options["init_sync"] = False
             self.wrapped = DistributedDataParallel(
                 TrainablePart(self.model), device_ids=[self.device.index] if self.device.type == "cuda" else None,
-                broadcast_buffers=False)
+                **options)
             self.trainable = trainable
         return self.wrapped(x, start)
 
     def sync_buffers(self) -> None:
+        """Rank 0's buffers everywhere; one that is already equal is left untouched (its version unchanged)."""
         for buffer in self.model.buffers():
-            if buffer.is_floating_point() or buffer.dtype == torch.long:
-                torch.distributed.broadcast(buffer.data, 0)
+            received = buffer.detach().clone()
+            torch.distributed.broadcast(received, 0)
+            if not torch.equal(received, buffer):
+                with torch.no_grad():
+                    buffer.copy_(received)

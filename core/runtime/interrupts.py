@@ -93,6 +93,12 @@ class StopRequest:
         self._lock = threading.Lock()
         self._inside = False
         self._timers: list[threading.Timer] = []  # grace timers; the backstop is never cancelled
+        # under torchrun (tlzoo.runtime.distributed): `agree` takes this rank's signal number (0 for none) at
+        # each safe point and returns the job's, so that every rank stops at the same step; a repeat of the
+        # first signal within `duplicate_seconds` is the launcher forwarding what the terminal already sent
+        self.agree: Callable[[int], int] | None = None
+        self.duplicate_seconds = 0.0
+        self._first_at = 0.0
 
     @property
     def requested(self) -> bool:
@@ -134,6 +140,8 @@ class StopRequest:
         if os.getpid() != self._pid:
             return  # a forked child that kept the handler: the main process decides
         name = signal_name(signum)
+        if signum == self.signum and time.monotonic() - self._first_at < self.duplicate_seconds:
+            return
         if self._escalating:
             self._escalating = False
             if self._reached:
@@ -145,7 +153,7 @@ class StopRequest:
             what = "abandoning the checkpoint being written" if self.saving else "not saving"
             self._raise_at_once(Interrupted(signum, f"{name} again: stopped at once, {what}; the last complete "
                                                     "checkpoint is kept as it was"))
-        self.signum = signum
+        self.signum, self._first_at = signum, time.monotonic()
         if not self.armed:
             self._raise_at_once(Interrupted(signum, f"stopped by {name} {self.what}; nothing to save"))
         self._say(f"{name} received: finishing the current step, saving a checkpoint, then stopping "
@@ -197,6 +205,10 @@ class StopRequest:
         if self._last_safe_point is not None:
             self._longest_gap = max(self._longest_gap, now - self._last_safe_point)
         self._last_safe_point = now
+        if self.agree is not None:
+            agreed = self.agree(self.signum or 0)
+            if agreed and self.signum is None:  # another rank was signalled: this one stops with it
+                self.signum = agreed
         if self.signum is None:
             return
         with self._lock:
