@@ -172,8 +172,8 @@ def test_write_skipped_is_readable(tmp_path):
     lines = target.read_text(encoding="utf-8").splitlines()
     assert lines[0].startswith("# 2 input(s) skipped")
     assert lines[1:] == ["lists/train.txt:3 (img/a b.jpg)\tempty file (0 bytes)", "x.png\tmissing file"]
-    write_skipped([], target)
-    assert target.read_text(encoding="utf-8").splitlines() == ["# 0 input(s) skipped before training: origin<TAB>reason"]
+    assert not write_skipped([], tmp_path / "clean" / "skipped.txt")  # nothing skipped: no file
+    assert not (tmp_path / "clean").exists()
 
 
 def test_dataset_returns_tensor_and_label(tmp_path):

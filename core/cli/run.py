@@ -109,8 +109,14 @@ def predict(
     tta: str = typer.Option("none", "--tta", help="test-time augmentation: none, flip (2 views) or flip_crops "
                                                   "(flips and 4 corner crops: 6 views); probabilities averaged"),
 ):
-    """Predict the classes of images with a run's model."""
+    """Predict the classes of images with a run's model.
+
+    An input that is missing or not an image is reported and the others are still
+    predicted; the exit status is then 1 (2 when none could be predicted).
+    """
+    from tlzoo.data.escaping import line_safe
     from tlzoo.engine.inference import collect_images, load_run, predict as predict_images
+    from tlzoo.runtime.interrupts import StopRequest
     from tlzoo.export.predicting import is_exported_file, load_exported, predict_exported
 
     if fmt not in ("table", "csv", "json"):
@@ -118,28 +124,39 @@ def predict(
     check_tta(tta)
     if which not in ("best", "last"):
         raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
-    paths = collect_images(list(inputs))
-    if not paths:
-        raise TlzooError("no image files found in " + ", ".join(map(str, inputs)),
-                         f"tlzoo looks for these suffixes in folders: .jpg .jpeg .png .bmp .gif .tif .webp")
-    if is_exported_file(run_dir):  # FILE.onnx / FILE.pt2 from `tlzoo export`: its metadata says how to feed it
-        if tta != "none":
-            raise TlzooError("--tta works with a run directory, not an exported file",
-                             "pass the run directory the file was exported from")
-        results = predict_exported(load_exported(run_dir), paths, top_k)
-    else:
-        loaded = load_run(run_dir, registry(), which)
-        loaded.tta = tta
-        results = predict_images(loaded, paths, top_k)
+    with StopRequest(what="during prediction"):  # SIGTERM and Ctrl-C stop at once, exit 143 / 130
+        paths = collect_images(list(inputs))
+        if not paths:
+            raise TlzooError("no image files found in " + ", ".join(map(str, inputs)),
+                             f"tlzoo looks for these suffixes in folders: .jpg .jpeg .png .bmp .gif .tif .webp")
+        if is_exported_file(run_dir):  # FILE.onnx / FILE.pt2 from `tlzoo export`: its metadata says how to feed it
+            if tta != "none":
+                raise TlzooError("--tta works with a run directory, not an exported file",
+                                 "pass the run directory the file was exported from")
+            results = predict_exported(load_exported(run_dir), paths, top_k)
+        else:
+            loaded = load_run(run_dir, registry(), which)
+            loaded.tta = tta
+            results = predict_images(loaded, paths, top_k)
     typer.echo(render(results, fmt), nl=False)
     failed = [r for r in results if r.error]
     for item in failed:
-        print(f"tlzoo: skipped {item.path}: {item.error}", file=sys.stderr)
-    if len(failed) == len(results):
-        raise TlzooError("no image could be read", "see the reasons above")
+        print(f"tlzoo: skipped {line_safe(item.path)}: {line_safe(item.error)}", file=sys.stderr)
+    if failed and len(failed) == len(results):
+        raise TlzooError(f"none of the {len(results)} input(s) could be predicted (each is listed above)",
+                         "pass image files, or folders holding images")
+    if failed:
+        partial = TlzooError(f"{len(failed)} of {len(results)} input(s) could not be read and have no "
+                             f"prediction (each is listed above); the other {len(results) - len(failed)} "
+                             "were predicted")
+        partial.exit_code = 1  # the output is usable; 2 means nothing was done
+        raise partial
 
 
 def render(results, fmt: str) -> str:
+    """JSON and CSV quote what they hold; the table escapes names (tlzoo.data.escaping), one image a line."""
+    from tlzoo.data.escaping import line_safe
+
     if fmt == "json":
         return json.dumps([{"path": str(r.path), "error": r.error,
                             "top": [{"class": c, "probability": p} for c, p in r.top]} for r in results],
@@ -155,8 +172,8 @@ def render(results, fmt: str) -> str:
                 writer.writerow([r.path, rank, name, f"{prob:.6f}", ""])
         return buffer.getvalue()
     lines = []
-    width = max(len(str(r.path)) for r in results)
+    width = max(len(line_safe(r.path)) for r in results)
     for r in results:
-        text = f"ERROR {r.error.splitlines()[0]}" if r.error else "  ".join(f"{c} {p:.3f}" for c, p in r.top)
-        lines.append(f"{str(r.path).ljust(width)}  {text}")
+        text = f"ERROR {line_safe(r.error)}" if r.error else "  ".join(f"{line_safe(c)} {p:.3f}" for c, p in r.top)
+        lines.append(f"{line_safe(r.path).ljust(width)}  {text}")
     return "\n".join(lines) + "\n"

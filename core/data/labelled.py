@@ -16,7 +16,8 @@ The engine's entry points:
         A file that fails raises SampleError naming it, also from a DataLoader worker.
 
     write_skipped(problems, path)
-        The skipped inputs and their reasons, one a line, for the run directory.
+        The skipped inputs and their reasons, one a line (names escaped), for the run directory;
+        nothing is written when nothing was skipped.
 
 Class indices come from the training split: the reader's own `classes` when it
 gives them (a classes file, the class folders), else the natural sort of the
@@ -35,6 +36,7 @@ from torch.utils.data import Dataset
 from tlzoo.registry.catalog import natural_key
 
 from tlzoo.errors import TlzooError
+from tlzoo.data.escaping import line_safe
 from tlzoo.data.images import Background, BadImage, load_rgb
 from tlzoo.data.samples import Problem, ReaderOutput, Sample
 from tlzoo.data.scan import ImageSize, scan_images
@@ -204,13 +206,21 @@ def _listing(lines: list[str]) -> str:
     return "\n".join(shown)
 
 
-def write_skipped(problems: list[Problem], path: Path) -> None:
-    """Write one 'origin<TAB>reason' line per skipped input (a header line first); always writes the file."""
+def write_skipped(problems: list[Problem], path: Path) -> bool:
+    """Write one 'origin<TAB>reason' line per skipped input (a header line first), only when there is one.
+
+    Names are escaped (tlzoo.data.escaping.line_safe), so a newline or tab in a file name cannot split or
+    forge a line. Returns whether the file was written.
+    """
+    if not problems:
+        return False
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    lines = [f"# {len(problems)} input(s) skipped before training: origin<TAB>reason"]
-    lines += [f"{problem.origin}\t{problem.reason}" for problem in problems]
+    lines = [f"# {len(problems)} input(s) skipped before training: origin<TAB>reason (names escaped as in "
+             "Python strings)"]
+    lines += [f"{line_safe(problem.origin)}\t{line_safe(problem.reason)}" for problem in problems]
     path.write_text("\n".join(lines) + "\n", encoding="utf-8")
+    return True
 
 
 class SampleError(TlzooError):

@@ -131,16 +131,18 @@ def evaluate_records(run: LoadedRun, items: list[tuple[Path, int]], num_workers=
 
 
 def collect_images(paths: list[Path]) -> list[Path]:
-    """Files as given; folders searched recursively for image files (hidden ones skipped)."""
+    """Files as given, missing ones too; folders searched recursively for image names (hidden ones skipped).
+
+    Nothing is dropped silently: a missing path, or a FIFO, socket or broken symlink with an image
+    suffix, is passed on so that predict reports it (load_rgb never opens what is not a regular file).
+    """
     found = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and p.is_file()
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
                             and not any(part.startswith(".") for part in p.relative_to(path).parts))
-        elif path.exists():
-            found.append(path)
         else:
-            raise TlzooError(f"{path} does not exist", "pass image files or folders holding images")
+            found.append(path)
     return found
 
 
@@ -188,7 +190,8 @@ def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Predi
         try:
             image = to_rgb(path, run.background) if in_memory else load_rgb(path, background=run.background)
         except (TlzooError, OSError, ValueError) as exc:
-            results[-1].error = str(exc)
+            # the reason alone: the path is in the row, and BadImage's hint is about data.bad_files, for runs
+            results[-1].error = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
             continue
         pending.append((len(results) - 1, transform(image)))
         if len(pending) == batch_size:

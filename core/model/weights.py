@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pickle
+import re
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -56,10 +57,9 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
         state = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as exc:
         # weights_only refused a global: the file wants to run code or build objects
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(
-            f"refused to load {path}: it is a pickle that asks to run code or build "
-            f"arbitrary objects, which tlzoo never does ({first})",
+            f"refused to load {path}: it is a pickle that asks to run code or build arbitrary objects, "
+            f"which tlzoo never does (torch's safe loader: {_refusal_reason(exc)})",
             "if you trust the file, re-save its state_dict as .safetensors yourself",
         ) from None
     except (RuntimeError, OSError, EOFError, ValueError) as exc:
@@ -71,6 +71,19 @@ def _load_torch(path: Path) -> dict[str, torch.Tensor]:
     if not isinstance(state, dict) or not all(isinstance(v, torch.Tensor) for v in state.values()):
         raise WeightsError(f"weights file {path} does not hold a state dict of tensors")
     return state
+
+
+def _refusal_reason(exc: pickle.UnpicklingError) -> str:
+    """The safe unpickler's own reason, whole and plain.
+
+    torch wraps it in advice written for torch.load callers (weights_only=False,
+    add_safe_globals: neither applies here) with ANSI bold codes; the original
+    message is the exception's context. Its first sentence names what was refused.
+    """
+    inner = exc.__context__ if isinstance(exc.__context__, pickle.UnpicklingError) else exc
+    text = " ".join(re.sub(r"\x1b\[[0-9;]*[A-Za-z]", "", str(inner)).split())
+    sentence = re.match(r".+?\.(?=\s|$)", text)
+    return (sentence.group(0) if sentence else text) or type(inner).__name__
 
 
 @dataclass
