@@ -163,3 +163,17 @@ def test_a_refused_pickle_is_reported_whole_and_plain(tmp_path):
     assert "weights_only` set to `False`" not in message and "add_safe_globals" not in message  # advice for torch.load
     assert ("torch's safe loader: Unsupported global: GLOBAL " in message
             and "NotATensor was not an allowed global by default.)" in message)
+
+
+def test_a_signal_during_evaluate_stops_it_at_once_with_128_plus_signal(tmp_path, capsys, monkeypatch):
+    import tlzoo.engine.evaluation as evaluation
+
+    run_dir = train_tiny(tmp_path)
+
+    def interrupted(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # Ctrl-C in the middle of the pass
+        raise AssertionError("the signal did not stop evaluate")
+
+    monkeypatch.setattr(evaluation, "evaluate_run", interrupted)
+    code, _, err = cli_output(capsys, "evaluate", str(run_dir))
+    assert code == 130 and "stopped by Ctrl-C (SIGINT) during evaluation; nothing to save" in err

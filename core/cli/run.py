@@ -77,13 +77,15 @@ def evaluate(
     """Evaluate a run's model on its validation split or on another folder."""
     from tlzoo.engine.evaluation import evaluate_run
     from tlzoo.engine.inference import load_run
+    from tlzoo.runtime.interrupts import StopRequest
 
     if which not in ("best", "last"):
         raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
     check_tta(tta)
-    loaded = load_run(run_dir, registry(), which)
-    loaded.tta = tta
-    result, report = evaluate_run(loaded, registry(), data)
+    with StopRequest(what="during evaluation"):  # SIGTERM and Ctrl-C stop at once, exit 143 / 130
+        loaded = load_run(run_dir, registry(), which)
+        loaded.tta = tta
+        result, report = evaluate_run(loaded, registry(), data)
     if per_image is not None:
         from tlzoo.engine.reporting import write_per_image_csv
 
