@@ -107,6 +107,7 @@ def write_spec(folder: Path, root: Path, name: str = "spec.json", **sections) ->
                   "scheduler": {"name": "cosine", "warmup_epochs": 1}, "precision": "fp32", "seed": 3},
         "cache": {"enabled": False},
         "output": str(folder / "runs"),
+        "report": {"enabled": False},  # seconds a run; the report's own tests switch it on
     }
     for key, value in sections.items():
         if isinstance(value, dict) and isinstance(spec.get(key), dict):

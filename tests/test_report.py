@@ -95,7 +95,7 @@ def test_unfreeze_marks_and_matrix_selection():
 
 def run_tiny(tmp_path, classes: int = 3, **overrides):
     root = make_image_folder(tmp_path / "data", classes=classes, per_class=6, val_per_class=3, size=24)
-    spec = write_spec(tmp_path, root, **overrides)
+    spec = write_spec(tmp_path, root, **{"report__enabled": True, **overrides})
     return run_spec(load_spec(spec, get_registry()), tmp_path / "run", stream=io.StringIO())
 
 
@@ -139,7 +139,7 @@ def test_the_report_can_be_switched_off(tmp_path, tiny_backbone, one_thread):
 def test_skipped_files_are_listed_with_their_reasons(tmp_path, tiny_backbone, one_thread):
     root = make_image_folder(tmp_path / "data", classes=3, per_class=4, val_per_class=2, size=16)
     (root / "train" / "class1" / "broken.png").write_bytes(b"not a png")
-    spec = write_spec(tmp_path, root, train__epochs=1, data__max_bad_fraction=0.2)
+    spec = write_spec(tmp_path, root, train__epochs=1, data__max_bad_fraction=0.2, report__enabled=True)
     result = run_spec(load_spec(spec, get_registry()), tmp_path / "run", stream=io.StringIO())
     skipped = section((result.run_dir / "report.html").read_text(), "skipped")
     assert "broken.png" in skipped and "<td>" in skipped
@@ -201,7 +201,7 @@ def test_tlzoo_report_on_other_data(tmp_path, tiny_backbone, one_thread, capsys)
 
 def test_a_100_class_report_stays_readable_and_small(tmp_path, tiny_backbone, one_thread):
     root = make_image_folder(tmp_path / "data", classes=100, per_class=2, val_per_class=2, size=16)
-    spec = write_spec(tmp_path, root, train__epochs=2, data__batch_size=100)
+    spec = write_spec(tmp_path, root, train__epochs=2, data__batch_size=100, report__enabled=True)
     run_dir = run_spec(load_spec(spec, get_registry()), tmp_path / "run", stream=io.StringIO()).run_dir
     html = (run_dir / "report.html").read_text()
     size_kb = (run_dir / "report.html").stat().st_size / 1024
@@ -238,7 +238,7 @@ def test_a_report_that_cannot_be_made_leaves_the_finished_run_intact(tmp_path, t
     get_registry().catalog("loggers").add(Component("test/remover", "deletes", RemovesAValidationImage,
                                                     plugin="tests"))
     root = make_image_folder(tmp_path / "data", classes=3, per_class=4, val_per_class=2, size=16)
-    spec = write_spec(tmp_path, root, loggers=["test/remover"], train__epochs=1)
+    spec = write_spec(tmp_path, root, loggers=["test/remover"], train__epochs=1, report__enabled=True)
     stream = io.StringIO()
     result = run_spec(load_spec(spec, get_registry()), tmp_path / "run", stream=stream)
     log = stream.getvalue()

@@ -43,7 +43,7 @@ def chromium(tmp_path, *args: str) -> subprocess.CompletedProcess:
 def demo_sized_report(tmp_path, tiny_backbone, one_thread):
     """12 classes, 240 validation images, as the demo's flowers12 split; 16 top losses."""
     root = make_image_folder(tmp_path / "data", classes=12, per_class=2, val_per_class=20, size=32, noise=90)
-    spec = write_spec(tmp_path, root, train__epochs=2)
+    spec = write_spec(tmp_path, root, train__epochs=2, report__enabled=True)
     run_dir = run_spec(load_spec(spec, get_registry()), tmp_path / "run", stream=io.StringIO()).run_dir
     return run_dir / "report.html"
 
