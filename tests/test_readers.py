@@ -167,6 +167,13 @@ def test_txt_list_classes_file_and_root(tmp_path):
     output = build("txt_list", tmp_path, train="train.txt", val="test.txt", classes="classes.txt", root="imgs")
     assert output.classes == ["apple", "banana"]
     assert output.train[1].path == tmp_path / "imgs" / "b0.png"
+    assert output.notes == []
+
+
+def test_txt_list_without_classes_file_says_classes_are_named_by_index(tmp_path):
+    lists(tmp_path, b"imgs/a0.png 0\nimgs/b0.png 1\n", b"imgs/a1.png 0\n")
+    output = build("txt_list", tmp_path, train="train.txt", val="test.txt")
+    assert len(output.notes) == 1 and "'0', '1'" in output.notes[0] and "`classes` option" in output.notes[0]
 
 
 def test_txt_list_missing_file_and_bad_encoding(tmp_path):

@@ -33,3 +33,4 @@ class ReaderOutput:
     problems: list[Problem] = field(default_factory=list)  # lines that could not be read
     # a held-out split scored once with the best model; None when the source has none
     test: list[Sample] | None = None
+    notes: list[str] = field(default_factory=list)  # facts the user should hear, logged by the run

@@ -117,6 +117,8 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
     if precision_note(spec.train.precision, precision, device):
         log(precision_note(spec.train.precision, precision, device))
     data = load_labelled(resolved)
+    for note in data.notes:
+        log(f"data: {note}")
     built = build_model(resolved.backbone, spec.backbone.weights, spec.head, len(data.classes), resolved.base_dir)
     stated = explicit_normalization(spec.data.augment)
     if stated is not None:

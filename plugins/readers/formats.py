@@ -253,8 +253,14 @@ def _build_lists(options, base_dir: Path, parse) -> ReaderOutput:
         splits[split] = entries
     indices = all(entries.labels_are_indices() for entries in splits.values())
     samples = {split: entries.finish(indices) for split, entries in splits.items()}  # finish may add problems
+    notes = []
+    if classes is None and indices:
+        notes.append("the lists give class indices and no classes file, so the classes are named by their "
+                     "indices ('0', '1', ...); give the reader's `classes` option, a file with one name per "
+                     "line (line 1 is label 0), to name them")
     return ReaderOutput(train=samples["train"], val=samples["val"], classes=classes, test=samples.get("test"),
-                        problems=[problem for entries in splits.values() for problem in entries.problems])
+                        problems=[problem for entries in splits.values() for problem in entries.problems],
+                        notes=notes)
 
 
 @hookimpl
