@@ -173,7 +173,7 @@ def _install_test_switches() -> None:
 
         Trainer.train_step = train_step
     if slow_save:
-        import tlzoo.rundir.checkpoint as checkpoint
+        import tlzoo.rundir.writing as writing
 
         writes = []
 
@@ -189,7 +189,7 @@ def _install_test_switches() -> None:
                     time.sleep(slow_save)
                 os.replace(source, target)
 
-        checkpoint.os = SlowOs()
+        writing.os = SlowOs()
 
 
 if __name__ == "__main__":

@@ -14,7 +14,7 @@ import pytest
 import torch
 from torch import nn
 
-from tlzoo.rundir import checkpoint
+from tlzoo.rundir import checkpoint, writing
 from tlzoo.rundir.checkpoint import (TMP_SUFFIX, clean_stale_temporaries, load_checkpoint, save_checkpoint)
 from tlzoo.engine.optim import Schedule
 from tlzoo.engine.state import TrainState
@@ -47,7 +47,7 @@ def test_failed_rename_keeps_previous_checkpoint(tmp_path, monkeypatch):
     def broken_replace(source, target):
         raise OSError(28, "No space left on device")
 
-    monkeypatch.setattr(checkpoint.os, "replace", broken_replace)
+    monkeypatch.setattr(writing.os, "replace", broken_replace)
     with pytest.raises(TlzooError, match=r"cannot write .*last.safetensors: No space left on device; "
                                          r"the previous last.safetensors is kept"):
         save_checkpoint(tmp_path / "last", tensors(2.0), {"epoch": 2})
@@ -65,10 +65,10 @@ def test_interrupt_during_write_keeps_previous_checkpoint(tmp_path, monkeypatch)
     def interrupted_fsync(fd):
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(checkpoint.os, "fsync", interrupted_fsync)
+    monkeypatch.setattr(writing.os, "fsync", interrupted_fsync)
     with pytest.raises(KeyboardInterrupt):
         save_checkpoint(tmp_path / "best", tensors(2.0), {"epoch": 2})
-    monkeypatch.setattr(checkpoint.os, "fsync", real_fsync)
+    monkeypatch.setattr(writing.os, "fsync", real_fsync)
     loaded, meta = load_checkpoint(tmp_path / "best")
     assert torch.equal(loaded["a"], torch.full((3, 2), 1.0)) and meta["epoch"] == 1
     assert temporaries(tmp_path) == []
@@ -80,7 +80,7 @@ def test_process_killed_during_write_leaves_previous_loadable_and_stray_is_clean
     script = textwrap.dedent(f"""
         import os, torch
         from tlzoo.rundir import checkpoint
-        checkpoint.os.fsync = lambda fd: os._exit(9)
+        os.fsync = lambda fd: os._exit(9)
         checkpoint.save_checkpoint({str(tmp_path / 'last')!r}, {{"a": torch.full((3, 2), 2.0)}}, {{"epoch": 2}})
     """)
     result = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=60)
@@ -246,7 +246,7 @@ def test_full_disk_during_a_run_is_a_clean_error_naming_the_file_and_exit_2(tmp_
             raise OSError(28, "No space left on device")
         real_fsync(fd)
 
-    monkeypatch.setattr(checkpoint.os, "fsync", full_disk_fsync)
+    monkeypatch.setattr(writing.os, "fsync", full_disk_fsync)
     code, err = cli(capsys, "run", str(spec), "--output", str(tmp_path / "run"))
     monkeypatch.undo()
     assert code == 2, err

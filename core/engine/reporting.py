@@ -73,7 +73,7 @@ def write_per_image_csv(path: Path, records: list[ImageRecord]) -> None:
     if not path.parent.is_dir():
         raise TlzooError(f"cannot write {path}: folder {path.parent} does not exist", "create it or pick another path")
     try:
-        outputs.write_atomic(path, records_csv(records).encode())
+        outputs.atomic_write(path, records_csv(records).encode())
     except OSError as exc:
         raise TlzooError(f"cannot write {path}: {exc.strerror}", "pick a path you can write to") from None
 

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import hashlib
 import json
-import math
 import os
 import platform
 from importlib import metadata
 from pathlib import Path
 
 from tlzoo.errors import TlzooError
+from tlzoo.rundir.writing import TMP_SUFFIX, atomic_write, json_safe, write_error
 
 SPEC_FILE = "spec.json"
 METRICS_FILE = "metrics.jsonl"
 SUMMARY_FILE = "summary.json"
 SKIPPED_FILE = "skipped.txt"
-TMP_SUFFIX = ".tmp"
 
 
 def new_run_dir(output_root: Path, name: str) -> Path:
@@ -72,38 +71,18 @@ def remove_unfinished(run_dir: Path, remove_folder: bool) -> None:
             pass
 
 
-def _json_safe(value):
-    """NaN and infinities become null: JSON has no spelling for them."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return None
-    if isinstance(value, dict):
-        return {k: _json_safe(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_json_safe(v) for v in value]
-    return value
-
-
 def dumps(value) -> str:
-    return json.dumps(_json_safe(value), indent=2, allow_nan=False)
-
-
-def write_atomic(path: Path, data: bytes) -> None:
-    """Temporary file, fsync, rename, fsync the folder (tlzoo.rundir.checkpoint.atomic_write)."""
-    from tlzoo.rundir.checkpoint import atomic_write
-
-    atomic_write(path, data)
+    return json.dumps(json_safe(value), indent=2, allow_nan=False)
 
 
 def write_json(path: Path, value) -> None:
-    write_atomic(path, (dumps(value) + "\n").encode())
+    atomic_write(path, (dumps(value) + "\n").encode())
 
 
 def append_jsonl(path: Path, value: dict) -> None:
-    from tlzoo.rundir.checkpoint import write_error
-
     try:
         with open(path, "a", encoding="utf-8") as handle:
-            handle.write(json.dumps(_json_safe(value), allow_nan=False) + "\n")
+            handle.write(json.dumps(json_safe(value), allow_nan=False) + "\n")
             handle.flush()
             os.fsync(handle.fileno())
     except OSError as exc:  # a torn last line is rewritten from `last` on resume

@@ -18,9 +18,10 @@ import json
 from dataclasses import dataclass
 from pathlib import Path
 
-from tlzoo.rundir.checkpoint import (clean_stale_temporaries, embedded_meta, json_safe, load_checkpoint,
+from tlzoo.rundir.checkpoint import (clean_stale_temporaries, embedded_meta, load_checkpoint,
                                      save_checkpoint, weights_path)
 from tlzoo.rundir.training_state import EpochPosition, model_tensors, restore_training_state, training_checkpoint
+from tlzoo.rundir.writing import json_safe
 from tlzoo.errors import TlzooError
 from tlzoo.model.weights import TORCH_SUFFIXES, load_state_file
 from tlzoo.runtime import distributed
@@ -274,7 +275,7 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
         if distributed.is_main():
             # metrics.jsonl may hold an epoch that `last` does not (a crash between the two writes)
             lines = "".join(json.dumps(json_safe(record), allow_nan=False) + "\n" for record in state.history)
-            outputs.write_atomic(run_dir / outputs.METRICS_FILE, lines.encode())
+            outputs.atomic_write(run_dir / outputs.METRICS_FILE, lines.encode())
             resumed.record(outputs.spec_hash(setup.spec_json))
         where = f"epoch {state.epoch + 1}" + (f", batch {position['batch'] + 1}" if position.get("batch") else "")
         log(f"resuming {run_dir} at {where} (step {state.step})"

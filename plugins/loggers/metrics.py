@@ -47,7 +47,7 @@ class MetricsLogger:
         if self.options.csv:
             # rewritten from metrics.jsonl each epoch, so a resumed run's CSV matches its JSONL
             lines = [json.loads(line) for line in self.jsonl.read_text(encoding="utf-8").splitlines() if line]
-            outputs.write_atomic(self.csv, csv_text(lines).encode())
+            outputs.atomic_write(self.csv, csv_text(lines).encode())
 
     def end(self, summary: dict, best_path: Path | None) -> None:
         pass
