@@ -117,6 +117,7 @@ def predict(
     predicted; the exit status is then 1 (2 when none could be predicted).
     """
     from tlzoo.data.escaping import line_safe
+    from tlzoo.data.images import IMAGE_EXTENSIONS
     from tlzoo.engine.inference import collect_images, load_run, predict as predict_images
     from tlzoo.runtime.interrupts import StopRequest
     from tlzoo.export.predicting import is_exported_file, load_exported, predict_exported
@@ -130,7 +131,7 @@ def predict(
         paths = collect_images(list(inputs))
         if not paths:
             raise TlzooError("no image files found in " + ", ".join(map(str, inputs)),
-                             f"tlzoo looks for these suffixes in folders: .jpg .jpeg .png .bmp .gif .tif .webp")
+                             "tlzoo looks for these suffixes in folders: " + " ".join(IMAGE_EXTENSIONS))
         if is_exported_file(run_dir):  # FILE.onnx / FILE.pt2 from `tlzoo export`: its metadata says how to feed it
             if tta != "none":
                 raise TlzooError("--tta works with a run directory, not an exported file",

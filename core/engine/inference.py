@@ -25,10 +25,8 @@ from tlzoo.data.batches import SourceSetup, eval_source
 from tlzoo.engine.metrics import EvalResult, evaluate, forward_eval
 from tlzoo.engine.tta import tta_logits
 from tlzoo.data.batches import Batch
+from tlzoo.data.images import IMAGE_EXTENSIONS
 from tlzoo.runtime.device import configure_threads, resolve_device, resolve_workers
-
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".ppm", ".pgm"}
-
 
 @dataclass
 class LoadedRun:
@@ -139,7 +137,7 @@ def collect_images(paths: list[Path]) -> list[Path]:
     found = []
     for path in paths:
         if path.is_dir():
-            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES and not p.is_dir()
+            found += sorted(p for p in path.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and not p.is_dir()
                             and not any(part.startswith(".") for part in p.relative_to(path).parts))
         else:
             found.append(path)
