@@ -13,6 +13,26 @@ REPO = Path(__file__).resolve().parents[1]
 FLOWERS12 = REPO.parent / "shared" / "datasets" / "flowers12"
 
 
+@pytest.fixture(scope="session", autouse=True)
+def _own_cache_root(tmp_path_factory):
+    """The session caches into its own folder, never the user's ~/.cache/tlzoo (CLI subprocesses inherit it).
+
+    The user's backbone listing cache is copied in: its fingerprint says whether it still holds, and
+    rebuilding it costs seconds. Tests that set TLZOO_CACHE_DIR themselves still win.
+    """
+    import shutil
+
+    from tlzoo.cli.listing_cache import cache_path
+
+    listing = cache_path()
+    root = tmp_path_factory.mktemp("tlzoo-cache")
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TLZOO_CACHE_DIR", str(root))
+        if listing.is_file():
+            shutil.copyfile(listing, cache_path())
+        yield root
+
+
 @pytest.fixture(autouse=True)
 def _fresh_registry(monkeypatch):
     """Every test sees a registry built from the plugins installed now."""

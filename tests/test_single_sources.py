@@ -27,3 +27,10 @@ def test_backbone_listing_cache_and_activation_cache_share_one_root(tmp_path, mo
     assert listing_cache.cache_path().parent == default_cache_root()
     monkeypatch.setenv("TLZOO_CACHE_DIR", str(tmp_path / "own"))
     assert listing_cache.cache_path() == tmp_path / "own" / "backbones-listing.json"
+
+
+def test_the_test_session_caches_into_its_own_folder(_own_cache_root):
+    from tlzoo.runtime.paths import default_cache_root
+
+    assert default_cache_root() == _own_cache_root
+    assert Path.home() not in default_cache_root().parents
