@@ -8,7 +8,7 @@ import torch
 from tlzoo.data.batches import Batch
 from tlzoo.engine.loop import LoopConfig, Trainer
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
-from tlzoo.model.phases import apply_plan, frozen_stage_count, plan_epoch, set_train_modes
+from tlzoo.model.freeze import apply_plan, frozen_stage_count, plan_epoch, set_train_modes
 from tlzoo.engine.progress import PlainProgress
 from tlzoo.engine.state import TrainState
 from tlzoo.spec import OptimizerSpec, SchedulerSpec

@@ -57,7 +57,7 @@ def writable_folder(folder: Path) -> bool:
 
 def frozen_epochs(model, strategy, epochs: int) -> Counter:
     """{k (wholly frozen leading stages): how many epochs the strategy plans with k}: one entry a boundary."""
-    from tlzoo.model.phases import plan_epoch
+    from tlzoo.model.freeze import plan_epoch
 
     return Counter(plan_epoch(model, strategy, epoch).frozen_stages for epoch in range(epochs))
 

@@ -20,7 +20,8 @@ from tlzoo.errors import TlzooError
 from tlzoo.data.batches import Batch, BatchSource, epoch_seed, seed_everything
 from tlzoo.engine.metrics import evaluate
 from tlzoo.engine.optim import set_learning_rates
-from tlzoo.model.phases import EpochPlan, apply_plan, plan_epoch, trainable_parameter_count
+from tlzoo.model.backbone import count_parameters
+from tlzoo.model.freeze import EpochPlan, apply_plan, plan_epoch
 from tlzoo.runtime.device import autocast
 from tlzoo.engine.state import TrainState
 
@@ -80,7 +81,7 @@ class Trainer:
         first_step = state.step - (self.resume_at.batch if self.resume_at is not None else 0)
         learning_rates = [group["base_lr"] * plan.phase.lr_scale * state.schedule.factor(epoch, first_step)
                           for group in state.optimizer.param_groups]
-        trainable = trainable_parameter_count(state.model)
+        trainable = count_parameters(state.model, trainable_only=True)
         self.progress.start_epoch(epoch, config.epochs, len(self.train_source), "train")
         train_loss = self.train_epoch(epoch, plan)
 

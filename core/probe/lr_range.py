@@ -204,7 +204,7 @@ def trainer_for(setup, train, epoch: int):
     from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
     from tlzoo.engine.run import class_weights
     from tlzoo.engine.state import TrainState
-    from tlzoo.model.phases import apply_plan, plan_epoch
+    from tlzoo.model.freeze import apply_plan, plan_epoch
 
     spec, model = setup.resolved.spec, setup.built.model
     train_spec, num_classes = spec.train, len(setup.data.classes)
