@@ -5,6 +5,7 @@ from __future__ import annotations
 import csv
 import io
 import json
+import os
 import sys
 from pathlib import Path
 from typing import List, Optional
@@ -26,6 +27,9 @@ def run(
     allow_changes: List[str] = typer.Option([], "--allow-changes",
                                             help="with --resume: spec fields that may differ from the run's, "
                                                  "e.g. --allow-changes epochs (comma-separated or repeated)"),
+    nproc: Optional[int] = typer.Option(None, "--nproc", min=1,
+                                        help="train with N processes on this machine (DistributedDataParallel, "
+                                             "one GPU each on CUDA), started by torch's elastic launcher"),
 ):
     """Train a classifier as the spec says; writes a run directory."""
     from tlzoo.engine.run import run_spec
@@ -40,8 +44,14 @@ def run(
         raise TlzooError("--allow-changes applies to --resume only", "drop it, or add --resume RUN_DIR")
     allowed = [name.strip() for item in allow_changes for name in item.split(",") if name.strip()]
     resolved = load_spec(spec, registry(), set_) if spec is not None else load_resumed_spec(resume, registry(), set_)
+    if nproc is not None and nproc > 1:  # the spec was checked above, once, before any worker starts
+        from tlzoo.cli.launch import launch_local, run_arguments
+
+        launch_local(nproc, run_arguments(spec, set_, output, resume, allow_changes))
+        return
     result = run_spec(resolved, output, resume=resume, allow_changes=allowed)
-    typer.echo(best_line(result.summary))
+    if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
+        typer.echo(best_line(result.summary))
 
 
 def best_line(summary: dict) -> str:

@@ -61,6 +61,8 @@ class Trainer:
     ema: object = None
     tta: str = "none"  # validation views (tlzoo.engine.tta)
     tta_source: object = None  # the validation images without the activation cache, for TTA views
+    # under torchrun: tlzoo.runtime.distributed.GradientSync (DDP over the trainable part); None in one process
+    sync: object = None
 
     def fit(self) -> TrainState:
         state = self.state
@@ -84,6 +86,8 @@ class Trainer:
         trainable = count_parameters(state.model, trainable_only=True)
         self.progress.start_epoch(epoch, config.epochs, len(self.train_source), "train")
         train_loss = self.train_epoch(epoch, plan)
+        if self.sync is not None:
+            self.sync.sync_buffers()  # rank 0's BatchNorm statistics everywhere, as its checkpoint holds them
 
         result, use_ema, recipe = self.validate(plan)
         self.last_eval = result
@@ -161,6 +165,10 @@ class Trainer:
             self.progress.advance(value)
             for hook in self.step_hooks:
                 hook(self, value)
+        if self.sync is not None:  # the epoch's loss over every rank's images
+            from tlzoo.runtime.distributed import all_reduce_sum
+
+            total, count = all_reduce_sum(torch.tensor([total, count], dtype=torch.float64)).tolist()
         return total / count if count else math.nan
 
     def train_step(self, batch: Batch, frozen_stages: int, epoch: int) -> float:
@@ -176,10 +184,22 @@ class Trainer:
         mixed = self.mixer.mix(x, y, self.state.step) if self.mixer is not None else None
         if mixed is not None:  # where the trainable part starts: images, or the frozen prefix's activations
             x = mixed.x
-        logits = model.head(model.forward_stages(x, max(batch.start, frozen_stages)))
+        start = max(batch.start, frozen_stages)
+        if self.sync is None:
+            logits = model.head(model.forward_stages(x, start))
+        else:  # DDP averages the gradients of every rank's share of the global batch in backward()
+            logits = self.sync(x, start)
         loss = self.criterion(logits, y) if mixed is None else mixed.loss(self.criterion, logits, y)
         value = loss.item()
-        if not math.isfinite(value):  # before the update, so no NaN ever reaches the weights
+        bad = not math.isfinite(value)
+        if self.sync is not None:
+            from tlzoo.runtime.distributed import any_rank
+
+            if any_rank(bad) and not bad:  # every rank stops before the update, not only the one that saw it
+                raise TlzooError(f"the training loss became NaN or infinite on another process of the job at "
+                                 f"epoch {epoch + 1}, step {self.state.step + 1}; the run stopped before updating "
+                                 "the weights", "lower train.optimizer.lr, or check the data for broken images")
+        if bad:  # before the update, so no NaN ever reaches the weights
             raise TlzooError(f"the training loss became {value} at epoch {epoch + 1}, step {self.state.step + 1}; "
                              "the run stopped before updating the weights",
                              "lower train.optimizer.lr, or check the data for broken images")

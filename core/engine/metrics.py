@@ -84,23 +84,33 @@ def logits_over(model, source, device, precision: str, frozen_stages: int = 0, f
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
-def summarize(logits: torch.Tensor, labels: torch.Tensor, num_classes: int) -> EvalResult:
+def summarize(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, across_ranks: bool = False) -> EvalResult:
+    """Metrics of the logits; `across_ranks`: each rank holds a share of the images, and the metrics are
+    those of all of them, from exact sums (losses, correct counts, the confusion matrix), not averages."""
     count = int(labels.numel())
+    loss_sum = torch.zeros((), dtype=torch.float64)
+    hits1, hits5 = 0, 0
+    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
+    if count:
+        loss_sum = F.cross_entropy(logits, labels, reduction="sum").double()
+        predicted = logits.argmax(1)
+        hits1 = int((predicted == labels).sum().item())
+        if num_classes >= TOP5_MIN_CLASSES:
+            hits5 = int((logits.topk(TOP5_MIN_CLASSES, dim=1).indices == labels[:, None]).any(1).sum().item())
+        confusion.index_put_((labels, predicted), torch.ones(count, dtype=torch.long), accumulate=True)
+    if across_ranks:
+        from tlzoo.runtime.distributed import all_reduce_sum
+
+        loss_sum = all_reduce_sum(loss_sum)
+        count, hits1, hits5 = (int(v) for v in all_reduce_sum(torch.tensor([count, hits1, hits5])).tolist())
+        confusion = all_reduce_sum(confusion)
     if count == 0:
         return EvalResult(math.nan, math.nan, None, [[0] * num_classes for _ in range(num_classes)], 0)
-    loss = F.cross_entropy(logits, labels, reduction="sum").item() / count
-    predicted = logits.argmax(1)
-    top1 = (predicted == labels).sum().item() / count
-    top5 = None
-    if num_classes >= TOP5_MIN_CLASSES:
-        best5 = logits.topk(TOP5_MIN_CLASSES, dim=1).indices
-        top5 = (best5 == labels[:, None]).any(1).sum().item() / count
-    confusion = torch.zeros(num_classes, num_classes, dtype=torch.long)
-    confusion.index_put_((labels, predicted), torch.ones(count, dtype=torch.long), accumulate=True)
-    return EvalResult(loss, top1, top5, confusion.tolist(), count)
+    top5 = hits5 / count if num_classes >= TOP5_MIN_CLASSES else None
+    return EvalResult(loss_sum.item() / count, hits1 / count, top5, confusion.tolist(), count)
 
 
 def evaluate(model, source, num_classes: int, device, precision: str, frozen_stages: int = 0,
              fast: str = "eager", log=print, tta: str = "none") -> EvalResult:
     logits, labels = logits_over(model, source, device, precision, frozen_stages, fast, log, tta)
-    return summarize(logits, labels, num_classes)
+    return summarize(logits, labels, num_classes, across_ranks=getattr(source, "sharded", False))

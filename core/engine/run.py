@@ -17,7 +17,7 @@ import torch
 
 from tlzoo.model.backbone import count_parameters
 from tlzoo.cache import attach_caches, run_cache_scope
-from tlzoo.runtime.precision import precision_note
+from tlzoo.runtime.precision import precision_note, resolve_precision
 from tlzoo.runtime.compiled import fast_mode
 from tlzoo.model.build import build_model
 from tlzoo.rundir import outputs
@@ -27,11 +27,13 @@ from tlzoo.engine.loop import LoopConfig, Trainer
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer, layer_decay_factors
 from tlzoo.engine.progress import make_progress
 from tlzoo.engine.held_out import score_test
-from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_precision, resolve_workers
+from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_workers
 from tlzoo.engine.state import TrainState
 from tlzoo.engine.loggers import build_loggers
 from tlzoo.engine.reporting import report_after_run
 from tlzoo.report.per_class import per_class_metrics
+from tlzoo.runtime import distributed
+from tlzoo.errors import TlzooError
 
 RANDOM_FEATURES_WARNING = (
     "warning: strategy head_only with backbone.weights 'none' trains only a new head on a frozen, random "
@@ -112,13 +114,17 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
 
     spec = resolved.spec
     seed_everything(spec.train.seed)  # the new head's initial weights
-    device = resolve_device(spec.train.device)
+    device = distributed.local_device(resolve_device(spec.train.device))
     precision = resolve_precision(spec.train.precision, device)
     if precision_note(spec.train.precision, precision, device):
         log(precision_note(spec.train.precision, precision, device))
     data = load_labelled(resolved)
     for note in data.notes:
         log(f"data: {note}")
+    distributed.assert_same_everywhere(
+        [data.classes, *([(str(path), label) for path, label in split or []] for split in (data.train, data.val, data.test))],
+        "the data (classes, or the list of images of a split)",
+        "every process must read the same files: put the data on a folder every machine sees at the same path")
     built = build_model(resolved.backbone, spec.backbone.weights, spec.head, len(data.classes), resolved.base_dir)
     stated = explicit_normalization(spec.data.augment)
     if stated is not None:
@@ -132,11 +138,15 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
         built.model.to(memory_format=torch.channels_last)
     spec_json = outputs.resolved_spec_json(resolved)
     if resumed is None:
-        run_dir = choose_run_dir(resolved, output, [] if claimed is None else claimed)
-        outputs.write_json(run_dir / outputs.SPEC_FILE, spec_json)
+        run_dir = None
+        if distributed.is_main():  # under torchrun rank 0 alone writes the run directory; the others learn its name
+            run_dir = choose_run_dir(resolved, output, [] if claimed is None else claimed)
+            outputs.write_json(run_dir / outputs.SPEC_FILE, spec_json)
+        run_dir = Path(distributed.broadcast_object(str(run_dir)))
     else:  # the run's record stays as it was; resumes.jsonl notes what changed
         run_dir = resumed.accept(data.classes)
-    write_skipped(data.skipped, run_dir / outputs.SKIPPED_FILE)
+    if distributed.is_main():
+        write_skipped(data.skipped, run_dir / outputs.SKIPPED_FILE)
     log(f"run directory: {run_dir}")
     log(f"data: {len(data.train)} training and {len(data.val)} validation images"
         + (f" ({len(data.test)} held-out test images)" if data.test is not None else "")
@@ -149,7 +159,7 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
     if spec.train.strategy.name == "head_only" and built.weights == "none":
         log(RANDOM_FEATURES_WARNING)
     eval_batch_size = spec.data.eval_batch_size or spec.data.batch_size
-    loggers = build_loggers(resolved.loggers, run_dir)
+    loggers = build_loggers(resolved.loggers if distributed.is_main() else [], run_dir)
     return RunSetup(resolved, run_dir, data, built, spec_json, device, precision, eval_batch_size, loggers)
 
 
@@ -164,14 +174,15 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
     workers = resolve_workers(spec.data.num_workers, len(data.train))
     # a last batch of one image cannot train a BatchNorm; it is dropped (a different one each epoch)
     drop_last = len(data.train) % spec.data.batch_size == 1 and len(data.train) > 1
+    sharded = distributed.active()  # each rank its share of the global batch, and of the validation images
     train_batches = train_source(SourceSetup(
         data.train, build_train_transform(spec.data.augment, setup.built.data_config), spec.data.batch_size,
         workers, train.seed, shuffle=True, background=spec.data.background, drop_last=drop_last,
-        deterministic=is_deterministic(spec.data.augment)))
+        deterministic=is_deterministic(spec.data.augment), sharded=sharded))
     val_batches = eval_source(SourceSetup(
         data.val, build_eval_transform(setup.built.data_config), setup.eval_batch_size,
         resolve_workers(spec.data.num_workers, len(data.val)), train.seed, shuffle=False,
-        background=spec.data.background))
+        background=spec.data.background, sharded=sharded))
     val_images = val_batches  # TTA views are made from images, never from cached activations
     train_batches, val_batches = attach_caches(setup, train_batches, val_batches, progress.message)
     base_lrs = [lr * factor for lr, factor in zip(
@@ -198,6 +209,8 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
     # best and last are saved by tlzoo.rundir.resume.guard_training, with the training state and signals
     trainer = Trainer(state, strategy, criterion, train_batches, val_batches, config, progress,
                       epoch_hooks=[log_metrics])
+    if sharded:  # DDP: the ranks' gradients averaged in every backward pass
+        trainer.sync = distributed.GradientSync(model, setup.device)
     attach_recipe(trainer, train, val_images, progress.message)
     return trainer
 
@@ -261,8 +274,42 @@ def summarize(setup: RunSetup, state: TrainState, seconds: float) -> dict:
     }
 
 
+class SilentStream:
+    """Where the progress of ranks other than 0 goes: one display per job."""
+
+    def write(self, text: str) -> int:
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | None = None,
              allow_changes=()) -> RunResult:
+    """`train_and_report`, in the process group of a torchrun job when WORLD_SIZE > 1 (else exactly as is)."""
+    asked = resolved.spec.train.distributed
+    with distributed.process_group(asked.backend, asked.timeout_s, resolve_device(resolved.spec.train.device).type):
+        if not distributed.active():
+            return train_and_report(resolved, output, stream, resume, allow_changes)
+        from tlzoo.data.batches import local_batch_size
+
+        local_batch_size(resolved.spec.data.batch_size)  # refused before any work when N does not divide it
+        try:
+            return train_and_report(resolved, output, stream if distributed.is_main() else SilentStream(), resume,
+                                    allow_changes)
+        except TlzooError:
+            raise
+        except Exception as exc:
+            if distributed.collective_failure(exc):  # a peer died or stopped answering: say so, no traceback
+                raise distributed.lost_peer_error(exc) from None
+            raise
+
+
+def train_and_report(resolved, output: Path | None = None, stream=None, resume: Path | None = None,
+                     allow_changes=()) -> RunResult:
     """Train and evaluate as the spec says; returns the run directory and its summary.
 
     `resume`: a run directory whose `last` checkpoint the run continues from;
@@ -275,6 +322,8 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
     stream = stream or sys.stderr
     started = time.perf_counter()
     configure_threads(keep_buffers=False)  # decided in make_trainer, once the model's groups are known
+    if distributed.active():  # the ranks of one machine share its cores
+        torch.set_num_threads(distributed.threads_per_process(torch.get_num_threads()))
     progress = make_progress(resolved.spec.train.epochs, stream)
     resumed, claimed = None, []
     if resume is not None:
@@ -285,6 +334,7 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
     try:
         # the allocator setting and a run-only cache folder end with the run (a notebook's process goes on)
         with StopRequest(stream) as stop, allocator_scope(), run_cache_scope():
+            stop.duplicate_seconds = 2.0 if distributed.active() else 0.0  # torchrun forwards a terminal's Ctrl-C
             setup = prepare(resolved, output, progress.message, resumed, claimed)
             setup.loggers.start(setup.spec_json, setup.data.classes)
             with progress:
@@ -296,6 +346,8 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
             outputs.remove_unfinished(run_dir, remove_folder=created)
         raise
     summary = summarize(setup, state, time.perf_counter() - started)
+    if not distributed.is_main():  # rank 0 alone scores the test split and writes the summary and report
+        return RunResult(setup.run_dir, summary)
     test = score_test(setup, progress.message)
     if test is not None:
         summary["test"] = test
