@@ -22,7 +22,8 @@ from tlzoo.data.transforms import build_eval_transform, build_train_transform
 from tlzoo.model.backbone import count_parameters
 from tlzoo.model.build import build_model
 from tlzoo.rundir.outputs import resolved_spec_json
-from tlzoo.runtime.device import autocast, resolve_device, resolve_precision, resolve_workers
+from tlzoo.runtime.device import autocast, resolve_device, resolve_workers
+from tlzoo.runtime.precision import resolve_precision
 
 
 @dataclass

@@ -162,7 +162,8 @@ def model_setup(resolved, data, log) -> SimpleNamespace:
     from tlzoo.data.transforms import explicit_normalization
     from tlzoo.model.build import build_model
     from tlzoo.rundir.outputs import resolved_spec_json
-    from tlzoo.runtime.device import resolve_device, resolve_precision
+    from tlzoo.runtime.device import resolve_device
+    from tlzoo.runtime.precision import resolve_precision
 
     spec = resolved.spec
     device = resolve_device(spec.train.device)

@@ -150,24 +150,6 @@ def resolve_device(value: str) -> torch.device:
     return device
 
 
-def resolve_precision(value: str, device: torch.device) -> str:
-    """The precision of frozen and inference passes: 'fp32', 'bf16' or 'fp16'.
-
-    'auto' is tlzoo.runtime.precision.auto_precision: bf16 autocast on a CPU with
-    native bfloat16 (fp32 on AVX2-only CPUs, where torch emulates bf16 slowly),
-    bf16 or fp16 on CUDA. Trainable parts always run in fp32 on CPU (bf16 did
-    not speed training up there).
-    """
-    if value == "auto":
-        from tlzoo.runtime.precision import auto_precision  # bf16 only where the CPU computes it natively
-
-        return auto_precision(device)
-    if value == "fp16" and device.type == "cpu":
-        raise TlzooError("train.precision 'fp16' needs a CUDA GPU; CPUs compute it slowly or not at all",
-                         "use 'auto', 'bf16' or 'fp32' on CPU")
-    return value
-
-
 def autocast(precision: str, device: torch.device):
     """A context that runs a pass in `precision` ('fp32' does nothing)."""
     if precision == "fp32":

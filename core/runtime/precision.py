@@ -1,11 +1,12 @@
-"""The fast path for passes that need no gradient: precision choice and inference-ready models.
+"""Which precision a run's passes use: `train.precision` resolved for a device, and the log's note about it.
 
 `auto` precision is decided by what the hardware computes quickly, not by
 what it can compute at all: on a CPU without native bfloat16 (AVX2-only, as on
 this project's 2-core test machine) torch emulates bf16 convolutions and
 bf16 autocast runs lite0 more than ten times slower than fp32, so auto stays
 fp32 there. Trainable parts always run in fp32 on CPU; only frozen and
-inference passes use the reduced precision.
+inference passes use the reduced precision. The compiled fp32 path that
+`auto` takes on such CPUs is tlzoo.runtime.compiled.
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import os
 
 import torch
+
+from tlzoo.errors import TlzooError
 
 
 def cpu_has_fast_bf16() -> bool:
@@ -34,6 +37,22 @@ def auto_precision(device: torch.device) -> str:
     if device.type == "cpu" and cpu_has_fast_bf16():
         return "bf16"
     return "fp32"
+
+
+def resolve_precision(value: str, device: torch.device) -> str:
+    """The precision of frozen and inference passes: 'fp32', 'bf16' or 'fp16'.
+
+    'auto' is auto_precision: bf16 autocast on a CPU with
+    native bfloat16 (fp32 on AVX2-only CPUs, where torch emulates bf16 slowly),
+    bf16 or fp16 on CUDA. Trainable parts always run in fp32 on CPU (bf16 did
+    not speed training up there).
+    """
+    if value == "auto":
+        return auto_precision(device)  # bf16 only where the CPU computes it natively
+    if value == "fp16" and device.type == "cpu":
+        raise TlzooError("train.precision 'fp16' needs a CUDA GPU; CPUs compute it slowly or not at all",
+                         "use 'auto', 'bf16' or 'fp32' on CPU")
+    return value
 
 
 def precision_note(value: str, resolved: str, device: torch.device) -> str | None:
