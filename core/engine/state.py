@@ -8,10 +8,8 @@ order are pure functions of (seed, epoch, step).
 from __future__ import annotations
 
 import math
-import random
 from dataclasses import dataclass, field
 
-import numpy as np
 import torch
 
 from tlzoo.model.backbone import TransferModel
@@ -60,13 +58,3 @@ class TrainState:
         for key, value in values.items():
             setattr(self, key, value)
 
-
-def rng_state() -> dict:
-    """Python, numpy and torch global RNG states."""
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state()}
-
-
-def set_rng_state(state: dict) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
-    torch.set_rng_state(state["torch"])

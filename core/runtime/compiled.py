@@ -140,8 +140,3 @@ class StagePrefix(nn.Module):
             x = stage(x)
         return x
 
-
-def weights_stamp(module: nn.Module) -> list[int]:
-    """Changes whenever a parameter or buffer is modified in place (an optimizer step, a load)."""
-    return [t._version for t in (*module.parameters(), *module.buffers())]
-
