@@ -57,4 +57,3 @@ class TrainState:
     def load_counters(self, values: dict) -> None:
         for key, value in values.items():
             setattr(self, key, value)
-

@@ -139,4 +139,3 @@ class StagePrefix(nn.Module):
         for stage in self.stages:
             x = stage(x)
         return x
-
