@@ -22,7 +22,7 @@ class Component:
     """One registered thing: a backbone, a dataset reader or a freeze strategy.
 
     `build(options)` receives a validated instance of `options`; what it returns
-    depends on the kind (see tlzoo.model.backbone, tlzoo.data.labelled, tlzoo.model.freeze).
+    depends on the kind (see tlzoo.model.backbone, tlzoo.data.samples, tlzoo.model.freeze).
     `info` is an optional cheap callable giving listing columns (never builds a model).
     """
 

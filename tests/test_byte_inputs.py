@@ -7,7 +7,7 @@ from torch.utils.data import default_collate
 
 from tlzoo.model.backbone import DataConfig
 from tlzoo.cache.byte_inputs import byte_variant
-from tlzoo.data.labelled import ImageDataset
+from tlzoo.data.dataset import ImageDataset
 from tlzoo.data.transforms import build_eval_transform, build_train_transform
 from test_feature_cache import tiny_images
 

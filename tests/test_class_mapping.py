@@ -7,7 +7,8 @@ from pathlib import Path
 import pytest
 from PIL import Image
 
-from tlzoo.data.labelled import labelled_from, load_labelled, map_classes
+from tlzoo.data.class_mapping import map_classes
+from tlzoo.data.labelled import labelled_from, load_labelled
 from tlzoo.errors import TlzooError
 from tlzoo.data.samples import ReaderOutput, Sample
 from tlzoo.spec import resolve_spec

@@ -14,7 +14,8 @@ from torch.utils.data import DataLoader
 
 from tlzoo.model.backbone import DataConfig
 from tlzoo.cache.decoded import decoded_dataset, split_leading
-from tlzoo.data.labelled import ImageDataset, SampleError
+from tlzoo.data.dataset import ImageDataset
+from tlzoo.data.sample_errors import SampleError
 from tlzoo.data.batches import SourceSetup
 from tlzoo.engine.run import run_spec
 from tlzoo.spec import load_spec

@@ -15,7 +15,7 @@ import pytest
 import torch
 
 from tlzoo.data.escaping import line_safe
-from tlzoo.data.labelled import write_skipped
+from tlzoo.data.skipped import write_skipped
 from tlzoo.data.samples import Problem
 from tlzoo.errors import WeightsError
 from tlzoo.model.weights import load_state_file

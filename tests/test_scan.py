@@ -12,7 +12,10 @@ import torch
 from PIL import Image
 from torch.utils.data import DataLoader
 
-from tlzoo.data.labelled import ImageDataset, SampleError, labelled_from, write_skipped
+from tlzoo.data.dataset import ImageDataset
+from tlzoo.data.labelled import labelled_from
+from tlzoo.data.sample_errors import SampleError
+from tlzoo.data.skipped import write_skipped
 from tlzoo.errors import TlzooError
 from tlzoo.data.samples import Problem, ReaderOutput, Sample
 from tlzoo.data.scan import check_image, scan_images

@@ -234,7 +234,8 @@ def test_augment_sizes_up_to_the_cap_are_fine():
 
 
 def test_a_transform_out_of_memory_does_not_blame_the_file(tmp_path):
-    from tlzoo.data.labelled import ImageDataset, SampleError
+    from tlzoo.data.dataset import ImageDataset
+    from tlzoo.data.sample_errors import SampleError
 
     Image.new("RGB", (8, 6)).save(tmp_path / "ok.png")
 

@@ -14,7 +14,7 @@ from __future__ import annotations
 import torch
 from torchvision import transforms as T
 
-from tlzoo.data.labelled import ImageDataset
+from tlzoo.data.dataset import ImageDataset
 from tlzoo.data.transforms import Pipeline
 
 

@@ -25,7 +25,8 @@ import numpy as np
 from PIL import Image
 from torchvision import transforms as T
 
-from tlzoo.data.labelled import ImageDataset, SampleError
+from tlzoo.data.dataset import ImageDataset
+from tlzoo.data.sample_errors import SampleError
 from tlzoo.data.images import BadImage, load_rgb
 from tlzoo.cache.store import process_alive
 

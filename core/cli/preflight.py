@@ -71,7 +71,7 @@ def _component(raw_ref: Any, registry, kind: str, model=ComponentRef):
 
 
 def _reader_problems(raw: dict, registry, base_dir: Path) -> Problems:
-    from tlzoo.data.labelled import map_classes
+    from tlzoo.data.class_mapping import map_classes
     from tlzoo.data.samples import ReaderOutput
 
     found = _component(_section(raw, "data", "reader"), registry, "readers")

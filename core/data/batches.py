@@ -144,7 +144,7 @@ class LoaderSource:
     """Images through a DataLoader; every batch starts at stage 0."""
 
     def __init__(self, setup: SourceSetup, dataset=None):
-        from tlzoo.data.labelled import ImageDataset
+        from tlzoo.data.dataset import ImageDataset
 
         self.setup = setup
         # `dataset`: an ImageDataset stand-in over the same items (the decoded-image cache)

@@ -33,7 +33,7 @@ def read_metrics(path: Path) -> list[dict]:
 
 
 def read_skipped(path: Path) -> list[tuple[str, str]]:
-    """skipped.txt: a '#' header line, then 'origin<TAB>reason' lines (tlzoo.data.labelled.write_skipped)."""
+    """skipped.txt: a '#' header line, then 'origin<TAB>reason' lines (tlzoo.data.skipped.write_skipped)."""
     if not path.is_file():
         return []
     rows = []

@@ -109,7 +109,8 @@ def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
 
 
 def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | None = None) -> RunSetup:
-    from tlzoo.data.labelled import load_labelled, write_skipped
+    from tlzoo.data.labelled import load_labelled
+    from tlzoo.data.skipped import write_skipped
     from tlzoo.data.transforms import explicit_normalization
 
     spec = resolved.spec

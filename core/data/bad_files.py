@@ -1,0 +1,21 @@
+"""The bad-file policy: `data.bad_files` and `data.max_bad_fraction` applied to what the scan found."""
+
+from __future__ import annotations
+
+from tlzoo.errors import TlzooError
+from tlzoo.data.problem_list import listed
+from tlzoo.data.samples import Problem
+
+
+def check_bad_files(problems: list[Problem], total: int, bad_files: str, max_bad_fraction: float) -> None:
+    """Raise TlzooError when the bad inputs must stop the run ('error', or more than the allowed fraction)."""
+    lines = [f"{problem.origin}: {problem.reason}" for problem in problems]
+    if bad_files == "error":
+        raise TlzooError(f"{len(problems)} bad input(s) found before training (data.bad_files is 'error'):\n"
+                         + listed(lines), "fix or remove them, or set data.bad_files to 'skip'")
+    fraction = len(problems) / max(total, 1)
+    if fraction > max_bad_fraction:
+        raise TlzooError(
+            f"{len(problems)} of {total} inputs ({fraction:.1%}) are bad, more than data.max_bad_fraction "
+            f"({max_bad_fraction:.1%}); training did not start:\n" + listed(lines),
+            "fix or remove the files, or raise data.max_bad_fraction if skipping them is fine")
