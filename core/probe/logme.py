@@ -34,9 +34,15 @@ class Spectrum:
 
     @classmethod
     def of(cls, features: torch.Tensor) -> "Spectrum":
+        """The thin SVD from the eigendecomposition of the smaller Gram matrix (several times faster than svd)."""
         f = features.double()
-        u, s, vh = torch.linalg.svd(f, full_matrices=False)
-        return cls(f, u, s, vh.T)
+        wide = f.shape[0] <= f.shape[1]
+        eigenvalues, vectors = torch.linalg.eigh(f @ f.T if wide else f.T @ f)
+        keep = eigenvalues > eigenvalues.max().clamp_min(0) * 1e-12  # the rest is rounding noise: rank r
+        singular, vectors = eigenvalues[keep].sqrt(), vectors[:, keep]
+        other = (f.T if wide else f) @ vectors / singular
+        u, v = (vectors, other) if wide else (other, vectors)
+        return cls(f, u, singular, v)
 
     @property
     def sigma(self) -> torch.Tensor:
@@ -58,21 +64,27 @@ def log_evidence(spectrum: Spectrum, y: torch.Tensor, alpha: float, beta: float)
 
 def posterior_mean(spectrum: Spectrum, y: torch.Tensor, alpha: float, beta: float) -> torch.Tensor:
     # F^T y = V S U^T y lies in V's span, where A^-1 acts as 1 / (alpha + beta sigma)
-    projected = spectrum.singular * (spectrum.u.T @ y)
+    projected = spectrum.singular * (spectrum.u.T.contiguous() @ y)
     return spectrum.v @ (beta * projected / (alpha + beta * spectrum.sigma))
 
 
 def maximise_evidence(spectrum: Spectrum, y: torch.Tensor) -> tuple[float, float, float]:
-    """(alpha, beta, log evidence / n) at the fixed point of MacKay's updates, from alpha = beta = 1."""
+    """(alpha, beta, log evidence / n) at the fixed point of MacKay's updates, from alpha = beta = 1.
+
+    Each update works in the singular basis: with z = U^T y, V^T m = beta s z / (alpha + beta sigma)
+    and |F m - y|^2 = |s (V^T m) - z|^2 + |y|^2 - |z|^2, so an iteration costs O(r), not O(n D).
+    """
     n = spectrum.features.shape[0]
     y = y.double()
+    z = spectrum.u.T.contiguous() @ y
+    outside = max(float(y @ y) - float(z @ z), 0.0)  # the part of y no linear map of F reaches
+    s, sigma = spectrum.singular, spectrum.sigma
     alpha, beta = 1.0, 1.0
-    sigma = spectrum.sigma
     for _ in range(MAX_ITERATIONS):
-        m = posterior_mean(spectrum, y, alpha, beta)
+        coefficients = beta * s * z / (alpha + beta * sigma)
         gamma = float((beta * sigma / (alpha + beta * sigma)).sum())
-        residual = float(((spectrum.features @ m - y) ** 2).sum())
-        new_alpha = gamma / max(float(m @ m), 1e-30)
+        residual = float(((s * coefficients - z) ** 2).sum()) + outside
+        new_alpha = gamma / max(float(coefficients @ coefficients), 1e-30)
         new_beta = (n - gamma) / max(residual, 1e-30)
         done = abs(new_alpha / new_beta - alpha / beta) <= TOLERANCE * (alpha / beta)
         alpha, beta = new_alpha, new_beta

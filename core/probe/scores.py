@@ -14,7 +14,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-L2_GRID = (1e-4, 1e-3, 1e-2, 1e-1)  # penalty on the mean loss, weights of standardized features
+L2_GRID = (1e-3, 1e-2, 1e-1)  # penalty on the mean loss, weights of standardized features
 CV_FOLDS = 3
 KNN_K = 10
 
@@ -32,7 +32,7 @@ def standardized(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tenso
 
 
 def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
-                 max_iter: int = 300) -> tuple[torch.Tensor, torch.Tensor]:
+                 max_iter: int = 150) -> tuple[torch.Tensor, torch.Tensor]:
     """Weights (D, C) and bias (C) minimising mean cross-entropy + l2/2 |W|^2 (the bias is not penalised)."""
     weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
     bias = torch.zeros(num_classes, requires_grad=True)
