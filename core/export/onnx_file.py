@@ -192,6 +192,9 @@ def session(path: Path, threads: int | None = None):
 
     options = ort.SessionOptions()
     options.log_severity_level = 3  # warnings about unused initializers are noise for a user
+    # idle threads sleep instead of spinning: on a machine shared with other work (or with torch's own
+    # threads in the parity check) spinning workers steal the cores the busy ones need
+    options.add_session_config_entry("session.intra_op.allow_spinning", "0")
     if threads:
         options.intra_op_num_threads = threads
     return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
