@@ -10,7 +10,8 @@ afterwards; no run directory is made or touched.
 Two suggestions from the smoothed loss (an exponential moving average, debiased):
 - valley (fastai's default since 2021): the middle of the longest stretch over which
   the smoothed loss keeps falling (its longest decreasing subsequence);
-- steepest: where the smoothed loss falls fastest against log(lr), before its minimum.
+- steepest: where the smoothed loss falls fastest against log(lr), before its minimum
+  (the first tenth of the points left out: their averages hold too few losses).
 """
 
 from __future__ import annotations
@@ -103,10 +104,11 @@ def valley_index(smoothed: list[float]) -> int | None:
 def steepest_index(lrs: list[float], smoothed: list[float]) -> int | None:
     """Index of the most negative slope d(smoothed)/d(log lr) up to the minimum of the smoothed loss."""
     end = int(np.argmin(smoothed)) + 1 if smoothed else 0
-    if end < 3:
+    skip = max(2, len(smoothed) // 10)  # the first averages hold few losses: their slopes are noise
+    if end - skip < 3:
         return None
-    slopes = np.gradient(np.asarray(smoothed[:end]), np.log(np.asarray(lrs[:end])))
-    return int(np.argmin(slopes))
+    slopes = np.gradient(np.asarray(smoothed[skip:end]), np.log(np.asarray(lrs[skip:end])))
+    return skip + int(np.argmin(slopes))
 
 
 @contextlib.contextmanager
