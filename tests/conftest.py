@@ -67,14 +67,38 @@ def faulty_plugins(tmp_path_factory) -> Path:
 
 
 @pytest.fixture
-def one_thread():
-    """Tiny models on a shared 2-core machine: one thread, so OpenMP does not spin against other processes."""
+def one_thread(monkeypatch):
+    """Tiny models on a shared 2-core machine: one thread, so OpenMP does not spin against other processes.
+
+    Also for runs: run_spec sets the thread count from available_cpus, which answers 1 here
+    (as reliability_support.py's launcher does, so in-process and subprocess runs compare bitwise).
+    """
     import torch
+
+    import tlzoo.runtime.device as runtime
 
     before = torch.get_num_threads()
     torch.set_num_threads(1)
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 1)
     yield
     torch.set_num_threads(before)
+
+
+@pytest.fixture
+def tiny_backbone():
+    """test/tiny_cnn (tests/support.py) in the (fresh, per-test) registry."""
+    from support import TINY_CNN
+
+    yield TINY_CNN.register()
+
+
+@pytest.fixture
+def tiny_model():
+    """A TransferModel of test/tiny_cnn with a 3-class head."""
+    from support import build_tiny, split_tiny
+    from tlzoo.model.backbone import ClassifierHead, TransferModel
+
+    return TransferModel(split_tiny(build_tiny(None).model), ClassifierHead(16, 3))
 
 
 def resolved_backbone(name: str, **options):

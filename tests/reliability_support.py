@@ -1,4 +1,4 @@
-"""Helpers for the reliability tests: a tiny backbone, tiny image folders, and a CLI launcher.
+"""The reliability tests' names for tests/support.py's test/reliability_cnn, and a CLI launcher.
 
 Run as a script (`python tests/reliability_support.py run SPEC ...`) it registers
 the tiny backbone and runs the tlzoo CLI in this process, so that subprocess
@@ -15,108 +15,33 @@ from the environment by this launcher only (tlzoo itself has no test hooks):
 
 from __future__ import annotations
 
-import json
+import functools
 import os
 import subprocess
 import sys
 import time
 from pathlib import Path
 
-import pytest
-import torch
-from torch import nn
-
-from tlzoo.model.backbone import Backbone, DataConfig, Pooled, Split
-
-TINY = "test/reliability_cnn"
 HERE = Path(__file__).resolve()
+sys.path.insert(0, str(HERE.parent))  # run as a script, support.py is beside it
 
+from support import RELIABILITY_CNN, make_images  # noqa: E402,F401  (make_images: for the reliability tests)
+from support import write_spec as support_write_spec  # noqa: E402
 
-class TinyNet(nn.Module):
-    """Two conv stages with BatchNorm, and a classifier the transfer model replaces."""
-
-    def __init__(self):
-        super().__init__()
-        self.stem = nn.Sequential(nn.Conv2d(3, 6, 3, 2, 1, bias=False), nn.BatchNorm2d(6), nn.ReLU())
-        self.body = nn.Sequential(nn.Conv2d(6, 8, 3, 2, 1, bias=False), nn.BatchNorm2d(8), nn.ReLU())
-        self.pool = Pooled()
-        self.fc = nn.Linear(8, 5)
-
-    def forward(self, x):
-        return self.fc(self.pool(self.body(self.stem(x))))
-
-
-def split_tiny(model: TinyNet) -> Split:
-    stages = [model.stem, nn.Sequential(model.body, model.pool)]
-    return Split(stages, [list(stage.parameters()) for stage in stages], 8)
-
-
-def build_tiny(options, weights: str = "pretrained") -> Backbone:
-    generator_state = torch.get_rng_state()
-    torch.manual_seed(99)  # "pretrained" = the same fixed weights every time
-    model = TinyNet()
-    torch.set_rng_state(generator_state)
-    config = DataConfig(input_size=(3, 16, 16), crop_pct=1.0, interpolation="bilinear")
-    return Backbone(model, config, "fc", split_tiny, weights="none" if weights == "none" else "test")
+TINY = RELIABILITY_CNN.name
+build_tiny = RELIABILITY_CNN.build
+register_tiny = RELIABILITY_CNN.register
+write_spec = functools.partial(support_write_spec, tiny=RELIABILITY_CNN)
 
 
 def use_one_thread() -> None:
     """Runs use one intra-op thread: on a shared 2-core machine two threads make these tiny
     models ~8x slower (each op waits for both cores). The subprocess launcher does the same,
-    so in-process and subprocess runs stay bitwise comparable."""
+    so in-process and subprocess runs stay bitwise comparable (conftest's one_thread fixture
+    does it for one test)."""
     import tlzoo.runtime.device as runtime
 
     runtime.available_cpus = lambda: 1
-
-
-@pytest.fixture
-def one_thread(monkeypatch):
-    import tlzoo.runtime.device as runtime
-
-    threads = torch.get_num_threads()
-    monkeypatch.setattr(runtime, "available_cpus", lambda: 1)
-    yield
-    torch.set_num_threads(threads)
-
-
-def register_tiny() -> str:
-    from tlzoo.registry import Component, get_registry
-
-    catalog = get_registry().catalog("backbones")
-    if TINY not in catalog:
-        catalog.add(Component(TINY, "tiny CNN for reliability tests", build_tiny, plugin="tests"))
-    return TINY
-
-
-def make_images(root: Path, classes: int = 3, train: int = 8, val: int = 3, size: int = 16) -> Path:
-    """root/{train,val}/classN/*.png: noisy colours, one per class, learnable in a few steps."""
-    from test_engine_support import make_image_folder
-
-    return make_image_folder(root, classes, per_class=train, size=size, val_per_class=val, noise=50)
-
-
-def write_spec(folder: Path, root: Path, name: str = "spec.json", **sections) -> Path:
-    """A spec for the tiny backbone on `root`; keyword `train={...}` etc. update sections."""
-    spec = {
-        "name": "tiny",
-        "backbone": {"name": TINY},
-        "head": {"dropout": 0.3},  # dropout: the torch RNG matters during training
-        "data": {"reader": {"name": "imagefolder", "options": {"root": str(root), "train": "train", "val": "val"}},
-                 "batch_size": 4, "num_workers": 0, "augment": "light"},
-        "train": {"strategy": "none", "epochs": 5, "optimizer": {"name": "adamw", "lr": 0.01},
-                  "scheduler": {"name": "cosine", "warmup_epochs": 1}, "precision": "fp32", "seed": 3},
-        "cache": {"enabled": False},
-        "output": str(folder / "runs"),
-        "report": {"enabled": False},  # seconds a run; the report's own tests switch it on
-    }
-    for key, value in sections.items():
-        if isinstance(value, dict) and isinstance(spec.get(key), dict):
-            spec[key] = {**spec[key], **value}
-        else:
-            spec[key] = value
-    path = folder / name
-    path.write_text(json.dumps(spec, indent=2))
-    return path
 
 
 def launch(*args: str, env: dict | None = None, wait: bool = True, timeout: float = 120):

@@ -14,7 +14,7 @@ import tlzoo
 from tlzoo.errors import SpecError, TlzooError
 
 from conftest import REPO
-from test_engine_support import TINY, make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)
+from support import TINY, make_image_folder, write_spec
 
 # the README example's own paths, replaced by a tiny run's (each must still be in the README)
 README_PATHS = ("examples/flowers12.json", "../shared/datasets/flowers12/test/daisy")

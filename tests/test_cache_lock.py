@@ -22,7 +22,7 @@ from tlzoo.engine.run import run_spec
 from tlzoo.registry import get_registry
 from tlzoo.spec import load_spec
 
-from test_engine_support import make_image_folder, tiny_backbone, write_spec  # noqa: F401
+from support import make_image_folder, write_spec
 from test_feature_cache import source_for, tiny_images
 
 TESTS = Path(__file__).parent

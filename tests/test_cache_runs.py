@@ -13,7 +13,7 @@ from tlzoo.engine.run import run_spec
 from tlzoo.spec import load_spec
 from tlzoo.registry import get_registry
 
-from test_engine_support import make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)
+from support import make_image_folder, write_spec
 
 
 def run(tmp_path, name: str, **overrides):

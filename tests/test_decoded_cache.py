@@ -22,7 +22,7 @@ from tlzoo.spec import load_spec
 from tlzoo.data.transforms import build_eval_transform, build_train_transform
 from tlzoo.registry import get_registry
 
-from test_engine_support import make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)
+from support import make_image_folder, write_spec
 
 CONFIG = DataConfig(input_size=(3, 24, 24), crop_pct=0.875, interpolation="bilinear")
 

@@ -13,7 +13,6 @@ from tlzoo.engine.run import run_spec
 from tlzoo.spec import load_spec
 from tlzoo.registry import get_registry
 
-from reliability_support import one_thread  # noqa: F401 (a fixture)
 from reliability_support import make_images, register_tiny, write_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")

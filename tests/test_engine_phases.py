@@ -14,7 +14,6 @@ from tlzoo.engine.state import TrainState
 from tlzoo.spec import OptimizerSpec, SchedulerSpec
 from tlzoo.registry import get_registry
 
-from test_engine_support import tiny_model  # noqa: F401  (fixture)
 
 
 def strategy(name: str, **options):

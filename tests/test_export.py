@@ -322,7 +322,7 @@ def test_python_api_is_the_callable_room(exported, tmp_path):
 @pytest.mark.slow
 def test_shipped_lite0_exports_with_parity(tmp_path, capsys):
     """The default backbone with its real weights: a 1-epoch head-only run, exported by the default path."""
-    from test_engine_support import make_image_folder
+    from support import make_image_folder
 
     root = make_image_folder(tmp_path / "images", classes=3, per_class=4, size=64, val_per_class=3)
     spec = tmp_path / "spec.json"

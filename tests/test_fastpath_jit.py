@@ -15,7 +15,7 @@ from tlzoo.runtime.compiled import InferencePath, StagePrefix, StagesAndHead, fa
 from tlzoo.spec import load_spec
 from tlzoo.registry import get_registry
 
-from test_engine_support import build_tiny, make_image_folder, split_tiny, tiny_backbone, write_spec  # noqa: F401
+from support import build_tiny, make_image_folder, split_tiny, write_spec
 from tlzoo.model.backbone import ClassifierHead, TransferModel
 
 

@@ -15,7 +15,7 @@ from tlzoo.cache import FrozenPrefixSource, CacheSettings, reason_off
 from tlzoo.cache.keys import digest, files_fingerprint, modules_fingerprint, transform_description
 from tlzoo.cache.store import ActivationStore, MemoryBudget, read_meta
 from tlzoo.data.batches import Batch, LoaderSource, SourceSetup
-from test_engine_support import build_tiny, split_tiny
+from support import build_tiny, split_tiny
 from tlzoo.model.backbone import ClassifierHead, TransferModel
 
 

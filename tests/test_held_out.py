@@ -8,7 +8,6 @@ from pathlib import Path
 
 import pytest
 
-from reliability_support import one_thread  # noqa: F401 (a fixture)
 from reliability_support import make_images, register_tiny, write_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,6 @@ from tlzoo.rundir.checkpoint import load_checkpoint
 from tlzoo.errors import TlzooError
 from tlzoo.runtime.interrupts import Interrupted, StopRequest
 
-from reliability_support import one_thread  # noqa: F401 (a fixture)
 from reliability_support import HERE as SUPPORT
 from reliability_support import launch, make_images, register_tiny, wait_for, write_spec
 

@@ -8,7 +8,7 @@ import json
 
 import pytest
 
-from test_engine_support import make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)
+from support import make_image_folder, write_spec
 from tlzoo.engine.run import run_spec
 from tlzoo.errors import SpecError, TlzooError
 from tlzoo.registry import Component, get_registry

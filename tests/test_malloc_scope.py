@@ -43,7 +43,7 @@ PROBE = textwrap.dedent("""
     facts["trimmed"] = device.release_freed_memory() and before_trim - resident() > 200 * 2**20
     if sys.argv[2] == "run":
         device.restore_malloc_defaults()
-        from test_engine_support import build_tiny, make_image_folder, write_spec, TINY
+        from support import build_tiny, make_image_folder, write_spec, TINY
         from tlzoo.registry import Component, get_registry
         from tlzoo.engine.run import run_spec
         from tlzoo.spec import load_spec

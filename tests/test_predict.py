@@ -20,7 +20,6 @@ from tlzoo.data.samples import Problem
 from tlzoo.errors import WeightsError
 from tlzoo.model.weights import load_state_file
 
-from reliability_support import one_thread  # noqa: F401 (a fixture)
 from reliability_support import cli, make_images, register_tiny, write_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")

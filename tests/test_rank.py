@@ -9,7 +9,7 @@ import math
 import pytest
 import torch
 
-from test_engine_support import make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)
+from support import make_image_folder, write_spec
 from tlzoo.probe.logme import Spectrum, log_evidence, logme, maximise_evidence
 from tlzoo.probe.scores import knn_top1, linear_probe, stratified_folds
 

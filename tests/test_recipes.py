@@ -17,7 +17,7 @@ from tlzoo.engine.tta import tta_logits, views
 from tlzoo.registry import get_registry
 from tlzoo.spec import EmaSpec, MixSpec, load_spec
 
-from test_engine_support import make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)
+from support import make_image_folder, write_spec
 
 
 def run_tiny(tmp_path, name: str, **overrides):

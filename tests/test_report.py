@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from PIL import Image
 
 from reliability_support import cli
-from test_engine_support import make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)
+from support import make_image_folder, write_spec
 from tlzoo.engine.per_image import records_from_logits
 from tlzoo.engine.run import run_spec
 from tlzoo.errors import TlzooError

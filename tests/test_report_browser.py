@@ -16,7 +16,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from test_engine_support import make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)
+from support import make_image_folder, write_spec
 from test_report import DATA_URI, decoded_images, section
 from tlzoo.engine.run import run_spec
 from tlzoo.registry import get_registry

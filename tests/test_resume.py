@@ -16,7 +16,6 @@ from tlzoo.engine.run import run_spec
 from tlzoo.spec import load_spec
 from tlzoo.registry import Component, get_registry
 
-from reliability_support import one_thread  # noqa: F401 (a fixture)
 from reliability_support import TINY, build_tiny, cli, launch, make_images, register_tiny, wait_for, write_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")

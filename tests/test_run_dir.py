@@ -13,7 +13,6 @@ from tlzoo.registry import get_registry
 from tlzoo.rundir.outputs import resolved_spec_json
 from tlzoo.spec import load_spec, resolve_spec
 
-from reliability_support import one_thread  # noqa: F401 (a fixture)
 from reliability_support import cli, make_images, register_tiny, write_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")

@@ -16,7 +16,6 @@ from tlzoo.spec import HeadSpec, ResolvedComponent, WeightsFile
 from tlzoo.model.weights import load_state_file
 from tlzoo.registry import get_registry
 
-from reliability_support import one_thread  # noqa: F401 (a fixture)
 from reliability_support import TINY, build_tiny, cli, make_images, register_tiny, write_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
