@@ -75,7 +75,7 @@ class DataSpec(StrictModel):
     eval_batch_size: StrictInteger | None = Field(None, gt=0, le=65_536)
     num_workers: StrictInteger | Literal["auto"] = Field("auto", description=f"'auto' or 0..{MAX_WORKERS}")
     augment: str | list[dict[str, Any]] = Field(
-        "light", description="a preset name (none, light, seed001, strong) or a list of {'op': ..., ...}"
+        "light", description="a preset name (none, light, rotate_flip, strong) or a list of {'op': ..., ...}"
     )
     bad_files: Literal["skip", "error"] = "skip"
     max_bad_fraction: Number = Field(0.01, ge=0.0, le=1.0)

@@ -28,7 +28,7 @@ def test_eval_pipeline_gives_the_same_bits(tmp_path):
 
 def test_random_image_ops_keep_their_draws(tmp_path):
     items = tiny_images(tmp_path, count=4, size=30)
-    dataset = ImageDataset(items, build_train_transform("seed001", CONFIG))
+    dataset = ImageDataset(items, build_train_transform("rotate_flip", CONFIG))
     twin, finish = byte_variant(dataset)
     torch.manual_seed(3)
     single = torch.stack([dataset[i][0] for i in range(4)])

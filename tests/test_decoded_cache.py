@@ -47,14 +47,14 @@ def dataset_for(tmp_path, items, transform, sizes=None, logs=None):
 def test_leading_geometry_is_split_off_where_it_fixes_the_size():
     leading, size, _ = split_leading(build_eval_transform(CONFIG))
     assert [type(op).__name__ for op in leading] == ["Resize", "CenterCrop"] and size == (24, 24)
-    leading, size, rest = split_leading(build_train_transform("seed001", CONFIG))
+    leading, size, rest = split_leading(build_train_transform("rotate_flip", CONFIG))
     assert [type(op).__name__ for op in leading] == ["Resize"] and size == (300, 300)
     assert type(rest.image_part.transforms[0]).__name__ == "RandomRotation"
     leading, size, _ = split_leading(build_train_transform("light", CONFIG))
     assert leading == [] and size is None
 
 
-@pytest.mark.parametrize("augment", ["none", "seed001"])
+@pytest.mark.parametrize("augment", ["none", "rotate_flip"])
 def test_samples_are_bit_identical_and_later_epochs_decode_nothing(tmp_path, augment):
     items = jpegs(tmp_path / "img", [(40, 30), (32, 48), (30, 30)])
     transform = build_eval_transform(CONFIG) if augment == "none" else build_train_transform(augment, CONFIG)

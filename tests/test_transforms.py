@@ -27,8 +27,8 @@ def noise(width: int, height: int, seed: int = 0) -> Image.Image:
     return Image.fromarray(rng.integers(0, 256, (height, width, 3), dtype=np.uint8))
 
 
-def seed001_as_written() -> T.Compose:
-    """Seed 001's training transform, verbatim."""
+def rotate_flip_in_torchvision() -> T.Compose:
+    """The rotate_flip preset written with torchvision (seed 001's training transform, verbatim)."""
     return T.Compose([
         T.Resize([300, 300]),
         T.RandomRotation(45),
@@ -41,10 +41,10 @@ def seed001_as_written() -> T.Compose:
     ])
 
 
-def test_seed001_preset_equals_the_seeds_pipeline():
+def test_rotate_flip_preset_equals_the_torchvision_pipeline():
     # the seed's Normalize values are its ResNet's statistics; the preset takes the backbone's
-    ours = build_train_transform("seed001", DataConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
-    theirs = seed001_as_written()
+    ours = build_train_transform("rotate_flip", DataConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225)))
+    theirs = rotate_flip_in_torchvision()
     image = noise(120, 90)
     outputs = []
     for seed in range(6):
@@ -57,11 +57,11 @@ def test_seed001_preset_equals_the_seeds_pipeline():
     assert not all(torch.equal(outputs[0], other) for other in outputs[1:])  # it really is random
 
 
-def test_seed001_preset_normalizes_as_the_backbone_does():
+def test_rotate_flip_preset_normalizes_as_the_backbone_does():
     lite = DataConfig(mean=(0.5,) * 3, std=(0.5,) * 3)
-    normalize = build_train_transform("seed001", lite).tensor_part.transforms[-1]
+    normalize = build_train_transform("rotate_flip", lite).tensor_part.transforms[-1]
     assert isinstance(normalize, T.Normalize) and normalize.mean == (0.5,) * 3 and normalize.std == (0.5,) * 3
-    assert explicit_normalization("seed001") is None
+    assert explicit_normalization("rotate_flip") is None
 
 
 def test_stated_normalization_is_reported_for_evaluation_too():
@@ -144,7 +144,7 @@ def test_each_op_builds_and_gives_the_input_size(name):
 
 
 @pytest.mark.parametrize("augment, expected", [
-    ("none", True), ("light", False), ("seed001", False), ("strong", False),
+    ("none", True), ("light", False), ("rotate_flip", False), ("strong", False),
     ([{"op": "resize", "size": [40, 40]}, {"op": "center_crop", "size": 32}], True),
     ([{"op": "horizontal_flip", "p": 1.0}, {"op": "vertical_flip", "p": 0.0}], True),
     ([{"op": "horizontal_flip"}], False),
@@ -196,6 +196,13 @@ def test_deterministic_pipelines_really_are():
 def test_validation_problems_have_locations(augment, loc, fragment):
     problems = validate_augment(augment)
     assert [p for p in problems if p[0] == loc and fragment in p[1]], problems
+
+
+def test_seed001_still_reads_as_rotate_flip_for_older_run_directories():
+    config = DataConfig(mean=(0.485, 0.456, 0.406), std=(0.229, 0.224, 0.225))
+    assert validate_augment("seed001") == []
+    assert repr(build_train_transform("seed001", config)) == repr(build_train_transform("rotate_flip", config))
+    assert "seed001" not in PRESETS  # listed and documented under its new name only
 
 
 def test_presets_are_valid():

@@ -1,6 +1,6 @@
 """Image transforms: training augmentation as a list of named ops, evaluation from the backbone.
 
-`data.augment` is a preset name (none, light, seed001, strong) or a list of ops,
+`data.augment` is a preset name (none, light, rotate_flip, strong) or a list of ops,
 each `{"op": NAME, ...parameters}`; every op is a small pydantic model in
 tlzoo.data.augment_ops. A train pipeline runs in three parts:
 
@@ -38,9 +38,9 @@ __all__ = ["validate_augment", "build_train_transform", "build_eval_transform", 
 PRESETS: dict[str, list[dict]] = {
     "none": [],  # the evaluation transform: resize, centre crop, normalize
     "light": [{"op": "random_resized_crop", "scale": [0.5, 1.0]}, {"op": "horizontal_flip"}],
-    # seed 001's training pipeline exactly (torchvision defaults); its Normalize values are its
-    # ResNet's own statistics, so the preset normalizes as the backbone expects, like evaluation
-    "seed001": [
+    # a fixed 300x300 resize, rotation up to 45 degrees, a 224 centre crop, both flips and 10 % grayscale
+    # (torchvision defaults); it normalizes as the backbone expects, like evaluation
+    "rotate_flip": [
         {"op": "resize", "size": [300, 300]},
         {"op": "random_rotation", "degrees": 45},
         {"op": "center_crop", "size": 224},
@@ -56,6 +56,15 @@ PRESETS: dict[str, list[dict]] = {
         {"op": "random_erasing", "p": 0.25},
     ],
 }
+
+
+# older preset names, still read: run directories written before a rename name them in spec.json (resume)
+PRESET_ALIASES = {"seed001": "rotate_flip"}
+
+
+def preset_ops(name: str) -> list[dict] | None:
+    """The ops of a preset (or an older name of one); None for an unknown name."""
+    return PRESETS.get(PRESET_ALIASES.get(name, name))
 
 
 def _by_word(name: str) -> list[str]:
@@ -127,7 +136,7 @@ def validate_augment(value: Any) -> list[tuple[str, str]]:
     from tlzoo.registry.catalog import closest
 
     if isinstance(value, str):
-        if value in PRESETS:
+        if preset_ops(value) is not None:
             return []
         close = closest(value, list(PRESETS))
         hint = f" Did you mean: {', '.join(close)}?" if close else ""
@@ -141,9 +150,8 @@ def validate_augment(value: Any) -> list[tuple[str, str]]:
 
 def resolve_ops(augment: str | list) -> list[Op]:
     """The op models for a preset name or a list; raises SpecError on bad input."""
-    ops, problems = parse_ops(PRESETS[augment] if isinstance(augment, str) and augment in PRESETS else augment)
-    if isinstance(augment, str) and augment not in PRESETS:
-        problems = validate_augment(augment)
+    listed = preset_ops(augment) if isinstance(augment, str) else augment
+    ops, problems = parse_ops(listed) if listed is not None else ([], validate_augment(augment))
     if problems:
         raise SpecError([("data.augment" + loc, msg) for loc, msg in problems], "data.augment")
     return ops
