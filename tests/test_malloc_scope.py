@@ -41,7 +41,7 @@ PROBE = textwrap.dedent("""
     facts["kept_stays"] = freed_block_stays()
     before_trim = resident()
     facts["trimmed"] = device.release_freed_memory() and before_trim - resident() > 200 * 2**20
-    if sys.argv[2] == "run":
+    if sys.argv[2] in ("run", "load"):
         device.restore_malloc_defaults()
         from support import build_tiny, make_image_folder, write_spec, TINY
         from tlzoo.registry import Component, get_registry
@@ -53,8 +53,14 @@ PROBE = textwrap.dedent("""
         make_image_folder(folder / "data", classes=2, per_class=2, val_per_class=1)
         spec = write_spec(folder, folder / "data", train__epochs=1, cache__dir=str(folder / "cache"))
         log = io.StringIO()
-        run_spec(load_spec(spec, get_registry()), stream=log)
+        result = run_spec(load_spec(spec, get_registry()), stream=log)
         facts["run_kept"] = "train" in log.getvalue()
+        if sys.argv[2] == "load":  # a notebook: tlzoo.load(...).predict / .evaluate after the run
+            import tlzoo
+            model = tlzoo.load(result.run_dir)
+            model.predict(sorted((folder / "data" / "val").rglob("*.png")))
+            facts["predict_restored_stays"] = freed_block_stays()
+            model.evaluate()
     else:
         device.restore_malloc_defaults()
     facts["restored_stays"] = freed_block_stays()
@@ -75,6 +81,12 @@ def test_kept_buffers_stay_in_the_heap_and_are_trimmed_on_request():
     assert facts["kept"] and facts["kept_stays"]
     assert facts["trimmed"]
     assert facts["restored_stays"] is False
+
+
+def test_predict_and_evaluate_of_a_loaded_run_give_back_glibcs_defaults(tmp_path):
+    facts = probe("load", str(tmp_path))
+    assert facts["predict_restored_stays"] is False
+    assert facts["restored_stays"] is False  # after evaluate too
 
 
 def test_run_spec_gives_back_glibcs_defaults_when_it_returns(tmp_path):

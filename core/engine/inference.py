@@ -26,7 +26,7 @@ from tlzoo.engine.metrics import EvalResult, evaluate, forward_eval
 from tlzoo.engine.tta import tta_logits
 from tlzoo.data.batches import Batch
 from tlzoo.data.images import IMAGE_EXTENSIONS
-from tlzoo.runtime.device import configure_threads, resolve_device, resolve_workers
+from tlzoo.runtime.device import allocator_scope, configure_threads, resolve_device, resolve_workers
 
 @dataclass
 class LoadedRun:
@@ -102,6 +102,7 @@ def note(line: str) -> None:
     print(f"tlzoo: {line}", file=sys.stderr)
 
 
+@allocator_scope()  # configure_threads keeps freed buffers for the pass; a notebook gets glibc's defaults back
 def evaluate_items(run: LoadedRun, items: list[tuple[Path, int]], num_workers="auto", log=None) -> EvalResult:
     from tlzoo.data.transforms import build_eval_transform
 
@@ -113,6 +114,7 @@ def evaluate_items(run: LoadedRun, items: list[tuple[Path, int]], num_workers="a
                     log=log or note, tta=run.tta)
 
 
+@allocator_scope()
 def evaluate_records(run: LoadedRun, items: list[tuple[Path, int]], num_workers="auto", log=None):
     """Metrics and per-image records (tlzoo.report.records.ImageRecord) from one pass over `items`."""
     from tlzoo.data.transforms import build_eval_transform
@@ -151,6 +153,7 @@ class Prediction:
     error: str | None = None
 
 
+@allocator_scope()
 def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Prediction]:
     """Top-k classes of each image (a path or a PIL image), batched; unreadable ones come back with `error` set."""
     from PIL import Image
