@@ -276,3 +276,39 @@ def load_training(run_dir: Path) -> dict:
 
 def metrics_without_time(run_dir: Path) -> list[dict]:
     return [{k: v for k, v in line.items() if k != "seconds"} for line in metrics(run_dir)]
+
+
+def test_a_nan_loss_on_another_rank_stops_this_one_before_the_update(tiny_model, monkeypatch):
+    from types import SimpleNamespace
+
+    import tlzoo.runtime.distributed as distributed
+    from tlzoo.data.batches import Batch
+    from tlzoo.engine.loop import LoopConfig, Trainer
+    from tlzoo.errors import TlzooError
+
+    optimizer = torch.optim.SGD(tiny_model.parameters(), lr=0.1)
+    state = SimpleNamespace(model=tiny_model, optimizer=optimizer, step=4)
+    config = LoopConfig(1, 0, "frozen", torch.device("cpu"), "fp32", 3)
+    trainer = Trainer(state, None, torch.nn.CrossEntropyLoss(), None, None, config, None,
+                      sync=lambda x, start: tiny_model.head(tiny_model.forward_stages(x, start)))
+    seen = []
+    monkeypatch.setattr(distributed, "any_rank", lambda flag: seen.append(flag) or True)  # rank 1 saw a NaN
+    before = [p.detach().clone() for p in tiny_model.parameters()]
+    with pytest.raises(TlzooError, match="on another process of the job at epoch 2, step 5"):
+        trainer.train_step(Batch(torch.rand(2, 3, 16, 16), torch.tensor([0, 1])), 0, 1)
+    assert seen == [False]  # this rank's own loss was finite, and it still stopped
+    assert all(torch.equal(a, b) for a, b in zip(before, tiny_model.parameters()))
+
+
+def test_resume_inside_an_epoch_with_another_process_count_is_refused(monkeypatch, tmp_path):
+    from types import SimpleNamespace
+
+    from tlzoo.errors import TlzooError
+    from tlzoo.rundir import resume
+
+    resumed = SimpleNamespace(run_dir=tmp_path, training={"world_size": 2, "counters": {"epoch": 1}})
+    monkeypatch.setattr(resume.distributed, "world_size", lambda: 1)
+    resume.check_world_size(resumed, {"batch": 0})  # an epoch boundary: any number of processes continues
+    with pytest.raises(TlzooError, match="with 1 process.*inside epoch 2 with 2 process") as caught:
+        resume.check_world_size(resumed, {"batch": 3})
+    assert "--nproc 2" in caught.value.hint
