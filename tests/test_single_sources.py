@@ -34,3 +34,12 @@ def test_the_test_session_caches_into_its_own_folder(_own_cache_root):
 
     assert default_cache_root() == _own_cache_root
     assert Path.home() not in default_cache_root().parents
+
+
+def test_per_class_accuracy_is_one_function_for_evaluations_and_run_summaries():
+    from tlzoo.engine.metrics import EvalResult, per_class_accuracy
+
+    confusion = [[2, 0, 0], [1, 1, 0], [0, 0, 0]]
+    assert per_class_accuracy(confusion) == [1.0, 0.5, None]
+    assert EvalResult(0.0, 0.0, None, confusion, 4).per_class_accuracy == [1.0, 0.5, None]
+    assert per_class_accuracy([], 2) == [None, None]  # a run summarized before any best epoch

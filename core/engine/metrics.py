@@ -29,12 +29,7 @@ class EvalResult:
 
     @property
     def per_class_accuracy(self) -> list[float | None]:
-        """Recall of each class; None for a class with no samples."""
-        out = []
-        for index, row in enumerate(self.confusion):
-            total = sum(row)
-            out.append(row[index] / total if total else None)
-        return out
+        return per_class_accuracy(self.confusion)
 
     def metrics(self, prefix: str = "val_") -> dict:
         values = {f"{prefix}loss": self.loss, f"{prefix}top1": self.top1}
@@ -82,6 +77,13 @@ def logits_over(model, source, device, precision: str, frozen_stages: int = 0, f
     if not all_logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def per_class_accuracy(confusion: list[list[int]], num_classes: int = 0) -> list[float | None]:
+    """Recall of each class from a confusion matrix (rows: true class); None for a class with no samples
+    (also for classes past the matrix's rows, up to `num_classes`: a run that has no best epoch yet)."""
+    out = [row[index] / sum(row) if sum(row) else None for index, row in enumerate(confusion)]
+    return out + [None] * (num_classes - len(out))
 
 
 def summarize(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, across_ranks: bool = False) -> EvalResult:

@@ -24,6 +24,7 @@ from tlzoo.rundir import outputs
 from tlzoo.rundir.sidecar import MODEL_FORMAT
 from tlzoo.data.batches import SourceSetup, eval_source, seed_everything, train_source
 from tlzoo.engine.loop import LoopConfig, Trainer
+from tlzoo.engine.metrics import per_class_accuracy
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer, layer_decay_factors
 from tlzoo.engine.progress import make_progress
 from tlzoo.engine.held_out import score_test
@@ -251,10 +252,7 @@ def summarize(setup: RunSetup, state: TrainState, seconds: float) -> dict:
     classes = setup.data.classes
     best = state.best_record or {}
     confusion = state.best_confusion or []
-    per_class = {}
-    for index, name in enumerate(classes):
-        row = confusion[index] if index < len(confusion) else []
-        per_class[name] = row[index] / sum(row) if row and sum(row) else None
+    per_class = dict(zip(classes, per_class_accuracy(confusion, len(classes))))
     return {
         "run_dir": str(setup.run_dir),
         "spec_hash": outputs.spec_hash(setup.spec_json),
