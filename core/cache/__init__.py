@@ -16,7 +16,6 @@ from pathlib import Path
 import torch
 
 from tlzoo.runtime import distributed
-from tlzoo.runtime.compiled import fast_mode
 from tlzoo.runtime.paths import default_cache_root
 from tlzoo.cache.prefix import CacheSettings, FrozenPrefixSource
 from tlzoo.cache.store import MemoryBudget, remove_dead_builds
@@ -55,11 +54,10 @@ def writable_folder(folder: Path) -> bool:
         return False
 
 
-def frozen_epochs(model, strategy, epochs: int) -> Counter:
-    """{k (wholly frozen leading stages): how many epochs the strategy plans with k}: one entry a boundary."""
-    from tlzoo.model.freeze import plan_epoch
-
-    return Counter(plan_epoch(model, strategy, epoch).frozen_stages for epoch in range(epochs))
+def frozen_epochs(plans) -> Counter:
+    """{k (wholly frozen leading stages): how many epochs the plan (tlzoo.model.freeze.plan_run) has k}: one entry
+    a boundary."""
+    return Counter(plan.frozen_stages for plan in plans)
 
 
 def tlzoo_version() -> str:
@@ -106,12 +104,13 @@ def with_decoded(source, sizes: dict, folder: Path, log, role: str):
 def attach_caches(setup, train_source, val_source, log):
     """(train, val) batch sources with the caches in front where they apply.
 
-    `setup` is the engine's RunSetup (resolved spec, built model, data, device, precision).
+    `setup` is the engine's RunSetup (resolved spec, built model, data, device, precision, the freeze
+    plan and the fast-pass mode, each worked out once by the engine).
     Decoded images are kept when at least two epochs read images (nothing frozen, or
     activations not cached); frozen-prefix activations whenever a whole stage is frozen.
     """
     spec, model = setup.resolved.spec, setup.built.model
-    ks = frozen_epochs(model, setup.resolved.strategy.build(), spec.train.epochs)
+    ks = frozen_epochs(setup.plans)
     off = reason_off(spec, ks)
     if spec.cache.enabled is False:
         log(off)
@@ -143,7 +142,7 @@ def attach_caches(setup, train_source, val_source, log):
         root=root / "activations", persist=persist, budget=MemoryBudget(spec.cache.memory_mb * 2**20),
         identity=identity, device=setup.device, precision=setup.precision,
         exact=spec.train.precision == "fp32", require_smaller=spec.cache.enabled == "auto", log=log,
-        fast=fast_mode(spec.train.precision, setup.precision, setup.device))
+        fast=setup.fast)
     random_views = not train_source.setup.deterministic
     cached_epochs = ks.total() - ks[0]
     if random_views:

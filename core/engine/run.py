@@ -20,6 +20,7 @@ from tlzoo.cache import attach_caches, run_cache_scope
 from tlzoo.runtime.precision import precision_note, resolve_precision
 from tlzoo.runtime.compiled import fast_mode
 from tlzoo.model.build import build_model
+from tlzoo.model.freeze import plan_run
 from tlzoo.rundir import outputs
 from tlzoo.rundir.sidecar import MODEL_FORMAT
 from tlzoo.data.batches import SourceSetup, eval_source, seed_everything, train_source
@@ -61,6 +62,9 @@ class RunSetup:
     precision: str
     eval_batch_size: int
     loggers: object  # tlzoo.engine.loggers.Loggers, built for this run directory
+    strategy: object  # the spec's FreezeStrategy, built once
+    plans: list  # its EpochPlan for every epoch (tlzoo.model.freeze.plan_run): the loop, the cache and the allocator
+    fast: str  # 'jit' or 'eager' for frozen and evaluation passes (tlzoo.runtime.compiled.fast_mode)
 
 
 def choose_run_dir(resolved, output: Path | None, claimed: list) -> Path:
@@ -83,9 +87,15 @@ def class_weights(train: list[tuple[Path, int]], num_classes: int) -> torch.Tens
     return weights
 
 
-def trains_whole_backbone(strategy, epochs: int, num_groups: int) -> bool:
-    """True when some epoch backpropagates down to the stem (then freed buffers are not kept)."""
-    return any(phase.first_trainable(num_groups) == 0 for phase in strategy.plan(epochs, num_groups))
+def trains_whole_backbone(plans) -> bool:
+    """True when some epoch of the plan backpropagates down to the stem (then freed buffers are not kept)."""
+    return any(plan.first_trainable == 0 for plan in plans)
+
+
+def freeze_plan(resolved, model) -> tuple[object, list]:
+    """The spec's freeze strategy, built once, and its plan for every epoch."""
+    strategy = resolved.strategy.build()
+    return strategy, plan_run(model, strategy, resolved.spec.train.epochs)
 
 
 def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
@@ -162,7 +172,9 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
         log(RANDOM_FEATURES_WARNING)
     eval_batch_size = spec.data.eval_batch_size or spec.data.batch_size
     loggers = build_loggers(resolved.loggers if distributed.is_main() else [], run_dir)
-    return RunSetup(resolved, run_dir, data, built, spec_json, device, precision, eval_batch_size, loggers)
+    strategy, plans = freeze_plan(resolved, built.model)
+    return RunSetup(resolved, run_dir, data, built, spec_json, device, precision, eval_batch_size, loggers,
+                    strategy, plans, fast_mode(spec.train.precision, precision, device))
 
 
 def make_trainer(setup: RunSetup, progress) -> Trainer:
@@ -170,8 +182,7 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
 
     spec, data, model = setup.resolved.spec, setup.data, setup.built.model
     train, num_classes = spec.train, len(data.classes)
-    strategy = setup.resolved.strategy.build()
-    if not trains_whole_backbone(strategy, train.epochs, model.num_groups):
+    if not trains_whole_backbone(setup.plans):
         keep_freed_memory()
     workers = resolve_workers(spec.data.num_workers, len(data.train))
     # a last batch of one image cannot train a BatchNorm; it is dropped (a different one each epoch)
@@ -198,7 +209,7 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
                                           label_smoothing=train.label_smoothing)
     config = LoopConfig(train.epochs, train.seed, train.bn, setup.device, setup.precision, num_classes,
                         train.early_stopping.patience, train.early_stopping.min_delta,
-                        fast=fast_mode(train.precision, setup.precision, setup.device))
+                        fast=setup.fast)
     progress.message(f"training: {train.strategy.name}, {train.optimizer.name} lr {train.optimizer.lr:g}, "
                      f"scheduler {train.scheduler.name}, {train.epochs} epoch(s) of {len(train_batches)} batches; "
                      f"device {setup.device}, {torch.get_num_threads()} thread(s), {workers} loader worker(s), "
@@ -209,7 +220,7 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
         setup.loggers.epoch(record)  # the metrics logger writes metrics.jsonl; then the spec's others
 
     # best and last are saved by tlzoo.rundir.resume.guard_training, with the training state and signals
-    trainer = Trainer(state, strategy, criterion, train_batches, val_batches, config, progress,
+    trainer = Trainer(state, setup.strategy, criterion, train_batches, val_batches, config, progress,
                       epoch_hooks=[log_metrics])
     if sharded:  # DDP: the ranks' gradients averaged in every backward pass
         trainer.sync = distributed.GradientSync(model, setup.device)

@@ -31,11 +31,16 @@ def standardized(train: torch.Tensor, *others: torch.Tensor) -> list[torch.Tenso
     return [(x - mean) / std for x in (train, *others)]
 
 
-def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float,
-                 max_iter: int = 150) -> tuple[torch.Tensor, torch.Tensor]:
-    """Weights (D, C) and bias (C) minimising mean cross-entropy + l2/2 |W|^2 (the bias is not penalised)."""
-    weight = torch.zeros(x.shape[1], num_classes, requires_grad=True)
-    bias = torch.zeros(num_classes, requires_grad=True)
+def fit_logistic(x: torch.Tensor, y: torch.Tensor, num_classes: int, l2: float, max_iter: int = 150,
+                 start: tuple[torch.Tensor, torch.Tensor] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Weights (D, C) and bias (C) minimising mean cross-entropy + l2/2 |W|^2 (the bias is not penalised).
+
+    `start`: a solution for a stronger penalty; from there L-BFGS needs far fewer steps (a warm start).
+    """
+    weight = torch.zeros(x.shape[1], num_classes) if start is None else start[0].clone()
+    bias = torch.zeros(num_classes) if start is None else start[1].clone()
+    weight.requires_grad_(True)
+    bias.requires_grad_(True)
     optimizer = torch.optim.LBFGS([weight, bias], lr=1.0, max_iter=max_iter, history_size=20,
                                   tolerance_grad=1e-6, tolerance_change=1e-9, line_search_fn="strong_wolfe")
 
@@ -67,17 +72,19 @@ def stratified_folds(y: torch.Tensor, folds: int, seed: int = 0) -> list[torch.T
 
 def choose_l2(x: torch.Tensor, y: torch.Tensor, num_classes: int) -> tuple[float, float]:
     """(l2, mean held-out top-1): the grid value that cross-validates best; ties go to the stronger penalty."""
-    folds = stratified_folds(y, CV_FOLDS)
-    best = (L2_GRID[-1], -1.0)
-    for l2 in reversed(L2_GRID):
-        scores = []
-        for held in folds:
-            keep = torch.ones(y.numel(), dtype=torch.bool)
-            keep[held] = False
-            xt, xh = standardized(x[keep], x[held])
-            weight, bias = fit_logistic(xt, y[keep], num_classes, l2)
-            scores.append(accuracy(xh @ weight + bias, y[held]))
-        mean = sum(scores) / len(scores)
+    strongest_first = sorted(L2_GRID, reverse=True)
+    scores = {l2: [] for l2 in strongest_first}
+    for held in stratified_folds(y, CV_FOLDS):
+        keep = torch.ones(y.numel(), dtype=torch.bool)
+        keep[held] = False
+        xt, xh = standardized(x[keep], x[held])
+        solution = None
+        for l2 in strongest_first:  # along the path, each fit warm-started from the previous one
+            solution = fit_logistic(xt, y[keep], num_classes, l2, start=solution)
+            scores[l2].append(accuracy(xh @ solution[0] + solution[1], y[held]))
+    best = (strongest_first[0], -1.0)
+    for l2 in strongest_first:
+        mean = sum(scores[l2]) / len(scores[l2])
         if mean > best[1] + 1e-9:
             best = (l2, mean)
     return best
@@ -91,7 +98,10 @@ def linear_probe(train_x: torch.Tensor, train_y: torch.Tensor, val_x: torch.Tens
     if l2 is None:
         l2, cv_top1 = choose_l2(train_x, train_y, num_classes)
     xt, xv = standardized(train_x, val_x)
-    weight, bias = fit_logistic(xt, train_y, num_classes, l2)
+    solution = None
+    for step in sorted((value for value in L2_GRID if value > l2), reverse=True) + [l2]:
+        solution = fit_logistic(xt, train_y, num_classes, step, start=solution)
+    weight, bias = solution
     return ProbeResult(accuracy(xv @ weight + bias, val_y), l2, cv_top1)
 
 
