@@ -258,16 +258,6 @@ def test_validation_shards_count_every_image_once(monkeypatch):
     assert sorted(rows) == list(range(9))
 
 
-def test_single_process_path_creates_no_process_group(tmp_path, capsys):
-    from reliability_support import cli
-
-    root = make_images(tmp_path / "data", classes=2, train=4, val=2)
-    spec = write_spec(tmp_path, root, **{**SPEC, "train": {**SPEC["train"], "epochs": 1}})
-    code, err = cli(capsys, "run", str(spec))
-    assert code == 0, err
-    assert not torch.distributed.is_initialized()
-
-
 def load_training(run_dir: Path) -> dict:
     from tlzoo.rundir.checkpoint import embedded_meta
 
