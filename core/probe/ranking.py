@@ -10,11 +10,14 @@ fine-tuned accuracy are 0.5-0.8.
 
 from __future__ import annotations
 
+import contextlib
 import copy
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
+
+import torch
 
 from tlzoo.errors import TlzooError
 from tlzoo.probe.features import pooled_features
@@ -107,9 +110,12 @@ def unavailable(candidate: Candidate, raw: dict, offline: bool) -> str | None:
 def score_backbone(resolved, data, log, knn_k: int = KNN_K) -> dict:
     started = time.perf_counter()
     features = pooled_features(resolved, data, log)
-    probe = linear_probe(features.train_x, features.train_y, features.val_x, features.val_y, features.num_classes)
-    knn = knn_top1(features.train_x, features.train_y, features.val_x, features.val_y, features.num_classes, knn_k)
-    score = logme(features.train_x, features.train_y, features.num_classes)
+    with one_thread():
+        probe = linear_probe(features.train_x, features.train_y, features.val_x, features.val_y,
+                             features.num_classes)
+        knn = knn_top1(features.train_x, features.train_y, features.val_x, features.val_y, features.num_classes,
+                       knn_k)
+        score = logme(features.train_x, features.train_y, features.num_classes)
     _, height, width = features.input_size
     return {
         "backbone": resolved.backbone.name,
@@ -126,6 +132,18 @@ def score_backbone(resolved, data, log, knn_k: int = KNN_K) -> dict:
         "logme": score,
         "seconds": time.perf_counter() - started,
     }
+
+
+@contextlib.contextmanager
+def one_thread():
+    """The scores multiply small matrices: a second thread gains little there and, on a busy machine,
+    costs much (the cached lite0 features scored in 70 s with two threads, 25 s with one, at load 12)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def write_winner_spec(raw: dict, name: str, base_dir: Path, registry, path: Path) -> None:
