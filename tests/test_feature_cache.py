@@ -287,11 +287,11 @@ def test_bn_train_and_disabled_cache_are_off_with_a_reason():
 
 def test_frozen_epochs_are_counted_per_boundary_not_listed_per_epoch():
     from tlzoo.cache import frozen_epochs
-    from tlzoo.model.freeze import FreezeStrategy, Phase
+    from tlzoo.model.freeze import FreezeStrategy, Phase, plan_run
 
     class HeadThenAll(FreezeStrategy):
         def phase(self, epoch, num_groups):
             return Phase(1 if epoch < 3 else num_groups)
 
-    counts = frozen_epochs(tiny_model(), HeadThenAll(), 10)
+    counts = frozen_epochs(plan_run(tiny_model(), HeadThenAll(), 10))
     assert dict(counts) == {3: 3, 0: 7}  # one entry a boundary, whatever the epoch count

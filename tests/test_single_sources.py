@@ -43,3 +43,29 @@ def test_per_class_accuracy_is_one_function_for_evaluations_and_run_summaries():
     assert per_class_accuracy(confusion) == [1.0, 0.5, None]
     assert EvalResult(0.0, 0.0, None, confusion, 4).per_class_accuracy == [1.0, 0.5, None]
     assert per_class_accuracy([], 2) == [None, None]  # a run summarized before any best epoch
+
+
+def test_a_run_builds_its_freeze_strategy_once_and_plans_it_once(tmp_path, tiny_backbone, one_thread):
+    from support import make_image_folder, write_spec
+    from tlzoo.engine.run import run_spec
+    from tlzoo.model.freeze import FreezeStrategy, Phase
+    from tlzoo.registry import Component, get_registry
+    from tlzoo.spec import load_spec
+
+    calls = {"build": 0, "phase": 0}
+
+    class CountedHeadOnly(FreezeStrategy):
+        def phase(self, epoch, num_groups):
+            calls["phase"] += 1
+            return Phase(1)
+
+    def build(options):
+        calls["build"] += 1
+        return CountedHeadOnly()
+
+    get_registry().catalog("strategies").add(Component("test/counted", "head only, counted", build, plugin="tests"))
+    spec = write_spec(tmp_path, make_image_folder(tmp_path / "data", classes=2, per_class=2, val_per_class=1),
+                      train__strategy="test/counted", train__epochs=3)
+    run_spec(load_spec(spec, get_registry()), stream=__import__("io").StringIO())
+    assert calls["build"] == 1  # the engine builds it; the cache and the allocator read the engine's plan
+    assert calls["phase"] == 3 + 3  # the plan (one per epoch), and the loop asks again each epoch

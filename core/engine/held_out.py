@@ -10,7 +10,6 @@ from tlzoo.data.batches import SourceSetup, eval_source
 from tlzoo.data.transforms import build_eval_transform
 from tlzoo.engine.metrics import evaluate
 from tlzoo.model.weights import load_state_file
-from tlzoo.runtime.compiled import fast_mode
 from tlzoo.runtime.device import resolve_workers
 
 
@@ -30,7 +29,7 @@ def score_test(setup, log) -> dict | None:
                                      resolve_workers(spec.data.num_workers, len(items)), spec.train.seed,
                                      shuffle=False, background=spec.data.background))
     result = evaluate(model, source, len(setup.data.classes), setup.device, setup.precision,
-                      fast=fast_mode(spec.train.precision, setup.precision, setup.device), log=log)
+                      fast=setup.fast, log=log)
     per_class = dict(zip(setup.data.classes, result.per_class_accuracy))
     scored = {"model": "best", "count": result.count, "top1": result.top1, "top5": result.top5,
               "loss": result.loss, "per_class_accuracy": per_class, "confusion_matrix": result.confusion}

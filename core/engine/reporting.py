@@ -90,7 +90,6 @@ def best_model_records(setup, log) -> list[ImageRecord]:
     from tlzoo.engine.metrics import logits_over
     from tlzoo.engine.per_image import records_from_logits
     from tlzoo.model.weights import load_state_file
-    from tlzoo.runtime.compiled import fast_mode
     from tlzoo.runtime.device import resolve_workers
 
     best = setup.run_dir / "best.safetensors"
@@ -103,7 +102,7 @@ def best_model_records(setup, log) -> list[ImageRecord]:
                                      resolve_workers(spec.data.num_workers, len(items)), spec.train.seed,
                                      shuffle=False, background=spec.data.background))
     logits, labels = logits_over(setup.built.model, source, setup.device, setup.precision,
-                                 fast=fast_mode(spec.train.precision, setup.precision, setup.device), log=log)
+                                 fast=setup.fast, log=log)
     return records_from_logits(items, logits, labels, setup.data.classes)
 
 

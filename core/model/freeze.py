@@ -99,3 +99,8 @@ def set_train_modes(model: TransferModel, frozen_stages: int, bn: str) -> None:
                 params = list(layer.parameters())
                 if params and not any(p.requires_grad for p in params):
                     layer.eval()
+
+
+def plan_run(model: TransferModel, strategy, epochs: int) -> list[EpochPlan]:
+    """The run's plan, epoch by epoch: worked out once by the engine, read by the loop, the cache and the allocator."""
+    return [plan_epoch(model, strategy, epoch) for epoch in range(epochs)]

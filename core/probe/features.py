@@ -19,10 +19,12 @@ from tlzoo.cache.keys import digest
 from tlzoo.cache.store import read_meta
 from tlzoo.data.batches import SourceSetup, eval_source, train_source
 from tlzoo.data.transforms import build_eval_transform, build_train_transform
+from tlzoo.engine.run import freeze_plan
 from tlzoo.model.backbone import count_parameters
 from tlzoo.model.build import build_model
 from tlzoo.rundir.outputs import resolved_spec_json
 from tlzoo.runtime.device import autocast, resolve_device, resolve_workers
+from tlzoo.runtime.compiled import fast_mode
 from tlzoo.runtime.precision import resolve_precision
 
 
@@ -68,8 +70,10 @@ def pooled_features(resolved, data, log) -> Features:
         data.val, build_eval_transform(built.data_config), spec.data.eval_batch_size or spec.data.batch_size,
         resolve_workers(spec.data.num_workers, len(data.val)), spec.train.seed, shuffle=False,
         background=spec.data.background))
+    strategy, plans = freeze_plan(resolved, model)
     setup = SimpleNamespace(resolved=resolved, built=built, data=data, spec_json=resolved_spec_json(resolved),
-                            device=device, precision=precision)
+                            device=device, precision=precision, strategy=strategy, plans=plans,
+                            fast=fast_mode(spec.train.precision, precision, device))
     train, val = attach_caches(setup, train, val, log)
     (train_x, train_y, train_cached), (val_x, val_y, val_cached) = (
         split_features(source, model, device, precision) for source in (train, val))

@@ -165,6 +165,8 @@ def model_setup(resolved, data, log) -> SimpleNamespace:
     from tlzoo.model.build import build_model
     from tlzoo.rundir.outputs import resolved_spec_json
     from tlzoo.runtime.device import resolve_device
+    from tlzoo.engine.run import freeze_plan
+    from tlzoo.runtime.compiled import fast_mode
     from tlzoo.runtime.precision import resolve_precision
 
     spec = resolved.spec
@@ -179,8 +181,10 @@ def model_setup(resolved, data, log) -> SimpleNamespace:
     built.model.to(device)
     if device.type == "cpu":
         built.model.to(memory_format=torch.channels_last)
+    strategy, plans = freeze_plan(resolved, built.model)
     return SimpleNamespace(resolved=resolved, built=built, data=data, spec_json=resolved_spec_json(resolved),
-                           device=device, precision=precision)
+                           device=device, precision=precision, strategy=strategy, plans=plans,
+                           fast=fast_mode(spec.train.precision, precision, device))
 
 
 def training_sources(setup):
@@ -211,7 +215,7 @@ def trainer_for(setup, train, epoch: int):
 
     spec, model = setup.resolved.spec, setup.built.model
     train_spec, num_classes = spec.train, len(setup.data.classes)
-    strategy = setup.resolved.strategy.build()
+    strategy = setup.strategy
     plan = plan_epoch(model, strategy, epoch)
     apply_plan(model, plan, train_spec.bn)
     optimizer = build_optimizer(model.group_parameters(), train_spec.optimizer,
