@@ -8,7 +8,7 @@ import math
 import pytest
 import torch
 
-from test_engine_support import TinyNet, make_image_folder, tiny_backbone, write_spec  # noqa: F401  (fixture)
+from support import TinyNet, make_image_folder, write_spec
 from tlzoo.probe.lr_range import lr_schedule, range_test, restored, steepest_index, valley_index
 
 
@@ -32,7 +32,7 @@ def test_steepest_is_the_fastest_fall_before_the_minimum():
     assert steepest_index(lrs[:4], [3.0, 2.0, 1.0, 4.0]) is None  # too few points before the minimum
 
 
-def test_restored_puts_back_values_flags_modes_and_rng():
+def test_restored_puts_back_values_flags_modes_and_rng(one_thread):
     torch.manual_seed(0)
     model = TinyNet()
     model.stem.requires_grad_(False)
@@ -57,7 +57,7 @@ def test_restored_puts_back_values_flags_modes_and_rng():
     assert torch.equal(torch.get_rng_state(), rng)
 
 
-def test_range_test_on_a_synthetic_problem_suggests_a_finite_lr_and_stops_at_divergence():
+def test_range_test_on_a_synthetic_problem_suggests_a_finite_lr_and_stops_at_divergence(one_thread):
     torch.manual_seed(0)
     x = torch.randn(256, 8)
     y = (x[:, 0] + x[:, 1] > 0).long()
@@ -82,7 +82,7 @@ def test_range_test_on_a_synthetic_problem_suggests_a_finite_lr_and_stops_at_div
 
 
 @pytest.fixture
-def tiny_spec(tmp_path, tiny_backbone, monkeypatch):  # noqa: F811
+def tiny_spec(tmp_path, tiny_backbone, monkeypatch):
     monkeypatch.setenv("TLZOO_CPU_BF16", "0")
     make_image_folder(tmp_path / "images", classes=3, per_class=6, val_per_class=3)
     return write_spec(tmp_path, tmp_path / "images", cache={"dir": str(tmp_path / "cache")})

@@ -56,13 +56,13 @@ def clusters(n_per_class: int, classes: int, spread: float, seed: int = 0) -> tu
     return centres[labels] + spread * torch.randn(labels.numel(), 16, generator=generator), labels
 
 
-def test_logme_prefers_features_that_separate_the_classes():
+def test_logme_prefers_features_that_separate_the_classes(one_thread):
     tight, labels = clusters(20, 4, 0.5)
     loose, _ = clusters(20, 4, 5.0)
     assert logme(tight, labels, 4) > logme(loose, labels, 4)
 
 
-def test_probe_and_knn_score_separable_and_random_features():
+def test_probe_and_knn_score_separable_and_random_features(one_thread):
     train_x, train_y = clusters(20, 4, 0.5, seed=1)
     val_x, val_y = clusters(10, 4, 0.5, seed=2)
     probe = linear_probe(train_x, train_y, val_x, val_y, 4)
@@ -88,7 +88,7 @@ def test_folds_are_stratified_and_cover_every_row():
 
 
 @pytest.fixture
-def tiny_data(tmp_path, tiny_backbone, monkeypatch):  # noqa: F811
+def tiny_data(tmp_path, tiny_backbone, monkeypatch):
     monkeypatch.setenv("TLZOO_CPU_BF16", "0")
     root = make_image_folder(tmp_path / "images", classes=3, per_class=6, val_per_class=3)
     spec = write_spec(tmp_path, tmp_path / "images", cache={"dir": str(tmp_path / "cache")})
