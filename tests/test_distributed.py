@@ -302,3 +302,24 @@ def test_resume_inside_an_epoch_with_another_process_count_is_refused(monkeypatc
     with pytest.raises(TlzooError, match="with 1 process.*inside epoch 2 with 2 process") as caught:
         resume.check_world_size(resumed, {"batch": 3})
     assert "--nproc 2" in caught.value.hint
+
+
+def test_ctrl_c_forwarded_by_the_launcher_is_not_a_second_signal():
+    """A terminal's Ctrl-C reaches every worker, then torchrun forwards it again: one request, not 'stop at once'."""
+    import io
+
+    from tlzoo.runtime.interrupts import Interrupted, StopRequest
+
+    for window, repeat_stops_at_once in ((2.0, False), (0.0, True)):
+        stop = StopRequest(io.StringIO(), grace_floor=60, backstop_seconds=3600)  # no timer ends pytest
+        stop.armed, stop.duplicate_seconds = True, window
+        stop._handle(signal.SIGINT, None)  # recorded: the loop saves at its next safe point
+        try:
+            stop._handle(signal.SIGINT, None)
+            stopped = False
+        except Interrupted:
+            stopped = True
+        finally:
+            for timer in stop._timers:
+                timer.cancel()
+        assert stopped == repeat_stops_at_once and stop.signum == signal.SIGINT
