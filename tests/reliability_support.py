@@ -53,8 +53,8 @@ def launch(*args: str, env: dict | None = None, wait: bool = True, timeout: floa
     return subprocess.run(command, env=full_env, capture_output=True, text=True, timeout=timeout)
 
 
-def cli(capsys, *args: str) -> tuple[int, str]:
-    """Run the tlzoo CLI in this process (the tiny backbone registered); returns (exit code, stderr)."""
+def cli_output(capsys, *args: str) -> tuple[int, str, str]:
+    """Run the tlzoo CLI in this process (the tiny backbone registered); returns (exit code, stdout, stderr)."""
     from tlzoo.cli.main import main
 
     register_tiny()
@@ -64,7 +64,14 @@ def cli(capsys, *args: str) -> tuple[int, str]:
         code = 0
     except SystemExit as exc:
         code = exc.code if isinstance(exc.code, int) else 1
-    return code, capsys.readouterr().err
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def cli(capsys, *args: str) -> tuple[int, str]:
+    """cli_output without stdout: (exit code, stderr)."""
+    code, _, err = cli_output(capsys, *args)
+    return code, err
 
 
 def wait_for(path: Path, process, timeout: float = 60) -> None:

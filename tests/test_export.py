@@ -11,27 +11,12 @@ import numpy as np
 import pytest
 import torch
 
-from reliability_support import make_images, register_tiny, write_spec
+from reliability_support import cli_output, make_images, register_tiny, write_spec
 
 pytest.importorskip("onnxruntime")
 
 PROB_TOLERANCE = 1e-4  # probabilities of an exported fp32 file against the run's own fp32 predict
 INT8_PROB_TOLERANCE = 1e-2  # int8 weights move probabilities by a few 1e-4 on the tiny run
-
-
-def tlzoo(capsys, *args: str) -> tuple[int, str, str]:
-    """The CLI in this process (tiny backbone registered): exit code, stdout, stderr."""
-    from tlzoo.cli.main import main
-
-    register_tiny()
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    out, err = capsys.readouterr()
-    return code, out, err
 
 
 def call(*args: str) -> None:
@@ -68,7 +53,7 @@ def exported(tmp_path_factory):
 
 
 def predictions(capsys, model: Path, images: Path) -> list[dict]:
-    code, out, err = tlzoo(capsys, "predict", str(model), str(images), "--format", "json", "--top-k", "3")
+    code, out, err = cli_output(capsys, "predict", str(model), str(images), "--format", "json", "--top-k", "3")
     assert code == 0, err
     return json.loads(out)
 
@@ -170,7 +155,7 @@ def test_tampered_onnx_metadata_is_refused(exported, capsys, tmp_path, change, e
     run_dir, val = exported
     target = tmp_path / "edited.onnx"
     edit_onnx_metadata(run_dir / "best.onnx", target, change)
-    code, out, err = tlzoo(capsys, "predict", str(target), str(val))
+    code, out, err = cli_output(capsys, "predict", str(target), str(val))
     assert code == 2 and out == ""
     assert str(target) in err and expected in err and "Traceback" not in err
 
@@ -183,7 +168,7 @@ def test_onnx_graph_with_another_files_metadata_is_refused(exported, capsys, tmp
     meta = {p.key: p.value for p in onnx.load(str(run_dir / "best.onnx")).metadata_props}["tlzoo"]
     target = tmp_path / "mixed.onnx"
     edit_onnx_metadata(run_dir.parent / "pre.onnx", target, lambda _: json.loads(meta))
-    code, out, err = tlzoo(capsys, "predict", str(target), str(val))
+    code, out, err = cli_output(capsys, "predict", str(target), str(val))
     assert code == 2 and out == "" and "the model does not match its metadata" in err
 
 
@@ -204,7 +189,7 @@ def test_tampered_pt2_metadata_is_refused(exported, capsys, tmp_path, damage, ex
             handle.write(b"\0")
     if damage != "missing sidecar":
         (tmp_path / "best.pt2.json").write_text(json.dumps(sidecar))
-    code, out, err = tlzoo(capsys, "predict", str(target), str(val))
+    code, out, err = cli_output(capsys, "predict", str(target), str(val))
     assert code == 2 and out == "" and expected in err and "Traceback" not in err
 
 
@@ -234,7 +219,7 @@ def test_pt2_with_a_pickle_payload_is_refused_unread(exported, capsys, tmp_path)
     body = json.loads((run_dir / "best.pt2.json").read_text())
     body.pop("checksums")  # a forger re-seals: the checksums cannot stop this, the pickle check must
     pt2_file.sidecar_of(target).write_text(json.dumps(metadata.seal(body, pt2_file.file_checksum(target))))
-    code, out, err = tlzoo(capsys, "predict", str(target), str(val))
+    code, out, err = cli_output(capsys, "predict", str(target), str(val))
     assert code == 2 and out == "" and "does not load safely" in err
     assert not marker.exists()
 
@@ -249,7 +234,7 @@ def test_disagreeing_export_fails_and_leaves_no_file(exported, capsys, tmp_path,
     real = parity.exported_logits
     monkeypatch.setattr(parity, "exported_logits", lambda run, inputs: real(run, inputs)[:, ::-1].copy())
     target = tmp_path / "bad.onnx"
-    code, out, err = tlzoo(capsys, "export", str(run_dir), "--out", str(target), "--exporter", "torchscript")
+    code, out, err = cli_output(capsys, "export", str(run_dir), "--out", str(target), "--exporter", "torchscript")
     assert code == 2 and "disagrees with the eager model" in err and "BELOW the required 0.9950" in err
     assert not target.exists()
     assert json.loads((tmp_path / "bad.onnx.parity.json").read_text())["parity"]["passed"] is False
@@ -305,7 +290,7 @@ def test_unsupported_operator_is_named_with_the_way_out(tmp_path):
 ])
 def test_bad_export_options_are_user_errors(exported, capsys, args, expected):
     run_dir, _ = exported
-    code, _, err = tlzoo(capsys, "export", str(run_dir), *args)
+    code, _, err = cli_output(capsys, "export", str(run_dir), *args)
     assert code == 2 and expected in err
 
 
@@ -334,7 +319,7 @@ def test_shipped_lite0_exports_with_parity(tmp_path, capsys):
         "cache": {"enabled": False}, "output": str(tmp_path / "runs")}))
     run_dir = tmp_path / "run"
     call("run", str(spec), "--output", str(run_dir))
-    code, out, err = tlzoo(capsys, "export", str(run_dir))
+    code, out, err = cli_output(capsys, "export", str(run_dir))
     assert code == 0, err
     report = json.loads((run_dir / "best.onnx.parity.json").read_text())
     assert report["parity"]["top1_agreement"] == 1.0 and report["parity"]["max_abs_logit_diff"] < 1e-3

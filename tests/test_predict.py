@@ -20,7 +20,7 @@ from tlzoo.data.samples import Problem
 from tlzoo.errors import WeightsError
 from tlzoo.model.weights import load_state_file
 
-from reliability_support import cli, make_images, register_tiny, write_spec
+from reliability_support import cli, cli_output, make_images, register_tiny, write_spec
 
 pytestmark = pytest.mark.usefixtures("one_thread")
 
@@ -37,21 +37,6 @@ def train_tiny(tmp_path: Path, root: Path | None = None, **data) -> Path:
         **data}, train={"epochs": 1})
     register_tiny()
     return run_spec(load_spec(spec, get_registry()), tmp_path / "run").run_dir
-
-
-def cli_output(capsys, *args: str) -> tuple[int, str, str]:
-    """The tlzoo CLI in this process: (exit code, stdout, stderr)."""
-    from tlzoo.cli.main import main
-
-    register_tiny()
-    capsys.readouterr()
-    try:
-        main(list(args))
-        code = 0
-    except SystemExit as exc:
-        code = exc.code if isinstance(exc.code, int) else 1
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 @pytest.fixture
