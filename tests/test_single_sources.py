@@ -69,3 +69,13 @@ def test_a_run_builds_its_freeze_strategy_once_and_plans_it_once(tmp_path, tiny_
     run_spec(load_spec(spec, get_registry()), stream=__import__("io").StringIO())
     assert calls["build"] == 1  # the engine builds it; the cache and the allocator read the engine's plan
     assert calls["phase"] == 3 + 3  # the plan (one per epoch), and the loop asks again each epoch
+
+
+def test_stated_normalization_is_applied_by_one_function():
+    from tlzoo.data.transforms import with_stated_normalization
+    from tlzoo.model.backbone import DataConfig
+
+    config = DataConfig(mean=(0.5, 0.5, 0.5), std=(0.2, 0.2, 0.2))
+    assert with_stated_normalization(config, "light") is config
+    stated = with_stated_normalization(config, [{"op": "normalize", "mean": [0.1, 0.2, 0.3]}])
+    assert stated.mean == (0.1, 0.2, 0.3) and stated.std == (0.2, 0.2, 0.2)

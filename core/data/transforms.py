@@ -19,6 +19,7 @@ to size, normalize with its mean/std (the timm convention).
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import math
 from typing import Any
@@ -172,6 +173,16 @@ def explicit_normalization(augment: str | list) -> tuple[tuple, tuple] | None:
         if isinstance(op, Normalize) and (op.mean is not None or op.std is not None):
             return op.mean, op.std
     return None
+
+
+def with_stated_normalization(data_config: DataConfig, augment: str | list) -> DataConfig:
+    """`data_config` with the mean/std that a `normalize` op of `augment` states (evaluation and prediction
+    then use them too); the same object when no op states any."""
+    stated = explicit_normalization(augment)
+    if stated is None:
+        return data_config
+    mean, std = stated
+    return dataclasses.replace(data_config, mean=tuple(mean or data_config.mean), std=tuple(std or data_config.std))
 
 
 def build_train_transform(augment: str | list, data_config: DataConfig) -> Pipeline:

@@ -7,7 +7,6 @@ the loop, and the outputs (spec.json, metrics.jsonl, best/last, summary.json).
 
 from __future__ import annotations
 
-import dataclasses
 import sys
 import time
 from dataclasses import dataclass
@@ -122,7 +121,7 @@ def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
 def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | None = None) -> RunSetup:
     from tlzoo.data.labelled import load_labelled
     from tlzoo.data.skipped import write_skipped
-    from tlzoo.data.transforms import explicit_normalization
+    from tlzoo.data.transforms import with_stated_normalization
 
     spec = resolved.spec
     seed_everything(spec.train.seed)  # the new head's initial weights
@@ -138,11 +137,9 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
         "the data (classes, or the list of images of a split)",
         "every process must read the same files: put the data on a folder every machine sees at the same path")
     built = build_model(resolved.backbone, spec.backbone.weights, spec.head, len(data.classes), resolved.base_dir)
-    stated = explicit_normalization(spec.data.augment)
-    if stated is not None:
-        mean, std = stated
-        built.data_config = dataclasses.replace(built.data_config, mean=tuple(mean or built.data_config.mean),
-                                                std=tuple(std or built.data_config.std))
+    stated = with_stated_normalization(built.data_config, spec.data.augment)
+    if stated is not built.data_config:
+        built.data_config = stated
         log(f"data: data.augment's normalize op sets mean {list(built.data_config.mean)}, std "
             f"{list(built.data_config.std)}; evaluation and prediction use them too")
     built.model.to(device)

@@ -17,7 +17,6 @@ Two suggestions from the smoothed loss (an exponential moving average, debiased)
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import math
 import random
 from dataclasses import dataclass
@@ -161,7 +160,7 @@ def spec_range_test(resolved, log, steps: int = 200, start_lr: float = 1e-7, end
 
 def model_setup(resolved, data, log) -> SimpleNamespace:
     """What the engine's prepare() builds, without a run directory: the model on its device, the data config."""
-    from tlzoo.data.transforms import explicit_normalization
+    from tlzoo.data.transforms import with_stated_normalization
     from tlzoo.model.build import build_model
     from tlzoo.rundir.outputs import resolved_spec_json
     from tlzoo.runtime.device import resolve_device
@@ -173,11 +172,7 @@ def model_setup(resolved, data, log) -> SimpleNamespace:
     device = resolve_device(spec.train.device)
     precision = resolve_precision(spec.train.precision, device)
     built = build_model(resolved.backbone, spec.backbone.weights, spec.head, len(data.classes), resolved.base_dir)
-    stated = explicit_normalization(spec.data.augment)
-    if stated is not None:
-        mean, std = stated
-        built.data_config = dataclasses.replace(built.data_config, mean=tuple(mean or built.data_config.mean),
-                                                std=tuple(std or built.data_config.std))
+    built.data_config = with_stated_normalization(built.data_config, spec.data.augment)
     built.model.to(device)
     if device.type == "cpu":
         built.model.to(memory_format=torch.channels_last)
