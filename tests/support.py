@@ -154,3 +154,20 @@ def write_spec(folder: Path, root: Path, name: str = "spec.json", tiny: TinyBack
     path = folder / name
     path.write_text(json.dumps(spec, indent=2))
     return path
+
+
+def run_tiny(tmp_path: Path, name: str, **changes):
+    """run_spec on write_spec(tmp_path/name, tmp_path/"data", **changes): (result, metrics lines, the run's log)."""
+    import io
+
+    from tlzoo.engine.run import run_spec
+    from tlzoo.registry import get_registry
+    from tlzoo.spec import load_spec
+
+    folder = tmp_path / name
+    folder.mkdir()
+    spec = write_spec(folder, tmp_path / "data", **changes)
+    stream = io.StringIO()
+    result = run_spec(load_spec(spec, get_registry()), stream=stream)
+    metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
+    return result, metrics, stream.getvalue()

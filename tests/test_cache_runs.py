@@ -2,28 +2,11 @@
 
 from __future__ import annotations
 
-import io
-import json
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
-from tlzoo.engine.run import run_spec
-from tlzoo.spec import load_spec
-from tlzoo.registry import get_registry
-
-from support import make_image_folder, write_spec
-
-
-def run(tmp_path, name: str, **overrides):
-    folder = tmp_path / name
-    folder.mkdir()
-    spec = write_spec(folder, tmp_path / "data", **overrides)
-    stream = io.StringIO()
-    result = run_spec(load_spec(spec, get_registry()), stream=stream)
-    metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    return result, metrics, stream.getvalue()
+from support import make_image_folder, run_tiny
 
 
 def same_numbers(a: list[dict], b: list[dict]) -> None:
@@ -37,8 +20,8 @@ def test_cached_run_ends_with_the_uncached_weights_and_metrics(tmp_path, tiny_ba
     make_image_folder(tmp_path / "data", classes=3, per_class=8)
     common = dict(train__strategy=strategy, train__epochs=3, train__precision="fp32",
                   cache__dir=str(tmp_path / "cache"))
-    plain, plain_metrics, plain_log = run(tmp_path, "plain", cache__enabled=False, **common)
-    cached, cached_metrics, cached_log = run(tmp_path, "cached", cache__enabled=True, **common)
+    plain, plain_metrics, plain_log = run_tiny(tmp_path, "plain", cache__enabled=False, **common)
+    cached, cached_metrics, cached_log = run_tiny(tmp_path, "cached", cache__enabled=True, **common)
     assert "cache: off (cache.enabled is false)" in plain_log
     assert "cache: computing stage-" in cached_log
     same_numbers(plain_metrics, cached_metrics)
@@ -49,14 +32,14 @@ def test_cached_run_ends_with_the_uncached_weights_and_metrics(tmp_path, tiny_ba
             if name.startswith(("head.", "stages.2.")) and tensor.is_floating_point():
                 assert torch.allclose(tensor, b[name], atol=1e-5), name
     # the second cached run finds the first one's activations on disk
-    _, again_metrics, again_log = run(tmp_path, "again", cache__enabled=True, **common)
+    _, again_metrics, again_log = run_tiny(tmp_path, "again", cache__enabled=True, **common)
     assert "cache: reusing stage-" in again_log and "cache: computing" not in again_log
     same_numbers(cached_metrics, again_metrics)
 
 
 def test_bn_train_turns_the_cache_off_and_says_why(tmp_path, tiny_backbone):
     make_image_folder(tmp_path / "data", classes=2, per_class=4)
-    _, metrics, log = run(tmp_path, "bn", train__bn="train", train__epochs=1, cache__dir=str(tmp_path / "cache"))
+    _, metrics, log = run_tiny(tmp_path, "bn", train__bn="train", train__epochs=1, cache__dir=str(tmp_path / "cache"))
     assert "cache: activations off: train.bn is 'train'" in log
     assert not (tmp_path / "cache" / "activations").exists()
     assert metrics[0]["frozen_stages"] == 3
@@ -64,5 +47,5 @@ def test_bn_train_turns_the_cache_off_and_says_why(tmp_path, tiny_backbone):
 
 def test_full_fine_tune_needs_no_cache(tmp_path, tiny_backbone):
     make_image_folder(tmp_path / "data", classes=2, per_class=4)
-    _, _, log = run(tmp_path, "none", train__strategy="none", train__epochs=1, cache__dir=str(tmp_path / "cache"))
+    _, _, log = run_tiny(tmp_path, "none", train__strategy="none", train__epochs=1, cache__dir=str(tmp_path / "cache"))
     assert "freezes no whole stage in any epoch" in log

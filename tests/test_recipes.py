@@ -3,7 +3,6 @@ test-time augmentation and layer-wise learning-rate decay."""
 
 from __future__ import annotations
 
-import io
 import json
 
 import pytest
@@ -17,19 +16,7 @@ from tlzoo.engine.tta import tta_logits, views
 from tlzoo.registry import get_registry
 from tlzoo.spec import EmaSpec, MixSpec, load_spec
 
-from support import make_image_folder, write_spec
-
-
-def run_tiny(tmp_path, name: str, **overrides):
-    from tlzoo.engine.run import run_spec
-
-    folder = tmp_path / name
-    folder.mkdir()
-    spec = write_spec(folder, tmp_path / "data", **overrides)
-    stream = io.StringIO()
-    result = run_spec(load_spec(spec, get_registry()), stream=stream)
-    metrics = [json.loads(line) for line in (result.run_dir / "metrics.jsonl").read_text().splitlines()]
-    return result, metrics, stream.getvalue()
+from support import make_image_folder, run_tiny
 
 
 # -- EMA --------------------------------------------------------------------------------------------------------
