@@ -159,3 +159,25 @@ def test_written_winner_spec_runs_from_another_folder(tiny_data, tmp_path):
     assert written["train"] == raw["train"] and written["data"]["augment"] == "none"
     resolved = load_spec(elsewhere / "best.json", get_registry())
     assert resolved.path(resolved.spec.data.reader.options["root"]) == tmp_path / "images"
+
+
+@pytest.mark.parametrize("args, message", [
+    ([], "tlzoo rank needs backbone patterns"),
+    (["--backbones", "no_such_net*"], "no backbone matches pattern 'no_such_net*'"),
+    (["--backbones", "efficientnet_lite0", "--format", "xml"], "--format 'xml': choose one of table, json, csv"),
+])
+def test_rank_command_refuses_with_a_user_error(tiny_data, args, message, capsys):
+    from tlzoo.cli.main import main
+
+    with pytest.raises(SystemExit) as exit_info:
+        main(["rank", str(tiny_data), *args])
+    assert exit_info.value.code == 2
+    assert message in capsys.readouterr().err
+
+
+def test_rank_help_says_what_the_probe_is(capsys):
+    from tlzoo.cli.main import main
+
+    main(["rank", "--help"])  # help exits 0: main() returns
+    text = " ".join(capsys.readouterr().out.split())
+    assert "heuristic for the accuracy after fine-tuning" in text and "0.5-0.8" in text
