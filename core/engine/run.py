@@ -256,7 +256,8 @@ def finished_run(resumed, stream) -> RunResult | None:
     return RunResult(resumed.run_dir, outputs.read_json(summary_file, "run summary"))
 
 
-def summarize(setup: RunSetup, state: TrainState, seconds: float) -> dict:
+def run_summary(setup: RunSetup, state: TrainState, seconds: float) -> dict:
+    """summary.json: the run's best epoch, its metrics, per-class figures and confusion matrix."""
     classes = setup.data.classes
     best = state.best_record or {}
     confusion = state.best_confusion or []
@@ -352,7 +353,7 @@ def train_and_report(resolved, output: Path | None = None, stream=None, resume: 
         for run_dir, created in claimed:
             outputs.remove_unfinished(run_dir, remove_folder=created)
         raise
-    summary = summarize(setup, state, time.perf_counter() - started)
+    summary = run_summary(setup, state, time.perf_counter() - started)
     if not distributed.is_main():  # rank 0 alone scores the test split and writes the summary and report
         return RunResult(setup.run_dir, summary)
     test = score_test(setup, progress.message)
