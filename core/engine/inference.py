@@ -48,7 +48,7 @@ class LoadedRun:
 
     @property
     def fast(self) -> str:
-        """'jit' when the run asked for precision auto and it meant fp32 on this device (fastpath_jit.fast_mode)."""
+        """'jit' when the run asked for precision auto and it meant fp32 on this device (tlzoo.runtime.compiled.fast_mode)."""
         from tlzoo.runtime.compiled import fast_mode
 
         return fast_mode(self.sidecar["eval"].get("precision_asked", self.precision), self.precision, self.device)
