@@ -94,11 +94,10 @@ def usable_root(resolved, log) -> tuple[Path, bool]:
 
 def with_decoded(source, sizes: dict, folder: Path, log, role: str):
     """The same source, its images decoded once (see tlzoo.cache.decoded)."""
-    from tlzoo.data.batches import LoaderSource
     from tlzoo.cache.decoded import decoded_dataset
 
     dataset = decoded_dataset(source.setup, sizes, folder, log, role)
-    return source if dataset is None else LoaderSource(source.setup, dataset)
+    return source if dataset is None else source.over(dataset)
 
 
 def attach_caches(setup, train_source, val_source, log):
@@ -143,7 +142,7 @@ def attach_caches(setup, train_source, val_source, log):
         identity=identity, device=setup.device, precision=setup.precision,
         exact=spec.train.precision == "fp32", require_smaller=spec.cache.enabled == "auto", log=log,
         fast=setup.fast)
-    random_views = not train_source.setup.deterministic
+    random_views = not train_source.deterministic
     cached_epochs = ks.total() - ks[0]
     if random_views:
         # an epoch reads one view per image: views beyond the epochs cached at a boundary would never be read

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tlzoo.data.batches import Batch, batch_plan, epoch_seed
+from tlzoo.data.batches import Batch, epoch_seed
 from tlzoo.runtime.device import autocast, release_freed_memory
 from tlzoo.runtime.compiled import FAST_PASS_BATCH, InferencePath, StagePrefix
 from tlzoo.runtime.interrupts import ignore_stop_signals
@@ -102,18 +102,16 @@ class FrozenPrefixSource:
 
     def __init__(self, base, model, settings: CacheSettings, role: str, views: int | dict[int, int] = 1):
         self.base, self.model, self.settings, self.role = base, model, settings, role
-        setup = base.setup
         self.view_plan = views  # one count for every boundary, or {boundary k: count}
-        self.labels = torch.tensor([label for _, label in setup.items], dtype=torch.long)
+        self.labels = torch.tensor([label for _, label in base.items], dtype=torch.long)
         self.order_generator = torch.Generator()
-        # an index loader with the base loader's sampler settings: the same order, no images
-        self.order = DataLoader(range(len(setup.items)), **batch_plan(setup, self.order_generator))
-        offsets = torch.Generator().manual_seed(setup.seed ^ VIEW_SEED_SALT)
-        self.view_offsets = torch.randint(0, 2**31 - 1, (len(setup.items),), generator=offsets)
+        self.order = base.index_order(self.order_generator)  # the base loader's order, no images
+        offsets = torch.Generator().manual_seed(base.seed ^ VIEW_SEED_SALT)
+        self.view_offsets = torch.randint(0, 2**31 - 1, (len(base.items),), generator=offsets)
         self.store: ActivationStore | None = None
         self.store_k: int | None = None
         self.stamp: list[int] | None = None
-        description, stable = transform_description(setup.transform)
+        description, stable = transform_description(base.transform)
         self.transform_text = description
         self.stable = stable and settings.persist  # a store with an unstable key is not published
 
@@ -129,7 +127,7 @@ class FrozenPrefixSource:
         if store is None:
             yield from self.base.epoch(epoch, frozen_stages)
             return
-        self.order_generator.manual_seed(epoch_seed(self.base.setup.seed, epoch))
+        self.order_generator.manual_seed(epoch_seed(self.base.seed, epoch))
         views = (self.view_offsets + epoch) % self.views_at(frozen_stages)
         for rows in self.order:
             yield Batch(store.read(rows, views[rows]), self.labels[rows], frozen_stages)
@@ -171,15 +169,15 @@ class FrozenPrefixSource:
         return store
 
     def key_parts(self, k: int) -> dict:
-        setup = self.base.setup
+        base = self.base
         return {
             **self.settings.identity, "role": self.role, "boundary": k,
             "prefix": modules_fingerprint(list(self.model.stages[:k])),
             "transform": self.transform_text, "views": self.views_at(k),
-            "view_seed": setup.seed if self.views_at(k) > 1 else None,
+            "view_seed": base.seed if self.views_at(k) > 1 else None,
             "precision": self.settings.precision, "exact": self.settings.exact or self.role != "train",
             "fast": self.settings.fast,
-            "files": files_fingerprint([path for path, _ in setup.items]),
+            "files": files_fingerprint([path for path, _ in base.items]),
         }
 
     def open_published(self, key: str) -> ActivationStore | None:
@@ -204,8 +202,8 @@ class FrozenPrefixSource:
         return "float32" if self.settings.exact or self.role != "train" else "bfloat16"
 
     def build(self, k: int, key: str, key_parts: dict) -> ActivationStore | None:
-        setup, settings, view_count = self.base.setup, self.settings, self.views_at(k)
-        pairs = [(row, view) for view in range(view_count) for row in range(len(setup.items))]
+        base, settings, view_count = self.base, self.settings, self.views_at(k)
+        pairs = [(row, view) for view in range(view_count) for row in range(len(base.items))]
         started, store = time.perf_counter(), None
         try:
             with contextlib.closing(self.prefix_outputs(k, pairs)) as outputs:
@@ -221,13 +219,13 @@ class FrozenPrefixSource:
             raise
         if store is None:
             return None
-        self.log_built(k, len(setup.items), started)
+        self.log_built(k, len(base.items), started)
         if self.stable:
             store.publish(settings.root / key, self.entry_meta(k, key, key_parts))
         return store
 
     def entry_meta(self, k: int, key: str, key_parts: dict) -> dict:
-        return {"key": key, "boundary": k, "items": len(self.base.setup.items), "views": self.views_at(k),
+        return {"key": key, "boundary": k, "items": len(self.base.items), "views": self.views_at(k),
                 "created": time.time(), "parts": key_parts}
 
     def log_built(self, k: int, computed: int, started: float) -> None:
@@ -240,21 +238,21 @@ class FrozenPrefixSource:
 
     def prefix_outputs(self, k: int, pairs: list[tuple[int, int]]):
         """(rows, views, stage-k output, input) batch by batch for the (row, view) pairs, frozen stages in eval mode."""
-        setup, settings, view_count = self.base.setup, self.settings, self.views_at(k)
+        base, settings, view_count = self.base, self.settings, self.views_at(k)
         dataset, finish = byte_variant(self.base.dataset) or (self.base.dataset, None)
-        inputs = ViewInputs(dataset, pairs, setup.seed if view_count > 1 else None)
+        inputs = ViewInputs(dataset, pairs, base.seed if view_count > 1 else None)
         # its own generator: a loader without one would draw its worker seed from the global RNG
         # compiled passes run fastest at a measured batch size; it does not change the stored values' order
-        batch_size = FAST_PASS_BATCH if settings.fast == "jit" else setup.batch_size
-        loader = DataLoader(inputs, batch_size=batch_size, num_workers=setup.num_workers,
+        batch_size = FAST_PASS_BATCH if settings.fast == "jit" else base.batch_size
+        loader = DataLoader(inputs, batch_size=batch_size, num_workers=base.num_workers,
                             generator=torch.Generator().manual_seed(0),
-                            worker_init_fn=ignore_stop_signals if setup.num_workers else None)
+                            worker_init_fn=ignore_stop_signals if base.num_workers else None)
         prefix, self.last_prefix = None, (None, True)
         stages = self.model.stages[:k]
         modes = [stage.training for stage in stages]
         for stage in stages:
             stage.eval()
-        if setup.num_workers:
+        if base.num_workers:
             release_freed_memory()  # workers fork as the loop below starts
         try:
             with torch.no_grad(), autocast(settings.precision, settings.device):
@@ -285,7 +283,7 @@ class FrozenPrefixSource:
 
     def worth_storing(self, k: int, out: torch.Tensor, x: torch.Tensor) -> bool:
         """False (logged, and the boundary noted as skipped) when stage-k outputs like `out` are not kept."""
-        settings, items, view_count = self.settings, len(self.base.setup.items), self.views_at(k)
+        settings, items, view_count = self.settings, len(self.base.items), self.views_at(k)
         shape = tuple(out.shape[1:])
         per_view, per_image = int(np.prod(shape)), int(np.prod(x.shape[1:]))
         if settings.require_smaller and per_view > per_image:
@@ -306,7 +304,7 @@ class FrozenPrefixSource:
     def new_store(self, k: int, out: torch.Tensor, x: torch.Tensor) -> ActivationStore | None:
         if not self.worth_storing(k, out, x):
             return None
-        settings, items, view_count = self.settings, len(self.base.setup.items), self.views_at(k)
+        settings, items, view_count = self.settings, len(self.base.items), self.views_at(k)
         shape, dtype = tuple(out.shape[1:]), self.storage_dtype(out.dtype)
         store = ActivationStore.create(items, view_count, shape, dtype, settings.budget, settings.root)
         where = "RAM" if store.in_memory else f"a memory-mapped file in {store.folder}"

@@ -47,7 +47,7 @@ def build_sharded(source, k: int, key: str, key_parts: dict, found: ActivationSt
     store = None
     try:
         if distributed.is_main():
-            source.log_built(k, len(source.base.setup.items), started)
+            source.log_built(k, len(source.base.items), started)
             if source.stable:
                 with key_lock(source.settings.root, key, source.settings.log):
                     store = source.open_published(key) or assemble(source, k, folder)
@@ -67,8 +67,8 @@ def build_sharded(source, k: int, key: str, key_parts: dict, found: ActivationSt
 
 def compute_share(source, k: int) -> ActivationStore | None:
     """This rank's pairs computed into a store of their own; rank 0 decides whether the entry is worth it."""
-    setup, views = source.base.setup, source.views_at(k)
-    pairs = [(row, view) for view in range(views) for row in range(len(setup.items))]
+    base, views = source.base, source.views_at(k)
+    pairs = [(row, view) for view in range(views) for row in range(len(base.items))]
     mine = [pairs[index] for index in distributed.shard(len(pairs))]
     share, decided = None, False
     outputs = source.prefix_outputs(k, mine)
@@ -84,7 +84,7 @@ def compute_share(source, k: int) -> ActivationStore | None:
                                                source.settings.budget, source.settings.root)
                 share.pairs = mine
                 source.settings.log(f"cache: computing stage-{k} activations {tuple(out.shape[1:])} of "
-                                    f"{len(setup.items)} {source.role} images x {views} view(s), shared between "
+                                    f"{len(base.items)} {source.role} images x {views} view(s), shared between "
                                     f"{distributed.world_size()} processes")
             share.write(position, torch.zeros_like(position), out)
     except BaseException:
@@ -110,7 +110,7 @@ def enumerate_rows(outputs):
 
 def assemble(source, k: int, folder) -> ActivationStore:
     """The full entry from every rank's share."""
-    settings, items = source.settings, len(source.base.setup.items)
+    settings, items = source.settings, len(source.base.items)
     store = None
     for rank in range(distributed.world_size()):
         part_folder = folder / f"rank-{rank}"

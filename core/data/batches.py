@@ -164,6 +164,39 @@ class LoaderSource:
         """Each rank sees a share: evaluation sums must be reduced over ranks."""
         return self.setup.sharded and distributed.active()
 
+    # what a source wrapping this one (the frozen-prefix cache) reads; it never reaches into `setup`
+    @property
+    def items(self) -> list:
+        return self.setup.items
+
+    @property
+    def seed(self) -> int:
+        return self.setup.seed
+
+    @property
+    def transform(self):
+        return self.setup.transform
+
+    @property
+    def deterministic(self) -> bool:
+        return self.setup.deterministic
+
+    @property
+    def batch_size(self) -> int:
+        return self.setup.batch_size
+
+    @property
+    def num_workers(self) -> int:
+        return self.setup.num_workers
+
+    def index_order(self, generator: torch.Generator) -> DataLoader:
+        """Batches of row indices in this loader's order (same sampler and batching), no images read."""
+        return DataLoader(range(len(self.setup.items)), **batch_plan(self.setup, generator))
+
+    def over(self, dataset) -> "LoaderSource":
+        """The same source reading its items through `dataset` (an ImageDataset stand-in: decoded images)."""
+        return LoaderSource(self.setup, dataset)
+
     def __len__(self) -> int:
         return len(self.loader)
 
