@@ -68,7 +68,7 @@ def test_a_run_builds_its_freeze_strategy_once_and_plans_it_once(tmp_path, tiny_
                       train__strategy="test/counted", train__epochs=3)
     run_spec(load_spec(spec, get_registry()), stream=__import__("io").StringIO())
     assert calls["build"] == 1  # the engine builds it; the cache and the allocator read the engine's plan
-    assert calls["phase"] == 3 + 3  # the plan (one per epoch), and the loop asks again each epoch
+    assert calls["phase"] == 3  # one plan, one phase an epoch: the loop, the cache and the allocator read it
 
 
 def test_stated_normalization_is_applied_by_one_function():

@@ -63,6 +63,9 @@ class Trainer:
     tta_source: object = None  # the validation images without the activation cache, for TTA views
     # under torchrun: tlzoo.runtime.distributed.GradientSync (DDP over the trainable part); None in one process
     sync: object = None
+    # the run's EpochPlan per epoch, worked out once by the engine (tlzoo.model.freeze.plan_run); a Trainer
+    # made without one (a test, the lr finder) plans each epoch itself from `strategy`
+    plans: list = field(default_factory=list)
 
     def fit(self) -> TrainState:
         state = self.state
@@ -76,7 +79,7 @@ class Trainer:
         state, config = self.state, self.config
         started = time.perf_counter()
         seed_everything(epoch_seed(config.seed, epoch))  # dropout and in-process augmentation
-        plan = plan_epoch(state.model, self.strategy, epoch)
+        plan = self.plans[epoch] if epoch < len(self.plans) else plan_epoch(state.model, self.strategy, epoch)
         apply_plan(state.model, plan, config.bn)
         if self.ema is not None:
             self.ema.track_trainable(state.model)

@@ -218,7 +218,7 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
 
     # best and last are saved by tlzoo.rundir.resume.guard_training, with the training state and signals
     trainer = Trainer(state, setup.strategy, criterion, train_batches, val_batches, config, progress,
-                      epoch_hooks=[log_metrics])
+                      epoch_hooks=[log_metrics], plans=setup.plans)
     if sharded:  # DDP: the ranks' gradients averaged in every backward pass
         trainer.sync = distributed.GradientSync(model, setup.device)
     attach_recipe(trainer, train, val_images, progress.message)
