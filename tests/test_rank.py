@@ -181,3 +181,18 @@ def test_rank_help_says_what_the_probe_is(capsys):
     main(["rank", "--help"])  # help exits 0: main() returns
     text = " ".join(capsys.readouterr().out.split())
     assert "heuristic for the accuracy after fine-tuning" in text and "0.5-0.8" in text
+
+
+def test_rank_without_the_cache_scores_the_same_features(tiny_data, tmp_path):
+    from tlzoo.probe.ranking import Candidate
+    from tlzoo.spec import load_raw
+
+    cached, _ = rank_once(tiny_data, [Candidate("test/tiny_cnn", "shipped")])
+    raw = load_raw(tiny_data)
+    raw["cache"] = {"enabled": False}
+    off = tmp_path / "off.json"
+    off.write_text(json.dumps(raw))
+    uncached, log = rank_once(off, [Candidate("test/tiny_cnn", "shipped")])
+    assert "cache: off (cache.enabled is false)" in log and not uncached.rows[0]["cached"]
+    assert uncached.rows[0]["probe_top1"] == pytest.approx(cached.rows[0]["probe_top1"], abs=1e-6)
+    assert uncached.rows[0]["logme"] == pytest.approx(cached.rows[0]["logme"], rel=1e-4)
