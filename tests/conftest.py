@@ -20,17 +20,27 @@ def _own_cache_root(tmp_path_factory):
     The user's backbone listing cache is copied in: its fingerprint says whether it still holds, and
     rebuilding it costs seconds. Tests that set TLZOO_CACHE_DIR themselves still win.
     """
+    root = cache_folder_with_listing(tmp_path_factory.mktemp("tlzoo-cache"))
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setenv("TLZOO_CACHE_DIR", str(root))
+        yield root
+
+
+def cache_folder_with_listing(folder: Path) -> Path:
+    """`folder`, made, holding a copy of the current cache root's backbone listing (if there is one).
+
+    For tests that need a cache folder of their own (`tlzoo cache clear` in it, say): the
+    listing costs seconds to rebuild, and its fingerprint still says whether it holds.
+    """
     import shutil
 
     from tlzoo.cli.listing_cache import cache_path
 
     listing = cache_path()
-    root = tmp_path_factory.mktemp("tlzoo-cache")
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setenv("TLZOO_CACHE_DIR", str(root))
-        if listing.is_file():
-            shutil.copyfile(listing, cache_path())
-        yield root
+    folder.mkdir(parents=True, exist_ok=True)
+    if listing.is_file():
+        shutil.copyfile(listing, folder / listing.name)
+    return folder
 
 
 @pytest.fixture(autouse=True)

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from conftest import REPO
+from conftest import REPO, cache_folder_with_listing
 
 README = REPO / "README.md"
 OPT_OUT = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
@@ -100,7 +100,7 @@ def tiny_spec(tmp_path, monkeypatch):
     spec = tmp_path / "spec.json"
     spec.write_text(json.dumps({"backbone": "efficientnet_lite0", "train": {"epochs": 1},
                                 "data": {"reader": {"name": "imagefolder", "options": {"root": "data"}}}}))
-    monkeypatch.setenv("TLZOO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TLZOO_CACHE_DIR", str(cache_folder_with_listing(tmp_path / "cache")))
     return spec
 
 
