@@ -13,7 +13,7 @@ from PIL import Image
 import tlzoo
 from tlzoo.errors import SpecError, TlzooError
 
-from conftest import REPO
+from conftest import REPO, cache_folder_with_listing
 from support import TINY, make_image_folder, write_spec
 
 # the README example's own paths, replaced by a tiny run's (each must still be in the README)
@@ -22,7 +22,7 @@ README_PATHS = ("examples/flowers12.json", "../shared/datasets/flowers12/test/da
 
 @pytest.fixture(autouse=True)
 def _own_cache(tmp_path, monkeypatch):
-    monkeypatch.setenv("TLZOO_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setenv("TLZOO_CACHE_DIR", str(cache_folder_with_listing(tmp_path / "cache")))
 
 
 def readme_python_block() -> str:
