@@ -355,7 +355,7 @@ def table(result: dict) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a finished lite0 flowers12 run directory (its best weights)")
-    parser.add_argument("--budget", type=float, default=1500.0, help="seconds after which no worker or round starts")
+    parser.add_argument("--budget", type=float, default=1500.0, help="no worker starts after 3/4 of this many seconds, no round after all of them")
     parser.add_argument("--no-append", action="store_true")
     parser.add_argument("--json", help="also write the raw result here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
