@@ -28,6 +28,8 @@ NOT_RUN = {
     "tlzoo run ": "trains a model (its --set overrides are validated)",
     "tlzoo evaluate ": "needs a finished run directory",
     "tlzoo predict ": "needs a finished run directory",
+    "tlzoo export ": "needs a finished run directory (tests/test_export.py exports tiny runs)",
+    "tlzoo report ": "needs a finished run directory (tests/test_report.py makes reports of tiny runs)",
 }
 # commands run in-process; `spec.json` in them is the tiny spec, the cache a folder in tmp_path
 RUN = ("tlzoo --version", "tlzoo list ", "tlzoo schema", "tlzoo validate ", "tlzoo cache info", "tlzoo cache clear")
