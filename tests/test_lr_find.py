@@ -99,7 +99,7 @@ def test_lr_find_command_plots_suggests_applies_and_leaves_no_run(tiny_spec, tmp
     main(["lr-find", str(tiny_spec), "--steps", "40", "--start-lr", "1e-5", "--end-lr", "10", "--apply", "--json"])
     out = json.loads(capsys.readouterr().out)
     assert 5 <= len(out["lrs"]) <= 40 and all(math.isfinite(v) for v in out["losses"])
-    assert out["rule"] == "valley" and 1e-5 <= out["suggested_lr"] <= 10
+    assert out["rule"] == "steepest" and 1e-5 <= out["suggested_lr"] <= 10
     assert (work / "lr-find.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     copy = load_spec(work / "spec.lr.json", get_registry())  # runs as it is, from another folder
     assert copy.spec.train.optimizer.lr == pytest.approx(out["suggested_lr"], rel=1e-2)

@@ -16,8 +16,10 @@ from tlzoo.errors import TlzooError
 @app.command("lr-find", help=(
     "Find a learning rate: fastai's range test on the spec's trainable part (the lr grows exponentially over "
     "--steps steps of the spec's own training step, through the activation cache when the backbone is frozen), "
-    "a plot of loss against lr, and a suggestion by the valley rule (the middle of the longest stretch over which "
-    "the smoothed loss keeps falling) or the steepest-descent rule. The model is put back afterwards and no run "
+    "a plot of loss against lr, and a suggestion by the steepest-descent rule (where the smoothed loss falls "
+    "fastest against log lr; on flowers12 head-only it beat fastai's valley rule, see benchmarks/RESULTS.md) or "
+    "the valley rule (the middle of the longest stretch over which the smoothed loss keeps falling). The model is "
+    "put back afterwards and no run "
     "directory is made; --apply writes a copy of the spec with the suggested train.optimizer.lr."))
 def lr_find(
     spec: Path = typer.Argument(..., help="run spec (JSON)"),
@@ -27,7 +29,7 @@ def lr_find(
     end_lr: float = typer.Option(10.0, "--end-lr", min=0, help="last learning rate"),
     epoch: int = typer.Option(1, "--epoch", min=1, help="test in the freeze phase of this epoch of the spec "
                                                         "(e.g. the first one after unfreezing)"),
-    rule: str = typer.Option("valley", "--rule", help="valley or steepest: which suggestion --apply uses"),
+    rule: str = typer.Option("steepest", "--rule", help="steepest or valley: which suggestion --apply uses"),
     plot: Path = typer.Option(Path("lr-find.png"), "--plot", help="PNG of loss against lr"),
     apply: bool = typer.Option(False, "--apply", help="write a copy of the spec with the suggested lr"),
     out: Optional[Path] = typer.Option(None, "--out", help="with --apply: the copy (default: SPEC-STEM.lr.json "

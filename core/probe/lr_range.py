@@ -7,7 +7,8 @@ trains through the activation cache. The test stops early once the loss diverges
 The model, its requires_grad flags and modes, and the RNG states are put back
 afterwards; no run directory is made or touched.
 
-Two suggestions from the smoothed loss (an exponential moving average, debiased):
+Two suggestions from the smoothed loss (an exponential moving average, debiased); the command's
+default is steepest, which did better than valley on flowers12 (benchmarks/RESULTS.md):
 - valley (fastai's default since 2021): the middle of the longest stretch over which
   the smoothed loss keeps falling (its longest decreasing subsequence);
 - steepest: where the smoothed loss falls fastest against log(lr), before its minimum
