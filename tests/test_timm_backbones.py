@@ -93,11 +93,15 @@ def test_every_timm_model_is_registered_without_building_one(monkeypatch):
     catalog = get_registry().backbones
     names = {c.name for c in catalog.list("timm/*")}
     assert names == {f"timm/{name}" for name in timm.list_models()}
-    assert catalog["timm/resnet10t"].info() == {
+    info = catalog["timm/resnet10t"].info()
+    default = {
         "weights": "download", "input_size": 176,
         "sources": [{"hf": "timm/resnet10t.c3_in1k", "files": ["model.safetensors", "pytorch_model.bin"]},
                     {"url": timm.models.get_pretrained_cfg("resnet10t").url}],
     }
+    # the pretrained tags are listed as variants (one here), each with its own sources
+    assert {k: v for k, v in info.items() if k != "variants"} == default
+    assert info["variants"] == [{"name": "timm/resnet10t.c3_in1k", **default}]
     assert catalog["timm/botnet50ts_256"].info()["weights"] == "none"
 
 
