@@ -5,7 +5,7 @@ PY := $(VENV)/bin/python
 PIP := $(PY) -m pip install --quiet --disable-pip-version-check
 STAMP := $(VENV)/.tlzoo-installed
 
-.PHONY: test demo seed001 finetune install bench clean
+.PHONY: test demo seed001 finetune install bench clean browser
 
 $(STAMP): pyproject.toml examples/tlzoo-plugin-example/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
@@ -18,7 +18,13 @@ $(STAMP): pyproject.toml examples/tlzoo-plugin-example/pyproject.toml
 
 install: $(STAMP)
 
-test: $(STAMP)
+# headless Chromium for the report's browser test (Debian's package; the test skips, saying why, without it)
+browser:
+	@command -v chromium >/dev/null 2>&1 || { [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null 2>&1 && \
+		{ apt-get update -qq && apt-get install -y -qq chromium; } >/dev/null 2>&1; } || \
+		echo "make: chromium not installed; tests/test_report_browser.py will skip"
+
+test: $(STAMP) browser
 	$(PY) -m pytest
 
 # trains into runs/demo, then scores its best model on the flowers12 test split
