@@ -43,7 +43,16 @@ def collect_rows() -> tuple[list[dict], bool]:
 
 
 def all_rows() -> list[dict]:
-    """The rows from the cache when it is current, else collected (and cached)."""
+    """The rows from the cache when it is current, else collected (and cached).
+
+    The cache only saves building the registry: once this process has built it, the
+    registry is the truth (components registered at run time, by a notebook or a test,
+    are in it and in no cache).
+    """
+    from tlzoo.registry import get_registry
+
+    if get_registry.cache_info().currsize:
+        return collect_rows()[0]
     fingerprint = listing_cache.fingerprint()
     rows = listing_cache.load(fingerprint)
     if rows is None:
