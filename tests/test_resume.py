@@ -200,6 +200,20 @@ def test_resume_errors_through_the_cli_exit_2(tmp_path, finished, capsys):
     assert TINY in (run_dir / "last.json").read_text()
 
 
+def test_resume_of_a_run_saved_before_newer_spec_fields_existed(finished):
+    from tlzoo.rundir.checkpoint import save_checkpoint
+
+    spec, run_dir = finished
+    tensors, meta = load_checkpoint(run_dir / "last")
+    saved = meta["training"]["spec"]
+    del saved["loggers"]  # what a tlzoo without loggers and recipe features wrote
+    for field in ("ema", "mix", "tta", "layer_decay"):
+        del saved["train"][field]
+    save_checkpoint(run_dir / "last", tensors, meta)
+    result = resume(spec, run_dir, "train.epochs=3", allow=("epochs",))
+    assert result.summary["epochs_run"] == 3
+
+
 def test_resume_of_a_run_saved_before_specs_recorded_base_dir(finished):
     from tlzoo.rundir.checkpoint import save_checkpoint
 

@@ -164,6 +164,7 @@ def open_resume(run_dir: str | Path, spec_json: dict, allow_changes=()) -> Resum
     saved_spec = meta["training"]["spec"]
     if "base_dir" not in saved_spec and "spec_dir" in meta:  # a run saved before specs recorded their base_dir
         saved_spec = {**saved_spec, "base_dir": meta["spec_dir"]}
+    saved_spec = with_new_defaults(saved_spec)
     fixed, refused, changed = [], [], {}
     for path in FIXED_FIELDS:
         before, now = _get(saved_spec, path), _get(spec_json, path)
@@ -194,6 +195,29 @@ def open_resume(run_dir: str | Path, spec_json: dict, allow_changes=()) -> Resum
                          f"fields anyway, add --allow-changes {names}")
     epochs = _get(spec_json, ("train", "epochs"))
     return ResumeFrom(run_dir, tensors, meta, changed, int(epochs) if isinstance(epochs, int) else 0)
+
+
+def with_new_defaults(saved: dict) -> dict:
+    """A spec saved by an older tlzoo lacks the fields added since: they count as their defaults,
+    which is what that run did (a spec that no longer validates is compared as it is)."""
+    from pydantic import ValidationError
+
+    from tlzoo.spec import RunSpec
+
+    try:
+        filled = RunSpec.model_validate(saved).model_dump(mode="json")
+    except ValidationError:
+        return saved
+    return _add_missing(saved, filled)
+
+
+def _add_missing(saved, filled):
+    if not isinstance(saved, dict) or not isinstance(filled, dict):
+        return saved
+    out = dict(saved)
+    for key, value in filled.items():
+        out[key] = _add_missing(saved[key], value) if key in saved else value
+    return out
 
 
 def _differences(before, now, prefix: str = "") -> list[str]:
