@@ -103,6 +103,19 @@ def test_resume_with_more_epochs_continues_like_a_longer_run(tmp_path, finished)
     assert_same_run(run_dir, longer.run_dir, ("seconds", "run_dir", "epochs"))
 
 
+def test_resume_with_ema_continues_the_average_like_a_longer_run(tmp_path):
+    register_tiny()
+    root = make_images(tmp_path / "data")
+    ema = {"enabled": True, "decay": 0.9, "warmup": False}
+    spec = write_spec(tmp_path, root, train={"epochs": 2, "scheduler": {"name": "none"}, "ema": ema})
+    short = run_spec(load_spec(spec, get_registry()), tmp_path / "run")
+    assert any(name.startswith("ema.") for name in load_checkpoint(short.run_dir / "last")[0])
+    result = resume(spec, short.run_dir, "train.epochs=3", allow=("epochs",))
+    longer = run_spec(load_spec(spec, get_registry(), ["train.epochs=3"]), tmp_path / "longer")
+    assert [m["ema_val_loss"] for m in metrics(result.run_dir)] == [m["ema_val_loss"] for m in metrics(longer.run_dir)]
+    assert_same_run(result.run_dir, longer.run_dir, ("seconds", "run_dir", "epochs"))
+
+
 def test_resume_of_a_finished_run_says_it_is_complete_and_how_to_extend_it(finished, capsys):
     spec, run_dir = finished
     before = (run_dir / "last.safetensors").read_bytes()

@@ -65,6 +65,12 @@ class WeightAverage:
                 for name, tensor in live.items():
                     tensor.copy_(saved[name])
 
+    def load(self, averages: dict[str, torch.Tensor], model: torch.nn.Module) -> None:
+        """Averages kept by a resumable checkpoint, placed where the model's own tensors are."""
+        live = model.state_dict(keep_vars=True)
+        self.shadow = {name: tensor.to(live[name].device, live[name].dtype).clone()
+                       for name, tensor in averages.items() if name in live}
+
     def _live(self, model: torch.nn.Module) -> dict[str, torch.Tensor]:
         state = model.state_dict(keep_vars=True)
         return {name: state[name] for name in self.shadow}

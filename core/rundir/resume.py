@@ -20,7 +20,8 @@ from pathlib import Path
 
 from tlzoo.rundir.checkpoint import (clean_stale_temporaries, embedded_meta, load_checkpoint,
                                      save_checkpoint, weights_path)
-from tlzoo.rundir.training_state import EpochPosition, model_tensors, restore_training_state, training_checkpoint
+from tlzoo.rundir.training_state import (EMA, EpochPosition, model_tensors, restore_training_state,
+                                         training_checkpoint)
 from tlzoo.rundir.writing import json_safe
 from tlzoo.errors import TlzooError
 from tlzoo.model.weights import TORCH_SUFFIXES, load_state_file
@@ -255,6 +256,8 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
         ranks = distributed.all_gather_object(position.rank_json()) if position and distributed.active() else None
         if distributed.is_main():
             tensors, training = training_checkpoint(state, setup.spec_json, position, generator)
+            if trainer.ema is not None:  # the average goes on where it stopped, as in an uninterrupted run
+                tensors.update({EMA + name: average for name, average in trainer.ema.shadow.items()})
             if distributed.active():
                 training["world_size"] = distributed.world_size()
             if ranks:
@@ -291,6 +294,9 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
         position = resumed.training["position"]
         check_world_size(resumed, position)
         restore_training_state(state, resumed.tensors, resumed.training, source, generator)
+        if trainer.ema is not None:
+            trainer.ema.load({name[len(EMA):]: tensor for name, tensor in resumed.tensors.items()
+                              if name.startswith(EMA)}, state.model)
         if position.get("batch", 0) > 0:
             trainer.resume_at = EpochPosition.from_checkpoint(resumed.tensors, resumed.training)
             if distributed.rank() > 0:  # rank 0's RNG is the checkpoint's own; the others' are kept beside it

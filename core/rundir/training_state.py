@@ -20,6 +20,7 @@ import torch
 from tlzoo.errors import TlzooError, WeightsError
 
 OPTIMIZER, RNG = "optimizer.", "rng."  # model tensors keep their own names (stages.*, head.*)
+EMA = "ema."  # the weight average of train.ema, under the model's names
 
 
 def flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -80,7 +81,7 @@ def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 def strip_training(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     """The model's tensors of a checkpoint, without optimizer and RNG state."""
-    return {name: value for name, value in tensors.items() if not name.startswith((OPTIMIZER, RNG))}
+    return {name: value for name, value in tensors.items() if not name.startswith((OPTIMIZER, RNG, EMA))}
 
 
 def training_checkpoint(state, spec_json: dict, position: "EpochPosition | None" = None,
