@@ -13,7 +13,7 @@ from PIL import Image
 from torch.utils.data import DataLoader
 
 from tlzoo.model.backbone import DataConfig
-from tlzoo.cache.decoded import decoded_dataset, split_leading
+from tlzoo.cache.decoded import decoded_dataset
 from tlzoo.data.dataset import ImageDataset
 from tlzoo.data.sample_errors import SampleError
 from tlzoo.data.batches import SourceSetup
@@ -45,12 +45,12 @@ def dataset_for(tmp_path, items, transform, sizes=None, logs=None):
 
 
 def test_leading_geometry_is_split_off_where_it_fixes_the_size():
-    leading, size, _ = split_leading(build_eval_transform(CONFIG))
+    leading, size, _ = build_eval_transform(CONFIG).split_leading_geometry()
     assert [type(op).__name__ for op in leading] == ["Resize", "CenterCrop"] and size == (24, 24)
-    leading, size, rest = split_leading(build_train_transform("rotate_flip", CONFIG))
+    leading, size, rest = build_train_transform("rotate_flip", CONFIG).split_leading_geometry()
     assert [type(op).__name__ for op in leading] == ["Resize"] and size == (300, 300)
     assert type(rest.image_part.transforms[0]).__name__ == "RandomRotation"
-    leading, size, _ = split_leading(build_train_transform("light", CONFIG))
+    leading, size, _ = build_train_transform("light", CONFIG).split_leading_geometry()
     assert leading == [] and size is None
 
 

@@ -12,10 +12,8 @@ the result is bit-identical, so cache keys and exactness are unaffected.
 from __future__ import annotations
 
 import torch
-from torchvision import transforms as T
 
 from tlzoo.data.dataset import ImageDataset
-from tlzoo.data.transforms import Pipeline
 
 
 class ByteNormalize:
@@ -32,14 +30,12 @@ class ByteNormalize:
 def byte_variant(dataset) -> tuple[ImageDataset, ByteNormalize] | None:
     """(a twin of `dataset` yielding uint8 images, the batch step that finishes them), or None.
 
-    None unless `dataset` is a plain ImageDataset whose transform's tensor part is
-    ToTensor then Normalize: anything else (random erasing, a decoded-image cache)
-    keeps the per-image path.
+    None unless `dataset` is a plain ImageDataset that has such a twin
+    (ImageDataset.byte_twin): anything else (random erasing, a decoded-image
+    cache) keeps the per-image path.
     """
-    if type(dataset) is not ImageDataset or not isinstance(dataset.transform, Pipeline):
+    twin = dataset.byte_twin() if type(dataset) is ImageDataset else None
+    if twin is None:
         return None
-    steps = list(dataset.transform.tensor_part.transforms)
-    if len(steps) != 2 or type(steps[0]) is not T.ToTensor or type(steps[1]) is not T.Normalize:
-        return None
-    twin = ImageDataset(dataset.items, Pipeline(dataset.transform.image_part, T.PILToTensor()), dataset.background)
-    return twin, ByteNormalize(steps[1].mean, steps[1].std)
+    images, mean, std = twin
+    return images, ByteNormalize(mean, std)

@@ -28,40 +28,8 @@ from torchvision import transforms as T
 from tlzoo.data.dataset import ImageDataset
 from tlzoo.data.sample_errors import SampleError
 from tlzoo.data.images import BadImage, load_rgb
+from tlzoo.data.transforms import Pipeline
 from tlzoo.cache.store import process_alive
-
-# torchvision ops whose output depends on the input image only
-DETERMINISTIC_GEOMETRY = (T.Resize, T.CenterCrop)
-
-
-def fixed_size(op) -> tuple[int, int] | None:
-    """(height, width) every output of `op` has, whatever the input; None if it varies."""
-    size = getattr(op, "size", None)
-    if isinstance(op, T.CenterCrop):
-        return tuple(size) if len(size) == 2 else (size[0], size[0])
-    if isinstance(op, T.Resize) and isinstance(size, (list, tuple)) and len(size) == 2 and op.max_size is None:
-        return tuple(size)
-    return None
-
-
-def split_leading(transform):
-    """(leading ops, output (h, w) or None, the rest as a callable) of a tlzoo Pipeline.
-
-    The leading part is the longest run of deterministic geometry ops that ends
-    at a fixed size; it is empty when the pipeline starts with anything else.
-    """
-    from tlzoo.data.transforms import Pipeline
-
-    if not isinstance(transform, Pipeline):
-        return [], None, transform
-    ops = list(transform.image_part.transforms)
-    cut, size = 0, None
-    for index, op in enumerate(ops):
-        if not isinstance(op, DETERMINISTIC_GEOMETRY):
-            break
-        if fixed_size(op) is not None:
-            cut, size = index + 1, fixed_size(op)
-    return ops[:cut], size, Pipeline(T.Compose(ops[cut:]), transform.tensor_part)
 
 
 class SlotFile:
@@ -155,7 +123,8 @@ class DecodedImageDataset(ImageDataset):
 
 def decoded_dataset(setup, sizes: dict, folder: Path, log, role: str) -> DecodedImageDataset | None:
     """A decoded-image dataset for a SourceSetup, or None (with a log line) when it cannot apply."""
-    leading, size, rest = split_leading(setup.transform)
+    leading, size, rest = (setup.transform.split_leading_geometry() if isinstance(setup.transform, Pipeline)
+                           else ([], None, setup.transform))
     if size is not None:
         shapes = [(size[0], size[1], 3)] * len(setup.items)
         what = f"{size[1]}x{size[0]} after {', '.join(type(op).__name__ for op in leading)}"

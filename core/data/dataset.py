@@ -12,6 +12,7 @@ from torch.utils.data import Dataset
 
 from tlzoo.data.images import Background, BadImage, load_rgb
 from tlzoo.data.sample_errors import SampleError
+from tlzoo.data.transforms import Pipeline
 
 Item = tuple[Path, int]
 
@@ -26,6 +27,14 @@ class ImageDataset(Dataset):
 
     def __len__(self) -> int:
         return len(self.items)
+
+    def byte_twin(self):
+        """(a twin yielding 8-bit images, mean, std) when the transform allows it (Pipeline.byte_split), else None."""
+        split = self.transform.byte_split() if isinstance(self.transform, Pipeline) else None
+        if split is None:
+            return None
+        pipeline, mean, std = split
+        return ImageDataset(self.items, pipeline, self.background), mean, std
 
     def __getitem__(self, index: int):
         path, label = self.items[index]

@@ -115,6 +115,20 @@ def parse_ops(items: Any) -> tuple[list[Op], list[tuple[str, str]]]:
     return ops, problems
 
 
+# torchvision ops whose output depends on the input image only
+DETERMINISTIC_GEOMETRY = (T.Resize, T.CenterCrop)
+
+
+def fixed_size(op) -> tuple[int, int] | None:
+    """(height, width) every output of `op` has, whatever the input; None if it varies."""
+    size = getattr(op, "size", None)
+    if isinstance(op, T.CenterCrop):
+        return tuple(size) if len(size) == 2 else (size[0], size[0])
+    if isinstance(op, T.Resize) and isinstance(size, (list, tuple)) and len(size) == 2 and op.max_size is None:
+        return tuple(size)
+    return None
+
+
 class Pipeline:
     """image -> tensor in two parts: `image_part` (PIL -> PIL) and `tensor_part` (PIL -> normalized tensor).
 
@@ -130,6 +144,29 @@ class Pipeline:
 
     def __repr__(self) -> str:
         return f"Pipeline(image_part={self.image_part!r}, tensor_part={self.tensor_part!r})"
+
+    def split_leading_geometry(self) -> tuple[list, tuple[int, int] | None, Pipeline]:
+        """(leading ops, their output (h, w) or None, the rest as a Pipeline).
+
+        The leading part is the longest run of deterministic geometry ops that ends
+        at a fixed size; it is empty when the pipeline starts with anything else.
+        """
+        ops = list(self.image_part.transforms)
+        cut, size = 0, None
+        for index, op in enumerate(ops):
+            if not isinstance(op, DETERMINISTIC_GEOMETRY):
+                break
+            if fixed_size(op) is not None:
+                cut, size = index + 1, fixed_size(op)
+        return ops[:cut], size, Pipeline(T.Compose(ops[cut:]), self.tensor_part)
+
+    def byte_split(self) -> tuple[Pipeline, tuple, tuple] | None:
+        """(this pipeline ending in an 8-bit tensor, mean, std) when its tensor part is exactly ToTensor then
+        Normalize, so that x / 255, - mean, / std on a batch finish it bit for bit; else None."""
+        steps = list(self.tensor_part.transforms)
+        if len(steps) != 2 or type(steps[0]) is not T.ToTensor or type(steps[1]) is not T.Normalize:
+            return None
+        return Pipeline(self.image_part, T.PILToTensor()), steps[1].mean, steps[1].std
 
 
 def validate_augment(value: Any) -> list[tuple[str, str]]:
