@@ -22,7 +22,9 @@ AVX2-only CPU (ATEN_CPU_CAPABILITY=avx2, ONEDNN_MAX_CPU_ISA=AVX2: tlzoo never ru
 bf16 there):
 
 - eager: the module as it is, channels_last;
-- jit: tlzoo's TorchScript path (trace + freeze + optimize_for_inference);
+- folded: BatchNorm folded into the convolutions (tlzoo.runtime.folding), channels_last: tlzoo's path since
+  2026-12-02;
+- jit: TorchScript (trace + freeze + optimize_for_inference), tlzoo's path until 2026-12-02;
 - export: torch.export with a dynamic batch, the ExportedProgram's module() run;
 - inductor+freeze: torch.compile(backend="inductor") with
   torch._inductor.config.freezing=True (weights folded and prepacked).
@@ -61,7 +63,7 @@ import warnings
 from pathlib import Path
 
 BATCH, STRIDE, ROUNDS = 32, 6, 3  # every STRIDE-th test image of a class
-PATHS = ("eager", "jit", "export", "inductor+freeze")
+PATHS = ("eager", "folded", "jit", "export", "inductor+freeze")
 # (kind, precision): bf16 autocast only natively; an AVX2-only CPU resolves `precision: auto` to fp32
 VARIANT_KINDS = (("native", "fp32"), ("avx2", "fp32"), ("native", "bf16"))
 AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "ONEDNN_MAX_CPU_ISA": "AVX2", "TLZOO_CPU_BF16": "0"}
@@ -76,7 +78,7 @@ def build_modules(run_dir: str | None):
     import torch
 
     from tlzoo.registry import get_registry
-    from tlzoo.runtime.compiled import StagePrefix
+    from tlzoo.runtime.fast_pass import Stages
 
     if run_dir:
         from tlzoo.engine.inference import load_run
@@ -91,7 +93,7 @@ def build_modules(run_dir: str | None):
         backbone = ResolvedComponent(component, component.options.model_validate({}))
         model = build_model(backbone, "pretrained", HeadSpec(), 12).model
     model.eval().to(memory_format=torch.channels_last)
-    return StagePrefix(model, len(model.stages)).eval(), model.head.eval()
+    return Stages(model).eval(), model.head.eval()
 
 
 def autocast_for(precision: str):
@@ -106,6 +108,10 @@ def make_runner(path: str, module, example, precision: str):
 
     if path == "eager":
         return module
+    if path == "folded":
+        from tlzoo.runtime.folding import fold_batchnorm
+
+        return fold_batchnorm(module, example[:2])[0]
     if path == "jit":
         with torch.no_grad(), autocast_for(precision), warnings.catch_warnings():
             warnings.simplefilter("ignore")
@@ -286,13 +292,13 @@ def agreement(remotes: list[Remote], labels: list[int]) -> None:
         remote.row["test top-1"] = float((top1 == truth).float().mean())
 
 
-def measure(run_dir: str | None, budget: float) -> dict:
+def measure(run_dir: str | None, budget: float, paths: tuple[str, ...] = PATHS) -> dict:
     started = time.perf_counter()
     root = Path(tempfile.mkdtemp(prefix="tlzoo-compile-paths-"))
     inputs, labels = prepare_inputs(run_dir, root)
     remotes: list[Remote] = []
     loads = {"start": os.getloadavg()}
-    for path in PATHS:  # path-major, so a spent budget leaves out the slowest compiles, not a whole CPU kind
+    for path in paths:  # path-major, so a spent budget leaves out the slowest compiles, not a whole CPU kind
         for kind, precision in VARIANT_KINDS:
             if time.perf_counter() - started > budget * 0.75:
                 print(f"budget spent: {kind} {precision} {path} not built", file=sys.stderr, flush=True)
@@ -356,6 +362,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--run", help="a finished lite0 flowers12 run directory (its best weights)")
     parser.add_argument("--budget", type=float, default=1500.0, help="no worker starts after 3/4 of this many seconds, no round after all of them")
+    parser.add_argument("--paths", default=",".join(PATHS), help="comma-separated subset of " + ",".join(PATHS))
     parser.add_argument("--no-append", action="store_true")
     parser.add_argument("--json", help="also write the raw result here")
     parser.add_argument("--worker", action="store_true", help=argparse.SUPPRESS)
@@ -367,7 +374,10 @@ def main() -> None:
     if args.worker:
         serve(args)
         return
-    result = measure(args.run, args.budget)
+    paths = tuple(args.paths.split(","))
+    if unknown := [path for path in paths if path not in PATHS]:
+        parser.error(f"unknown path(s) {', '.join(unknown)}; choose from {', '.join(PATHS)}")
+    result = measure(args.run, args.budget, paths)
     if args.json:
         Path(args.json).write_text(json.dumps(result, indent=1))
     stamp = datetime.datetime.now(datetime.timezone.utc).strftime("%Y-%m-%d %H:%M UTC")

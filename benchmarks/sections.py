@@ -22,7 +22,8 @@ def bench_predict(report, head_run: dict, data: Path, work: Path) -> None:
 
     from seed_loop import list_images, plain_eval
     from tlzoo.engine.inference import load_run, predict
-    from tlzoo.runtime.compiled import InferencePath
+    from tlzoo.engine.metrics import head_after
+    from tlzoo.runtime.fast_pass import InferencePath, Stages
     from tlzoo.data.transforms import build_eval_transform
     from tlzoo.model.weights import load_state_file
     from tlzoo.registry import get_registry
@@ -52,27 +53,29 @@ def bench_predict(report, head_run: dict, data: Path, work: Path) -> None:
     report.row("predict", f"plain fp32 NCHW eval loop, {len(paths)} test images (own process, best of 2)",
                plain_best["seconds"], plain_best["images_per_second"], (plain_classes == labels).float().mean().item(),
                None)
-    report.row("predict", "tlzoo predict() (decode + compile + pass; best of 2)", fast_seconds, fast_speed,
+    report.row("predict", "tlzoo predict() (decode + fold + pass; best of 2)", fast_seconds, fast_speed,
                (fast_classes == labels).float().mean().item(), None)
     reference = copy.deepcopy(run.model)
     fixed = plain_eval(reference, items, transform)
     report.note(f"predict: the same plain loop with tlzoo's allocator setting (this process, after predict()): "
                 f"{fixed['images_per_second']:.1f} img/s; tlzoo predict is {fast_speed / fixed['images_per_second']:.2f}x that")
-    # the compiled model alone, once compiled: what larger prediction sets approach
+    # the model alone on the run's fast path (BatchNorm folded under precision auto): what larger prediction sets approach
     batch = torch.stack([transform(Image.open(p).convert("RGB")) for p in paths[:32]])
-    path = InferencePath(run.model, "jit", report.note, "benchmark model")
-    path(batch)
+    path = InferencePath(Stages(run.model), run.fast, run.precision, run.device, report.note, "benchmark model")
+    forward = head_after(run.model, path)
+    forward(batch)
     started = time.perf_counter()
     for _ in range(3):
-        path(batch)
+        forward(batch)
     steady = 96 / (time.perf_counter() - started)
     started = time.perf_counter()
     with torch.no_grad():
         for _ in range(3):
             reference(batch)
     eager = 96 / (time.perf_counter() - started)
-    report.note(f"predict: model alone on a preloaded batch of 32: compiled {steady:.1f} img/s vs eager fp32 NCHW "
-                f"{eager:.1f} img/s ({steady / eager:.2f}x; compiling took {path.seconds:.1f}s)")
+    report.note(f"predict: model alone on a preloaded batch of 32: tlzoo's {run.precision} {run.fast} path "
+                f"{steady:.1f} img/s vs eager fp32 NCHW {eager:.1f} img/s ({steady / eager:.2f}x; "
+                f"{path.folded_count} BatchNorm layers folded in {path.seconds:.1f}s)")
     report.check("predict: >= 3x a plain fp32 NCHW eval loop, top-1 agreement >= 99.5%",
                  fast_speed >= 3 * plain_best["images_per_second"] and agreement >= 0.995,
                  f"{fast_speed:.1f} vs {plain_best['images_per_second']:.1f} img/s "

@@ -28,8 +28,8 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from tlzoo.data.batches import Batch, epoch_seed
-from tlzoo.runtime.device import autocast, release_freed_memory
-from tlzoo.runtime.compiled import FAST_PASS_BATCH, InferencePath, StagePrefix
+from tlzoo.runtime.device import release_freed_memory
+from tlzoo.runtime.fast_pass import InferencePath, Stages
 from tlzoo.runtime.interrupts import ignore_stop_signals
 from tlzoo.cache.byte_inputs import byte_variant
 from tlzoo.cache.keys import digest, files_fingerprint, modules_fingerprint, transform_description
@@ -52,7 +52,7 @@ class CacheSettings:
     require_smaller: bool  # auto mode: skip a boundary whose activation outgrows the input image
     log: Callable[[str], None] = print
     skipped: set = field(default_factory=set)  # (role, k) found not worth caching
-    fast: str = "eager"  # 'jit': the frozen pass runs TorchScript-compiled (tlzoo.runtime.compiled)
+    fast: str = "eager"  # 'folded': the frozen pass runs BatchNorm-folded (tlzoo.runtime.fast_pass)
     latest_prefix: tuple | None = None  # (key, InferencePath): shared by the train and val builds
 
 
@@ -229,12 +229,12 @@ class FrozenPrefixSource:
                 "created": time.time(), "parts": key_parts}
 
     def log_built(self, k: int, computed: int, started: float) -> None:
-        prefix, compiled_before = self.last_prefix
+        prefix, folded_before = self.last_prefix
         seconds = time.perf_counter() - started
-        compiled = "" if prefix is None or not prefix.compiled_ok else (
-            " (TorchScript graph reused)" if compiled_before else f" (TorchScript-compiled in {prefix.seconds:.1f}s)")
+        folded = "" if prefix is None or not prefix.folded_count or folded_before else (
+            f" ({prefix.folded_count} BatchNorm layers folded in {prefix.seconds:.1f}s)")
         self.settings.log(f"cache: stage-{k} activations of {computed} {self.role} images x {self.views_at(k)} "
-                          f"view(s) computed in {seconds:.1f}s{compiled}")
+                          f"view(s) computed in {seconds:.1f}s{folded}")
 
     def prefix_outputs(self, k: int, pairs: list[tuple[int, int]]):
         """(rows, views, stage-k output, input) batch by batch for the (row, view) pairs, frozen stages in eval mode."""
@@ -242,9 +242,7 @@ class FrozenPrefixSource:
         dataset, finish = byte_variant(self.base.dataset) or (self.base.dataset, None)
         inputs = ViewInputs(dataset, pairs, base.seed if view_count > 1 else None)
         # its own generator: a loader without one would draw its worker seed from the global RNG
-        # compiled passes run fastest at a measured batch size; it does not change the stored values' order
-        batch_size = FAST_PASS_BATCH if settings.fast == "jit" else base.batch_size
-        loader = DataLoader(inputs, batch_size=batch_size, num_workers=base.num_workers,
+        loader = DataLoader(inputs, batch_size=base.batch_size, num_workers=base.num_workers,
                             generator=torch.Generator().manual_seed(0),
                             worker_init_fn=ignore_stop_signals if base.num_workers else None)
         prefix, self.last_prefix = None, (None, True)
@@ -255,7 +253,7 @@ class FrozenPrefixSource:
         if base.num_workers:
             release_freed_memory()  # workers fork as the loop below starts
         try:
-            with torch.no_grad(), autocast(settings.precision, settings.device):
+            with torch.no_grad():
                 for x, rows, views in loader:
                     x = x.to(settings.device)
                     x = finish(x) if finish is not None else x
@@ -268,16 +266,16 @@ class FrozenPrefixSource:
                 stage.train(mode)
 
     def prefix_path(self, k: int, x: torch.Tensor) -> InferencePath:
-        """The frozen pass for stages [0, k) on inputs like `x`: compiled once, reused by the other role's build.
+        """The frozen pass for stages [0, k) on inputs like `x`: folded once, reused by the other role's build.
 
         Keyed by the prefix's weight versions and the input's shape, so a changed
-        weight or another image size compiles afresh; only the latest is kept.
+        weight or another image size folds afresh; only the latest is kept.
         """
         key = (k, tuple(self.version_stamp(k)), tuple(x.shape[1:]), x.dtype)
         latest = self.settings.latest_prefix
         if latest is None or latest[0] != key:
-            path = InferencePath(StagePrefix(self.model, k), self.settings.fast, self.settings.log,
-                                 f"stage-{k} prefix")
+            path = InferencePath(Stages(self.model, 0, k), self.settings.fast, self.settings.precision,
+                                 self.settings.device, self.settings.log, f"stage-{k} prefix")
             self.settings.latest_prefix = latest = (key, path)
         return latest[1]
 

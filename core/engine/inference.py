@@ -22,9 +22,8 @@ from tlzoo.rundir.training_state import strip_training
 from tlzoo.model.weights import load_state_file
 from tlzoo.rundir.sidecar import read_model_sidecar
 from tlzoo.data.batches import SourceSetup, eval_source
-from tlzoo.engine.metrics import EvalResult, evaluate, forward_eval
+from tlzoo.engine.metrics import EvalResult, evaluate, head_after
 from tlzoo.engine.tta import tta_logits
-from tlzoo.data.batches import Batch
 from tlzoo.data.images import IMAGE_EXTENSIONS
 from tlzoo.runtime.device import allocator_scope, configure_threads, resolve_device, resolve_workers
 
@@ -48,8 +47,8 @@ class LoadedRun:
 
     @property
     def fast(self) -> str:
-        """'jit' when the run asked for precision auto and it meant fp32 on this device (tlzoo.runtime.compiled.fast_mode)."""
-        from tlzoo.runtime.compiled import fast_mode
+        """'folded' when the run asked for precision auto on a CPU (tlzoo.runtime.fast_pass.fast_mode)."""
+        from tlzoo.runtime.fast_pass import fast_mode
 
         return fast_mode(self.sidecar["eval"].get("precision_asked", self.precision), self.precision, self.device)
 
@@ -158,14 +157,14 @@ def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Predi
     """Top-k classes of each image (a path or a PIL image), batched; unreadable ones come back with `error` set."""
     from PIL import Image
 
-    from tlzoo.runtime.compiled import FAST_PASS_BATCH, InferencePath
+    from tlzoo.runtime.fast_pass import InferencePath, Stages
     from tlzoo.data.images import load_rgb, to_rgb
     from tlzoo.data.transforms import build_eval_transform
 
     configure_threads()
     transform = build_eval_transform(run.data_config)
-    compiled = InferencePath(run.model, run.fast, log or note, "prediction model") if run.fast == "jit" else None
-    batch_size = FAST_PASS_BATCH if compiled is not None else run.batch_size
+    forward = head_after(run.model, InferencePath(Stages(run.model), run.fast, run.precision, run.device,
+                                                  log or note, "prediction model"))
     k = max(1, min(top_k, len(run.classes)))
     results: list[Prediction] = []
     pending: list[tuple[int, torch.Tensor]] = []
@@ -173,11 +172,6 @@ def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Predi
     def flush():
         if not pending:
             return
-        labels = torch.zeros(len(pending), dtype=torch.long)
-        if compiled is not None:
-            forward = lambda x: compiled(x.to(run.device)).float()  # noqa: E731
-        else:
-            forward = lambda x: forward_eval(run.model, Batch(x, labels), run.device, run.precision)  # noqa: E731
         probs = tta_logits(forward, torch.stack([tensor for _, tensor in pending]), run.tta).softmax(1).cpu()
         values, indices = probs.topk(k, dim=1)
         for (slot, _), vals, idxs in zip(pending, values.tolist(), indices.tolist()):
@@ -195,7 +189,7 @@ def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Predi
             results[-1].error = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
             continue
         pending.append((len(results) - 1, transform(image)))
-        if len(pending) == batch_size:
+        if len(pending) == run.batch_size:
             flush()
     flush()
     return results

@@ -36,7 +36,7 @@ class LoopConfig:
     num_classes: int
     patience: int | None = None
     min_delta: float = 0.0
-    fast: str = "eager"  # 'jit': validation through a compiled copy (tlzoo.runtime.compiled.fast_mode)
+    fast: str = "eager"  # 'folded': validation through a BatchNorm-folded copy (tlzoo.runtime.fast_pass.fast_mode)
 
 
 @dataclass

@@ -8,12 +8,11 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import Callable
 
 import torch
 import torch.nn.functional as F
 
-from tlzoo.data.batches import Batch
-from tlzoo.runtime.device import autocast
 
 TOP5_MIN_CLASSES = 5
 
@@ -38,45 +37,40 @@ class EvalResult:
         return values
 
 
-def forward_eval(model, batch, device, precision: str) -> torch.Tensor:
-    """fp32 logits of a batch entering at its start stage, in inference mode."""
-    x = batch.x.to(device, non_blocking=True)
-    if x.ndim == 4:
-        x = x.contiguous(memory_format=torch.channels_last)
-    with torch.inference_mode(), autocast(precision, device):
-        features = model.forward_stages(x, batch.start)
-    with torch.inference_mode():
-        return model.head(features.float())
-
-
 def logits_over(model, source, device, precision: str, frozen_stages: int = 0, fast: str = "eager", log=print,
                 tta: str = "none"):
     """All logits and labels of one pass over `source`, in its order; the model goes to eval mode.
 
-    `fast` 'jit' runs the pass through a compiled copy of the model as it is now
-    (tlzoo.runtime.compiled); 'eager' runs the model itself. `tta` (tlzoo.engine.tta)
-    averages views of image batches; batches of cached activations are never augmented.
+    `fast` 'folded' runs the stages through a BatchNorm-folded copy of the model as
+    it is now (tlzoo.runtime.fast_pass); 'eager' runs the model itself. The head
+    runs in fp32 after them. `tta` (tlzoo.engine.tta) averages views of image
+    batches; batches of cached activations are never augmented.
     """
     from tlzoo.engine.tta import tta_logits
-    from tlzoo.runtime.compiled import InferencePath, StagesAndHead
+    from tlzoo.runtime.fast_pass import InferencePath, Stages
 
     model.eval()
     all_logits, all_labels = [], []
     paths: dict[int, InferencePath] = {}  # one per start stage; a pass normally has one
     for batch in source.epoch(0, frozen_stages):
-        if fast == "jit":
-            if batch.start not in paths:
-                paths[batch.start] = InferencePath(StagesAndHead(model, batch.start), "jit", log, "evaluation model")
-            path = paths[batch.start]
-            forward = lambda x: path(x.to(device)).float()  # noqa: E731
-        else:
-            forward = lambda x, start=batch.start: forward_eval(model, Batch(x, batch.y, start), device, precision)  # noqa: E731
+        if batch.start not in paths:
+            paths[batch.start] = InferencePath(Stages(model, batch.start), fast, precision, device, log,
+                                               "evaluation model")
         mode = tta if batch.start == 0 else "none"
-        all_logits.append(tta_logits(forward, batch.x, mode).cpu())
+        all_logits.append(tta_logits(head_after(model, paths[batch.start]), batch.x, mode).cpu())
         all_labels.append(batch.y)
     if not all_logits:
         return torch.empty(0, 0), torch.empty(0, dtype=torch.long)
     return torch.cat(all_logits), torch.cat(all_labels)
+
+
+def head_after(model, stages: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> fp32 logits: `stages` (an InferencePath, in the run's precision), then the model's head in fp32."""
+    def forward(x: torch.Tensor) -> torch.Tensor:
+        features = stages(x)
+        with torch.inference_mode():
+            return model.head(features.float())
+    return forward
 
 
 def per_class_accuracy(confusion: list[list[int]], num_classes: int = 0) -> list[float | None]:

@@ -17,7 +17,7 @@ import torch
 from tlzoo.model.backbone import count_parameters
 from tlzoo.cache import attach_caches, run_cache_scope
 from tlzoo.runtime.precision import precision_note, resolve_precision
-from tlzoo.runtime.compiled import fast_mode
+from tlzoo.runtime.fast_pass import fast_mode
 from tlzoo.model.build import build_model
 from tlzoo.model.freeze import plan_run
 from tlzoo.rundir import outputs
@@ -63,7 +63,7 @@ class RunSetup:
     loggers: object  # tlzoo.engine.loggers.Loggers, built for this run directory
     strategy: object  # the spec's FreezeStrategy, built once
     plans: list  # its EpochPlan for every epoch (tlzoo.model.freeze.plan_run): the loop, the cache and the allocator
-    fast: str  # 'jit' or 'eager' for frozen and evaluation passes (tlzoo.runtime.compiled.fast_mode)
+    fast: str  # 'folded' or 'eager' for frozen and evaluation passes (tlzoo.runtime.fast_pass.fast_mode)
 
 
 def choose_run_dir(resolved, output: Path | None, claimed: list) -> Path:
@@ -211,7 +211,7 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
                      f"scheduler {train.scheduler.name}, {train.epochs} epoch(s) of {len(train_batches)} batches; "
                      f"device {setup.device}, {torch.get_num_threads()} thread(s), {workers} loader worker(s), "
                      f"{setup.precision} frozen/eval passes"
-                     + (" (TorchScript-compiled, channels_last)" if config.fast == "jit" else ""))
+                     + (" (BatchNorm folded, channels_last)" if config.fast == "folded" else ""))
 
     def log_metrics(trainer: Trainer, record: dict) -> None:
         setup.loggers.epoch(record)  # the metrics logger writes metrics.jsonl; then the spec's others

@@ -24,7 +24,7 @@ from tlzoo.model.backbone import count_parameters
 from tlzoo.model.build import build_model
 from tlzoo.rundir.outputs import resolved_spec_json
 from tlzoo.runtime.device import autocast, resolve_device, resolve_workers
-from tlzoo.runtime.compiled import fast_mode
+from tlzoo.runtime.fast_pass import fast_mode
 from tlzoo.runtime.precision import resolve_precision
 
 

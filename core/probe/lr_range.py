@@ -166,7 +166,7 @@ def model_setup(resolved, data, log) -> SimpleNamespace:
     from tlzoo.rundir.outputs import resolved_spec_json
     from tlzoo.runtime.device import resolve_device
     from tlzoo.engine.run import freeze_plan
-    from tlzoo.runtime.compiled import fast_mode
+    from tlzoo.runtime.fast_pass import fast_mode
     from tlzoo.runtime.precision import resolve_precision
 
     spec = resolved.spec

@@ -5,8 +5,8 @@ what it can compute at all: on a CPU without native bfloat16 (AVX2-only, as on
 this project's 2-core test machine) torch emulates bf16 convolutions and
 bf16 autocast runs lite0 more than ten times slower than fp32, so auto stays
 fp32 there. Trainable parts always run in fp32 on CPU; only frozen and
-inference passes use the reduced precision. The compiled fp32 path that
-`auto` takes on such CPUs is tlzoo.runtime.compiled.
+inference passes use the reduced precision, BatchNorm-folded under `auto`
+(tlzoo.runtime.fast_pass).
 """
 
 from __future__ import annotations
