@@ -103,7 +103,7 @@ def with_decoded(source, sizes: dict, folder: Path, log, role: str):
 def attach_caches(setup, train_source, val_source, log):
     """(train, val) batch sources with the caches in front where they apply.
 
-    `setup` is the engine's RunSetup (resolved spec, built model, data, device, precision, the freeze
+    `setup` is the engine's ModelSetup (resolved spec, built model, data, device, precision, the freeze
     plan and the fast-pass mode, each worked out once by the engine).
     Decoded images are kept when at least two epochs read images (nothing frozen, or
     activations not cached); frozen-prefix activations whenever a whole stage is frozen.

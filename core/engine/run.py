@@ -17,13 +17,11 @@ import torch
 from tlzoo.model.backbone import count_parameters
 from tlzoo.cache import attach_caches, run_cache_scope
 from tlzoo.runtime.precision import precision_note, resolve_precision
-from tlzoo.runtime.fast_pass import fast_mode
-from tlzoo.model.build import build_model
-from tlzoo.model.freeze import plan_run
 from tlzoo.rundir import outputs
 from tlzoo.rundir.sidecar import MODEL_FORMAT
-from tlzoo.data.batches import SourceSetup, eval_source, seed_everything, train_source
+from tlzoo.data.batches import seed_everything
 from tlzoo.engine.loop import LoopConfig, Trainer
+from tlzoo.engine.setup import ModelSetup, batch_sources, eval_batch_size, model_setup
 from tlzoo.engine.metrics import per_class_accuracy
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer, layer_decay_factors
 from tlzoo.engine.progress import make_progress
@@ -49,21 +47,12 @@ class RunResult:
 
 
 @dataclass
-class RunSetup:
+class RunSetup(ModelSetup):
     """What was built before the first epoch; kept together for checkpoints and resume."""
 
-    resolved: object
     run_dir: Path
-    data: object  # LabelledData
-    built: object  # BuiltModel
-    spec_json: dict
-    device: torch.device
-    precision: str
     eval_batch_size: int
     loggers: object  # tlzoo.engine.loggers.Loggers, built for this run directory
-    strategy: object  # the spec's FreezeStrategy, built once
-    plans: list  # its EpochPlan for every epoch (tlzoo.model.freeze.plan_run): the loop, the cache and the allocator
-    fast: str  # 'folded' or 'eager' for frozen and evaluation passes (tlzoo.runtime.fast_pass.fast_mode)
 
 
 def choose_run_dir(resolved, output: Path | None, claimed: list) -> Path:
@@ -91,12 +80,6 @@ def trains_whole_backbone(plans) -> bool:
     return any(plan.first_trainable == 0 for plan in plans)
 
 
-def freeze_plan(resolved, model) -> tuple[object, list]:
-    """The spec's freeze strategy, built once, and its plan for every epoch."""
-    strategy = resolved.strategy.build()
-    return strategy, plan_run(model, strategy, resolved.spec.train.epochs)
-
-
 def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
     spec = setup.resolved.spec
     return {
@@ -121,8 +104,6 @@ def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
 def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | None = None) -> RunSetup:
     from tlzoo.data.labelled import load_labelled
     from tlzoo.data.skipped import write_skipped
-    from tlzoo.data.transforms import with_stated_normalization
-
     spec = resolved.spec
     seed_everything(spec.train.seed)  # the new head's initial weights
     device = distributed.local_device(resolve_device(spec.train.device))
@@ -136,16 +117,8 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
         [data.classes, *([(str(path), label) for path, label in split or []] for split in (data.train, data.val, data.test))],
         "the data (classes, or the list of images of a split)",
         "every process must read the same files: put the data on a folder every machine sees at the same path")
-    built = build_model(resolved.backbone, spec.backbone.weights, spec.head, len(data.classes), resolved.base_dir)
-    stated = with_stated_normalization(built.data_config, spec.data.augment)
-    if stated is not built.data_config:
-        built.data_config = stated
-        log(f"data: data.augment's normalize op sets mean {list(built.data_config.mean)}, std "
-            f"{list(built.data_config.std)}; evaluation and prediction use them too")
-    built.model.to(device)
-    if device.type == "cpu":
-        built.model.to(memory_format=torch.channels_last)
-    spec_json = outputs.resolved_spec_json(resolved)
+    model = model_setup(resolved, data, log, device)
+    built, spec_json = model.built, model.spec_json
     if resumed is None:
         run_dir = None
         if distributed.is_main():  # under torchrun rank 0 alone writes the run directory; the others learn its name
@@ -167,32 +140,18 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
         log(f"weights: {line}")
     if spec.train.strategy.name == "head_only" and built.weights == "none":
         log(RANDOM_FEATURES_WARNING)
-    eval_batch_size = spec.data.eval_batch_size or spec.data.batch_size
     loggers = build_loggers(resolved.loggers if distributed.is_main() else [], run_dir)
-    strategy, plans = freeze_plan(resolved, built.model)
-    return RunSetup(resolved, run_dir, data, built, spec_json, device, precision, eval_batch_size, loggers,
-                    strategy, plans, fast_mode(spec.train.precision, precision, device))
+    return RunSetup(**vars(model), run_dir=run_dir, eval_batch_size=eval_batch_size(spec), loggers=loggers)
 
 
 def make_trainer(setup: RunSetup, progress) -> Trainer:
-    from tlzoo.data.transforms import build_eval_transform, build_train_transform, is_deterministic
-
     spec, data, model = setup.resolved.spec, setup.data, setup.built.model
     train, num_classes = spec.train, len(data.classes)
     if not trains_whole_backbone(setup.plans):
         keep_freed_memory()
     workers = resolve_workers(spec.data.num_workers, len(data.train))
-    # a last batch of one image cannot train a BatchNorm; it is dropped (a different one each epoch)
-    drop_last = len(data.train) % spec.data.batch_size == 1 and len(data.train) > 1
-    sharded = distributed.active()  # each rank its share of the global batch, and of the validation images
-    train_batches = train_source(SourceSetup(
-        data.train, build_train_transform(spec.data.augment, setup.built.data_config), spec.data.batch_size,
-        workers, train.seed, shuffle=True, background=spec.data.background, drop_last=drop_last,
-        deterministic=is_deterministic(spec.data.augment), sharded=sharded))
-    val_batches = eval_source(SourceSetup(
-        data.val, build_eval_transform(setup.built.data_config), setup.eval_batch_size,
-        resolve_workers(spec.data.num_workers, len(data.val)), train.seed, shuffle=False,
-        background=spec.data.background, sharded=sharded))
+    sharded = distributed.active()
+    train_batches, val_batches = batch_sources(setup, sharded=sharded)
     val_images = val_batches  # TTA views are made from images, never from cached activations
     train_batches, val_batches = attach_caches(setup, train_batches, val_batches, progress.message)
     base_lrs = [lr * factor for lr, factor in zip(
@@ -362,5 +321,5 @@ def train_and_report(resolved, output: Path | None = None, stream=None, resume: 
     outputs.write_json(setup.run_dir / outputs.SUMMARY_FILE, summary)
     best_path = setup.run_dir / "best.safetensors"
     setup.loggers.end(summary, best_path if best_path.is_file() else None)
-    report_after_run(setup, progress.message)
+    report_after_run(setup, progress.message, trainer.best_eval)
     return RunResult(setup.run_dir, summary)

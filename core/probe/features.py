@@ -10,22 +10,15 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass
-from types import SimpleNamespace
 
 import torch
 
 from tlzoo.cache import FrozenPrefixSource, attach_caches
 from tlzoo.cache.keys import digest
 from tlzoo.cache.store import read_meta
-from tlzoo.data.batches import SourceSetup, eval_source, train_source
-from tlzoo.data.transforms import build_eval_transform, build_train_transform
-from tlzoo.engine.run import freeze_plan
 from tlzoo.model.backbone import count_parameters
-from tlzoo.model.build import build_model
-from tlzoo.rundir.outputs import resolved_spec_json
-from tlzoo.runtime.device import autocast, resolve_device, resolve_workers
-from tlzoo.runtime.fast_pass import fast_mode
-from tlzoo.runtime.precision import resolve_precision
+from tlzoo.engine.setup import batch_sources, model_setup
+from tlzoo.runtime.device import autocast
 
 
 @dataclass
@@ -52,34 +45,16 @@ def pooled_features(resolved, data, log) -> Features:
     `resolved` should be a head_only spec (tlzoo.probe.ranking.probe_spec makes one): its
     strategy decides what the cache treats as frozen.
     """
-    spec = resolved.spec
-    device = resolve_device(spec.train.device)
-    precision = resolve_precision(spec.train.precision, device)
-    built = build_model(resolved.backbone, spec.backbone.weights, spec.head, len(data.classes), resolved.base_dir)
-    model = built.model.to(device)
-    if device.type == "cpu":
-        model.to(memory_format=torch.channels_last)
-    model.eval()
+    setup = model_setup(resolved, data)
+    model = setup.built.model.eval()
     started = time.perf_counter()
-    # as tlzoo.engine.run.make_trainer builds them, so that the cache keys agree with a run's
-    train = train_source(SourceSetup(
-        data.train, build_train_transform("none", built.data_config), spec.data.batch_size,
-        resolve_workers(spec.data.num_workers, len(data.train)), spec.train.seed, shuffle=True,
-        background=spec.data.background))
-    val = eval_source(SourceSetup(
-        data.val, build_eval_transform(built.data_config), spec.data.eval_batch_size or spec.data.batch_size,
-        resolve_workers(spec.data.num_workers, len(data.val)), spec.train.seed, shuffle=False,
-        background=spec.data.background))
-    strategy, plans = freeze_plan(resolved, model)
-    setup = SimpleNamespace(resolved=resolved, built=built, data=data, spec_json=resolved_spec_json(resolved),
-                            device=device, precision=precision, strategy=strategy, plans=plans,
-                            fast=fast_mode(spec.train.precision, precision, device))
+    train, val = batch_sources(setup, for_training=False)  # as a run builds them, so that the cache keys agree
     train, val = attach_caches(setup, train, val, log)
     (train_x, train_y, train_cached), (val_x, val_y, val_cached) = (
-        split_features(source, model, device, precision) for source in (train, val))
+        split_features(source, model, setup.device, setup.precision) for source in (train, val))
     backbone_parameters = count_parameters(model) - count_parameters(model.head)
     return Features(train_x, train_y, val_x, val_y, len(data.classes), backbone_parameters,
-                    tuple(built.data_config.input_size), built.weights, time.perf_counter() - started,
+                    tuple(setup.built.data_config.input_size), setup.built.weights, time.perf_counter() - started,
                     train_cached and val_cached)
 
 

@@ -21,7 +21,6 @@ import contextlib
 import math
 import random
 from dataclasses import dataclass
-from types import SimpleNamespace
 from typing import Callable
 
 import numpy as np
@@ -139,6 +138,7 @@ def spec_range_test(resolved, log, steps: int = 200, start_lr: float = 1e-7, end
     from tlzoo.cache import attach_caches, run_cache_scope
     from tlzoo.data.batches import seed_everything
     from tlzoo.data.labelled import load_labelled
+    from tlzoo.engine.setup import batch_sources, model_setup
 
     spec = resolved.spec
     if not 0 <= epoch < spec.train.epochs:
@@ -148,7 +148,7 @@ def spec_range_test(resolved, log, steps: int = 200, start_lr: float = 1e-7, end
     with run_cache_scope():
         data = load_labelled(resolved)
         setup = model_setup(resolved, data, log)
-        train, val = training_sources(setup)
+        train, val = batch_sources(setup)
         train, _ = attach_caches(setup, train, val, log)
         trainer, plan = trainer_for(setup, train, epoch)
         log(f"lr-find: {resolved.spec.train.strategy.name} at epoch {epoch + 1}: "
@@ -157,48 +157,6 @@ def spec_range_test(resolved, log, steps: int = 200, start_lr: float = 1e-7, end
         with restored(setup.built.model):
             return range_test(batch_stepper(trainer, train, plan, epoch, spec.train.optimizer.lr),
                               start_lr, end_lr, steps)
-
-
-def model_setup(resolved, data, log) -> SimpleNamespace:
-    """What the engine's prepare() builds, without a run directory: the model on its device, the data config."""
-    from tlzoo.data.transforms import with_stated_normalization
-    from tlzoo.model.build import build_model
-    from tlzoo.rundir.outputs import resolved_spec_json
-    from tlzoo.runtime.device import resolve_device
-    from tlzoo.engine.run import freeze_plan
-    from tlzoo.runtime.fast_pass import fast_mode
-    from tlzoo.runtime.precision import resolve_precision
-
-    spec = resolved.spec
-    device = resolve_device(spec.train.device)
-    precision = resolve_precision(spec.train.precision, device)
-    built = build_model(resolved.backbone, spec.backbone.weights, spec.head, len(data.classes), resolved.base_dir)
-    built.data_config = with_stated_normalization(built.data_config, spec.data.augment)
-    built.model.to(device)
-    if device.type == "cpu":
-        built.model.to(memory_format=torch.channels_last)
-    strategy, plans = freeze_plan(resolved, built.model)
-    return SimpleNamespace(resolved=resolved, built=built, data=data, spec_json=resolved_spec_json(resolved),
-                           device=device, precision=precision, strategy=strategy, plans=plans,
-                           fast=fast_mode(spec.train.precision, precision, device))
-
-
-def training_sources(setup):
-    from tlzoo.data.batches import SourceSetup, eval_source, train_source
-    from tlzoo.data.transforms import build_eval_transform, build_train_transform, is_deterministic
-    from tlzoo.runtime.device import resolve_workers
-
-    spec, data = setup.resolved.spec, setup.data
-    drop_last = len(data.train) % spec.data.batch_size == 1 and len(data.train) > 1
-    train = train_source(SourceSetup(
-        data.train, build_train_transform(spec.data.augment, setup.built.data_config), spec.data.batch_size,
-        resolve_workers(spec.data.num_workers, len(data.train)), spec.train.seed, shuffle=True,
-        background=spec.data.background, drop_last=drop_last, deterministic=is_deterministic(spec.data.augment)))
-    val = eval_source(SourceSetup(
-        data.val, build_eval_transform(setup.built.data_config), spec.data.eval_batch_size or spec.data.batch_size,
-        resolve_workers(spec.data.num_workers, len(data.val)), spec.train.seed, shuffle=False,
-        background=spec.data.background))
-    return train, val
 
 
 def trainer_for(setup, train, epoch: int):
