@@ -236,3 +236,4 @@ def test_a_head_only_cache_pass_runs_folded_and_says_so(tmp_path, tiny_backbone,
     # the val build reuses the train build's folded copy, so it folds nothing again
     assert re.search(r"cache: stage-3 activations of 9 val images x 1 view\(s\) computed in [\d.]+s\n", log), log
     assert len(metrics) == 2
+    assert "runs unfolded" not in log  # validation on cached activations has nothing to fold, and says nothing

@@ -129,6 +129,26 @@ def test_a_run_writes_its_report_per_image_csv_and_per_class_summary(tmp_path, t
     assert f"loss {float(worst['loss']):.3f}" in section(html, "top-losses")
 
 
+def test_a_run_reports_from_its_best_validation_without_another_pass(tmp_path, tiny_backbone, one_thread,
+                                                                    monkeypatch, capsys):
+    import tlzoo.engine.metrics as metrics
+
+    passes = []
+    real = metrics.logits_over
+    monkeypatch.setattr(metrics, "logits_over", lambda *args, **kwargs: passes.append(1) or real(*args, **kwargs))
+    run_dir = run_tiny(tmp_path, train__epochs=3).run_dir
+    assert len(passes) == 3  # one validation per epoch; the report reused the best one's logits
+    monkeypatch.setattr(metrics, "logits_over", real)
+    # the same rows as a pass over the reloaded best model
+    out = tmp_path / "reloaded.csv"
+    code, err = cli(capsys, "evaluate", str(run_dir), "--per-image", str(out))
+    assert code == 0, err
+    with open(run_dir / "per_image.csv", newline="") as ours, open(out, newline="") as reloaded:
+        for row, again in zip(csv.DictReader(ours), csv.DictReader(reloaded), strict=True):
+            assert (row["path"], row["true"], row["predicted"]) == (again["path"], again["true"], again["predicted"])
+            assert float(row["loss"]) == pytest.approx(float(again["loss"]), abs=1e-4)
+
+
 def test_the_report_can_be_switched_off(tmp_path, tiny_backbone, one_thread):
     result = run_tiny(tmp_path, report={"enabled": False})
     assert not (result.run_dir / "report.html").exists()
@@ -214,37 +234,35 @@ def test_a_100_class_report_stays_readable_and_small(tmp_path, tiny_backbone, on
     assert len(decoded_images(html)) == 3 + 16
 
 
-class RemovesAValidationImage:
-    """A logger whose end() deletes one validation image: the report's pass then cannot read it."""
+class BlocksTheReportFile:
+    """A logger whose end() puts a folder where report.html goes: the report then cannot be written."""
 
     def __init__(self, options, run_dir):
-        self.root = None
+        self.run_dir = run_dir
 
     def start(self, spec, classes):
-        self.root = spec["data"]["reader"]["options"]["root"]
+        pass
 
     def epoch(self, metrics):
         pass
 
     def end(self, summary, best_path):
-        from pathlib import Path
-
-        (Path(self.root) / "val" / "class1" / "0.png").unlink()
+        (self.run_dir / "report.html").mkdir()
 
 
 def test_a_report_that_cannot_be_made_leaves_the_finished_run_intact(tmp_path, tiny_backbone, one_thread):
     from tlzoo.registry import Component
 
-    get_registry().catalog("loggers").add(Component("test/remover", "deletes", RemovesAValidationImage,
-                                                    plugin="tests"))
+    get_registry().catalog("loggers").add(Component("test/blocker", "blocks", BlocksTheReportFile, plugin="tests"))
     root = make_image_folder(tmp_path / "data", classes=3, per_class=4, val_per_class=2, size=16)
-    spec = write_spec(tmp_path, root, loggers=["test/remover"], train__epochs=1, report__enabled=True)
+    spec = write_spec(tmp_path, root, loggers=["test/blocker"], train__epochs=1, report__enabled=True)
     stream = io.StringIO()
     result = run_spec(load_spec(spec, get_registry()), tmp_path / "run", stream=stream)
     log = stream.getvalue()
-    assert "report: not written:" in log and "0.png" in log and f"tlzoo report {result.run_dir}" in log
+    assert f"report: not written: cannot write {result.run_dir / 'report.html'}: Is a directory" in log
+    assert f"tlzoo report {result.run_dir}" in log
     assert (result.run_dir / "summary.json").is_file() and (result.run_dir / "best.safetensors").is_file()
-    assert not (result.run_dir / "report.html").exists()
+    assert (result.run_dir / "report.html").is_dir()  # nothing was written over it
 
 
 def test_the_curves_mark_the_epoch_where_groups_were_unfrozen(tmp_path, tiny_backbone, one_thread):

@@ -53,6 +53,7 @@ class Trainer:
     step_hooks: list[Callable] = field(default_factory=list)
     epoch_hooks: list[Callable] = field(default_factory=list)
     last_eval: object = None  # EvalResult of the latest validation
+    best_eval: object = None  # EvalResult of the best epoch's validation in this process (its logits: the report)
     # resume inside an epoch (tlzoo.rundir.resume): an EpochPosition, and where the running epoch is
     resume_at: object = None
     position: tuple = (0, 0.0, 0)  # (batches done in this epoch, loss total, samples) after the last step
@@ -111,6 +112,7 @@ class Trainer:
         if record["is_best"]:
             state.best_metric, state.best_epoch = monitored, epoch + 1
             state.best_record, state.best_confusion = record, result.confusion
+            self.best_eval = result
             if use_ema:  # best.safetensors holds the average that validated better
                 with self.ema.applied(state.model):
                     self.save_best(self, record)

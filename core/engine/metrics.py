@@ -25,6 +25,9 @@ class EvalResult:
     confusion: list[list[int]]  # rows: true class, columns: predicted class
     count: int
     extra: dict = field(default_factory=dict)
+    # the pass's logits and labels in the source's order; None when each rank saw only a share
+    logits: torch.Tensor | None = field(default=None, repr=False, compare=False)
+    labels: torch.Tensor | None = field(default=None, repr=False, compare=False)
 
     @property
     def per_class_accuracy(self) -> list[float | None]:
@@ -109,4 +112,8 @@ def summarize(logits: torch.Tensor, labels: torch.Tensor, num_classes: int, acro
 def evaluate(model, source, num_classes: int, device, precision: str, frozen_stages: int = 0,
              fast: str = "eager", log=print, tta: str = "none") -> EvalResult:
     logits, labels = logits_over(model, source, device, precision, frozen_stages, fast, log, tta)
-    return summarize(logits, labels, num_classes, across_ranks=getattr(source, "sharded", False))
+    sharded = getattr(source, "sharded", False)
+    result = summarize(logits, labels, num_classes, across_ranks=sharded)
+    if not sharded:
+        result.logits, result.labels = logits, labels
+    return result

@@ -78,12 +78,16 @@ def write_per_image_csv(path: Path, records: list[ImageRecord]) -> None:
         raise TlzooError(f"cannot write {path}: {exc.strerror}", "pick a path you can write to") from None
 
 
-def best_model_records(setup, log) -> list[ImageRecord]:
-    """Per-image records of the run's validation split from best.safetensors, loaded into the run's model.
+def best_model_records(setup, log, best_eval=None) -> list[ImageRecord]:
+    """Per-image records of the run's validation split from its best model.
 
-    `setup` is the run's tlzoo.engine.run.RunSetup. One uncached pass (the
-    cached activations have no paths), with the run's eval transform, batch
-    size and precision, so the records agree with the best epoch's metrics.
+    `setup` is the run's tlzoo.engine.run.RunSetup. `best_eval`, the best epoch's
+    EvalResult when this process validated it (tlzoo.engine.loop.Trainer.best_eval),
+    already holds the logits in the split's order: no pass is needed. Otherwise
+    (a resumed run whose best epoch came before the resume, `tlzoo report`)
+    best.safetensors is loaded into the run's model for one uncached pass, with
+    the run's eval transform, batch size and precision; either way the records
+    agree with the best epoch's metrics.
     """
     from tlzoo.data.batches import SourceSetup, eval_source
     from tlzoo.data.transforms import build_eval_transform
@@ -96,6 +100,9 @@ def best_model_records(setup, log) -> list[ImageRecord]:
     items = setup.data.val
     if not best.is_file() or not items:
         return []
+    if best_eval is not None and best_eval.logits is not None and best_eval.labels.tolist() == [
+            label for _, label in items]:
+        return records_from_logits(items, best_eval.logits, best_eval.labels, setup.data.classes)
     spec = setup.resolved.spec
     setup.built.model.load_state_dict(load_state_file(best), strict=True)
     source = eval_source(SourceSetup(items, build_eval_transform(setup.built.data_config), setup.eval_batch_size,
@@ -106,13 +113,13 @@ def best_model_records(setup, log) -> list[ImageRecord]:
     return records_from_logits(items, logits, labels, setup.data.classes)
 
 
-def report_after_run(setup, log) -> Path | None:
+def report_after_run(setup, log, best_eval=None) -> Path | None:
     """The end of `tlzoo run`: per_image.csv and report.html in the run directory, unless the spec says no."""
     settings = setup.resolved.spec.report
     if not settings.enabled:
         return None
     try:
-        records = best_model_records(setup, log)
+        records = best_model_records(setup, log, best_eval)
         if records:
             write_per_image_csv(setup.run_dir / PER_IMAGE_FILE, records)
         path = write_run_report(setup.run_dir, records, top_losses=settings.top_losses,

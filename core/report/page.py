@@ -8,6 +8,7 @@ from pathlib import Path
 
 import jinja2
 
+from tlzoo.errors import TlzooError
 from tlzoo.report import figures
 from tlzoo.report.per_class import macro_average, most_confused, per_class_metrics
 from tlzoo.report.records import top_losses
@@ -130,9 +131,13 @@ def render(context: dict) -> str:
 def write_report(data: RunData, out: Path, top_count: int = 16) -> Path:
     """Write `out` (one self-contained HTML file) and its figures as `<stem>-<figure>.png` beside it."""
     out = Path(out)
-    out.parent.mkdir(parents=True, exist_ok=True)
     context, pngs = build_context(data, top_count)
-    for suffix, png in pngs.items():
-        (out.parent / f"{out.stem}-{suffix}.png").write_bytes(png)
-    out.write_text(render(context), encoding="utf-8")
+    try:
+        out.parent.mkdir(parents=True, exist_ok=True)
+        for suffix, png in pngs.items():
+            (out.parent / f"{out.stem}-{suffix}.png").write_bytes(png)
+        out.write_text(render(context), encoding="utf-8")
+    except OSError as exc:
+        raise TlzooError(f"cannot write {exc.filename or out}: {exc.strerror}",
+                         "free some space, or write the report elsewhere: tlzoo report RUN_DIR --out FILE") from None
     return out

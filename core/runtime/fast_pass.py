@@ -84,7 +84,9 @@ class InferencePath:
     def fold_and_check(self, x: torch.Tensor) -> tuple[nn.Module | None, str]:
         """(the checked folded copy, '') or (None, why not; '' when there was nothing to fold)."""
         example = x[:CHECK_IMAGES].float()
-        check = example.flip(-1).contiguous(memory_format=torch.channels_last)
+        check = example.flip(-1)
+        if check.ndim == 4:
+            check = check.contiguous(memory_format=torch.channels_last)
         module = self.module
         modes = [m.training for m in module.modules()]
         module.eval()
