@@ -20,6 +20,31 @@ def cpu_model() -> str:
     return platform.processor() or "unknown CPU"
 
 
+def cpu_line() -> str:
+    """The CPU this section ran on, what `precision: auto` meant there, and any ISA emulation in force."""
+    import torch
+
+    flags: list[str] = []
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("flags"):
+                flags = [f for f in ("avx2", "avx512f", "avx512_bf16", "amx_bf16") if f in line.split()]
+                break
+    except OSError:
+        pass
+    forced = {name: os.environ[name] for name in ("ATEN_CPU_CAPABILITY", "ONEDNN_MAX_CPU_ISA", "TLZOO_CPU_BF16")
+              if name in os.environ}
+    from tlzoo.runtime.precision import auto_precision
+
+    line = (f"CPU: {cpu_model()} (flags {' '.join(flags) or 'unknown'}; torch CPU capability "
+            f"{torch.backends.cpu.get_cpu_capability()}); `precision: auto` = {auto_precision(torch.device('cpu'))}")
+    if forced:
+        line += "; forced by " + ", ".join(f"{k}={v}" for k, v in forced.items())
+        if "ATEN_CPU_CAPABILITY" in forced:
+            line += " (an AVX2-only CPU emulated on this one)"
+    return line + "."
+
+
 def load_line() -> str:
     one, five, fifteen = os.getloadavg()
     return f"load average {one:.2f}, {five:.2f}, {fifteen:.2f}"
@@ -51,6 +76,7 @@ class Report:
         self.checks: list[tuple[str, bool, str]] = []
         self.notes: list[str] = []
         self.load_before = load_line()
+        self.cpu = cpu_line()
         self.started = datetime.datetime.now().astimezone()
         self.seconds = 0.0
         self.load_after = ""
@@ -73,7 +99,7 @@ class Report:
         self.seconds, self.load_after = seconds, load_line()
 
     def markdown(self) -> str:
-        lines = [f"\n## {self.started:%Y-%m-%d %H:%M %Z}: sections {', '.join(self.sections)}\n",
+        lines = [f"\n## {self.started:%Y-%m-%d %H:%M %Z}: sections {', '.join(self.sections)}\n", self.cpu + "\n",
                  f"Benchmark wall time {self.seconds / 60:.1f} min; plain head-only epochs {self.args.plain_epochs}, "
                  f"full fine-tune epochs {self.args.full_epochs}. Before: {self.load_before}; after: "
                  f"{self.load_after} (on 2 cores, a load above ~2 means other work shared the machine). "
