@@ -130,6 +130,24 @@ def test_modules_that_fold_wrongly_run_unfolded_and_say_why_once(module, reason)
     assert len(logs) == 1  # the same fallback is reported once per process, not once per epoch
 
 
+class SharedConv(nn.Module):
+    """One convolution called twice, once before a BatchNorm and once on its own."""
+
+    def __init__(self):
+        super().__init__()
+        self.conv = nn.Conv2d(3, 3, 3, padding=1)
+        self.bn = nn.BatchNorm2d(3).eval()
+
+    def forward(self, x):
+        return self.bn(self.conv(x)) + self.conv(x)
+
+
+def test_a_convolution_called_twice_is_not_folded():
+    module = SharedConv()
+    folded, count = fold_batchnorm(module, torch.randn(2, 3, 8, 8))
+    assert count == 0 and folded is module
+
+
 def test_a_batchnorm_that_does_more_than_normalize_is_left_alone():
     module = nn.Sequential(nn.Conv2d(3, 4, 3), NormThenScale(4)).eval()
     x = torch.randn(2, 3, 8, 8)

@@ -26,15 +26,18 @@ def conv_bn_pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, s
     """(convolution name, BatchNorm name) for each BatchNorm that receives exactly a convolution's output."""
     produced: dict[int, tuple[str, torch.Tensor]] = {}  # id(output) -> (conv name, output kept alive)
     pairs: list[tuple[str, str]] = []
+    calls: dict[str, int] = {}
     handles = []
 
     def after_conv(name):
         def hook(_module, _inputs, output):
+            calls[name] = calls.get(name, 0) + 1
             produced[id(output)] = (name, output)
         return hook
 
     def before_norm(name):
         def hook(_module, inputs):
+            calls[name] = calls.get(name, 0) + 1
             made = produced.get(id(inputs[0])) if inputs else None
             if made is not None and made[1] is inputs[0]:
                 pairs.append((made[0], name))
@@ -51,9 +54,8 @@ def conv_bn_pairs(module: nn.Module, example: torch.Tensor) -> list[tuple[str, s
     finally:
         for handle in handles:
             handle.remove()
-    convs, norms = [c for c, _ in pairs], [n for _, n in pairs]
     # a module called twice in one pass (shared weights) cannot be folded for one of its uses only
-    return [(c, n) for c, n in pairs if convs.count(c) == 1 and norms.count(n) == 1]
+    return [(conv, norm) for conv, norm in pairs if calls[conv] == 1 and calls[norm] == 1]
 
 
 def after_normalizing(norm: nn.Module) -> nn.Module | None:
