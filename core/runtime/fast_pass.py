@@ -66,7 +66,7 @@ class InferencePath:
             self.tried = True
             self.folded = self.fold(x)
         with torch.inference_mode(), autocast(self.precision, self.device):
-            return (self.folded or self.module)(x)
+            return (self.module if self.folded is None else self.folded)(x)
 
     def fold(self, x: torch.Tensor) -> nn.Module | None:
         started = time.perf_counter()
