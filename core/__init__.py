@@ -1,6 +1,6 @@
 """tlzoo: transfer learning of image classifiers from one JSON spec.
 
-`import tlzoo` gives the Python API (README.md, "Python API"): tlzoo.run,
+`import tlzoo` gives the Python API (README.md, "Python API"): tlzoo.train, tlzoo.run,
 tlzoo.load, tlzoo.list_backbones, and the RunResult and Model they return. They
 live in tlzoo.api and are looked up on first use, so importing tlzoo stays
 cheap: no torch until a function needs it. The rooms below this package are its
@@ -11,7 +11,7 @@ import importlib
 
 from tlzoo.version import __version__
 
-_API = ("run", "load", "list_backbones", "RunResult", "Model")
+_API = ("run", "train", "load", "list_backbones", "RunResult", "Model")
 
 __all__ = ["__version__", *_API]
 

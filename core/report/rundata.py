@@ -6,6 +6,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlzoo.report.records import ImageRecord
+from tlzoo.report.sections import TableSection
 
 
 @dataclass
@@ -20,6 +21,7 @@ class RunData:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (origin, reason)
     records: list[ImageRecord] = field(default_factory=list)  # per validation image, from the best model
     evaluated_on: str = "the run's validation split"
+    sections: list[TableSection] = field(default_factory=list)  # added by a room above the engine (tlzoo.auto)
 
     @property
     def classes(self) -> list[str]:
