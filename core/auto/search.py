@@ -9,7 +9,8 @@
    (tlzoo.auto.head_sweep).
 4. Fine-tune: while the budget pays for a trial and the final run after it,
    train the top 2 (then 3, ...) backbone groups with the head as a real run;
-   a trial is kept when it beats the best so far by more than one image.
+   a trial is kept when it validates better than the best so far (it measures
+   the candidate itself, where the probe only stands in for it).
 
 Each step is a row of the Decisions; what the budget could not pay for is a
 row too, with its estimate. The test split is not part of any spec here.
@@ -243,12 +244,12 @@ def choose_recipe(search: Search, speed: Speed, head: Recipe, head_correct: int)
         row = search.decisions.add(Row("fine-tune trial", name, best_val, seconds, False, "", trial_s))
         search.log(f"{name}: val top-1 {best_val if best_val is not None else float('nan'):.4f} "
                    f"({search.images(correct)}), {seconds:.1f} s" + (" (cut short by the budget)" if cut else ""))
-        if correct > best.correct + 1:
+        if correct > best.correct:  # a trial measures the candidate itself: one image more is a real gain
             row.kept, row.reason = True, (f"{correct - best.correct} images better than "
                                           f"{best.recipe.describe()}" + (" (cut short by the budget)" if cut else ""))
             best = Choice(speed.backbone, recipe, correct, speed, final_s, finish)
             continue
-        row.reason = f"not better than {best.recipe.describe()} by more than one image ({search.images(best.correct)})"
+        row.reason = f"not better than {best.recipe.describe()} ({search.images(best.correct)})"
         break
     return best
 
