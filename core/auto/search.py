@@ -171,15 +171,16 @@ def choose_backbone(search: Search, probed) -> tuple[Speed, object, int]:
     best = max(probed, key=lambda item: item[2])
     chosen = next(item for item in probed if item[2] >= best[2] - 1)  # probed is cheapest first
     probe_rows = {row.candidate: row for row in search.decisions.rows if row.step == "probe" and row.seconds}
-    chosen_cost = estimates.probe_s(chosen[0], search.sizes)
+    cost = {speed.backbone: estimates.probe_s(speed, search.sizes) for speed, _, _ in probed}
     for speed, _, correct in probed:
         row = probe_rows[speed.backbone]
-        ratio = estimates.probe_s(speed, search.sizes) / chosen_cost
+        ratio = cost[speed.backbone] / cost[chosen[0].backbone]
         if speed is chosen[0]:
             row.kept = True
             row.reason += ("; best probe" if chosen is best else
                            f"; kept: within one image of the best probe ({best[0].backbone}, "
-                           f"{search.images(best[2])}) at {estimates.probe_s(speed, search.sizes) / estimates.probe_s(best[0], search.sizes):.2f}x its cost")
+                           f"{search.images(best[2])}) at {cost[speed.backbone] / cost[best[0].backbone]:.2f}x "
+                           "its cost")
         elif correct > chosen[2]:
             row.reason += (f"; dropped: {correct - chosen[2]} image better than {chosen[0].backbone} at "
                            f"{ratio:.1f}x its cost")
