@@ -91,6 +91,30 @@ def choose_weights(model_name: str, weights: str) -> tuple[str, bool]:
     return f"{arch}.{weights}", True
 
 
+def check_weights(model_name: str):
+    """What build would refuse about `weights` before training, downloading nothing (for `tlzoo validate`):
+    an unknown tag, no pretrained weights, a format only timm reads, weights neither cached nor obtainable."""
+    def check(options: TimmOptions, weights: str) -> None:
+        from tlzoo.errors import WeightsError
+        from tlzoo.model.hub import check_obtainable
+
+        name, pretrained = choose_weights(model_name, weights)
+        if not pretrained:
+            return
+        cfg, what = pretrained_cfg(name), f"timm/{name}"
+        if not sources_of(cfg):
+            raise WeightsError(f"{what} has no pretrained weights in timm",
+                               "use backbone.weights: \"none\" or a local file {\"path\": ...}; "
+                               "'tlzoo list backbones --pretrained' lists backbones with weights")
+        if cfg.custom_load == "hf" or (cfg.custom_load and not cfg.hf_hub_id):
+            raise WeightsError(f"the weights of {what} come in a format only timm's own loader reads",
+                               "pick another tag of this model, or convert the weights to .safetensors "
+                               "and give them as backbone.weights: {\"path\": ...}")
+        check_obtainable(sources_of(cfg), what)
+
+    return check
+
+
 def data_config(model, options: TimmOptions):
     from timm.data import resolve_model_data_config
 
@@ -168,7 +192,7 @@ def make_info(model_name: str):
 def component(model_name: str, plugin: str = "") -> Component:
     return Component(name=PREFIX + model_name, description=f"timm {model_name}", build=make_build(model_name),
                      options=TimmOptions, info=make_info(model_name), plugin=plugin,
-                     extra={"check_weights": lambda options, weights: choose_weights(model_name, weights)})
+                     extra={"check_weights": check_weights(model_name)})
 
 
 @hookimpl
