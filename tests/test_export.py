@@ -92,7 +92,8 @@ def test_onnx_metadata_carries_classes_and_preprocessing(exported):
     sidecar = json.loads((run_dir / "best.json").read_text())
     assert meta["classes"] == sidecar["classes"] == ["class0", "class1", "class2"]
     assert meta["preprocessing"]["mean"] == sidecar["data_config"]["mean"]
-    assert meta["preprocessing"]["center_crop"] == [16, 16] and meta["input"]["dtype"] == "float32"
+    assert meta["preprocessing"]["center_crop"] == [16, 16]
+    assert meta["input"] == {"dtype": "float32", "layout": "nchw", "shape": [None, 3, 16, 16]}  # as the graph
     assert meta["spec_hash"] == sidecar["spec_hash"]
     session = ort.InferenceSession(str(run_dir / "best.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[1:] == [3, 16, 16]
@@ -291,6 +292,76 @@ def test_crafted_pt2_payloads_are_live(exported, tmp_path, kind):
     except Exception:
         pass  # the payload ran while loading; the program it leaves behind is broken
     assert marker.exists()
+
+
+def _set(meta: dict, dotted: str, value) -> dict:
+    *path, last = dotted.split(".")
+    place = meta
+    for key in path:
+        place = place[key]
+    place[last] = value
+    return meta
+
+
+# (what a forger or a hand edit sets, re-sealed so the checksums pass; the words the error must hold)
+OUT_OF_RANGE = {
+    "crop 0": ({"preprocessing.center_crop": [0, 16]}, "preprocessing.center_crop.0: Input should be greater"),
+    "NaN std": ({"preprocessing.std": [0.2, float("nan"), 0.2]}, "preprocessing.std.1: Input should be a finite"),
+    "size as text": ({"preprocessing.center_crop": ["16", "16"]}, "preprocessing.center_crop.0: Input should be a "
+                     "valid integer"),
+    "mean as text": ({"preprocessing.mean": "0.5"}, "preprocessing.mean: Input should be a valid list"),
+    "unknown interpolation": ({"preprocessing.interpolation": "cubic"}, "preprocessing.interpolation: Input should"),
+    "crop_pct 0": ({"preprocessing.crop_pct": 0}, "preprocessing.crop_pct: Input should be greater"),
+    "resize against crop": ({"preprocessing.resize_shorter_side": 999}, "resize_shorter_side 999 and resize None "
+                            "disagree"),
+    "no classes": ({"classes": []}, "classes: List should have at least 1 item"),
+    "twice a class": ({"classes": ["class0", "class0", "class2"]}, "a class name appears twice"),
+    "float input as nhwc": ({"input.layout": "nhwc", "input.shape": [None, 16, 16, 3]},
+                            "float32 input is NCHW"),
+    "uint8 declared for a float graph": ({"input.dtype": "uint8", "preprocessing.normalized_inside": True},
+                                         "the graph takes float32 [N,3,16,16] but metadata key 'input' declares "
+                                         "uint8 [N,3,16,16]"),
+    "size the graph does not take": ({"preprocessing.center_crop": [32, 32], "preprocessing.resize_shorter_side": 32,
+                                      "preprocessing.crop_pct": 1.0, "input.shape": [None, 3, 32, 32]},
+                                     "the graph takes float32 [N,3,16,16] but metadata key 'input' declares float32 "
+                                     "[N,3,32,32]"),
+    "unknown key": ({"temperature": 0.5}, "temperature: Extra inputs are not permitted"),
+}
+
+
+def _resealed(run_dir: Path, tmp_path: Path, edits: dict, suffix: str) -> Path:
+    """The run's exported file with edited metadata, sealed again (checksums pass; the values must not)."""
+    import onnx
+
+    from tlzoo.export import metadata, onnx_file, pt2_file
+
+    target = tmp_path / f"edited{suffix}"
+    shutil.copy(run_dir / f"best{suffix}", target)
+    if suffix == ".pt2":
+        body = json.loads((run_dir / "best.pt2.json").read_text())
+    else:
+        body = json.loads({p.key: p.value for p in onnx.load(str(target)).metadata_props}["tlzoo"])
+    body.pop("checksums")
+    for dotted, value in edits.items():
+        _set(body, dotted, value)
+    if suffix == ".pt2":
+        pt2_file.sidecar_of(target).write_text(json.dumps(metadata.seal(body, pt2_file.file_checksum(target))))
+    else:
+        onnx_file.embed(target, body)
+    return target
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".onnx"])
+@pytest.mark.parametrize("case", OUT_OF_RANGE)
+def test_out_of_range_metadata_is_refused(exported, capsys, tmp_path, case, suffix):
+    """Every value is range-checked and the declared input is the graph's: exit 2 naming the key, never a
+    traceback or a NaN prediction."""
+    run_dir, val = exported
+    edits, expected = OUT_OF_RANGE[case]
+    target = _resealed(run_dir, tmp_path, edits, suffix)
+    code, out, err = cli_output(capsys, "predict", str(target), str(val))
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert expected in err and str(target) in err
 
 
 # --- the export itself ----------------------------------------------------------------------------

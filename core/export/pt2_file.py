@@ -55,20 +55,38 @@ def read_metadata(path: Path) -> dict:
     return metadata.verify(meta, side, file_checksum(path))
 
 
-def load(path: Path) -> torch.nn.Module:
-    """The exported program as a callable module, from bytes that passed tlzoo.export.pt2_archive.check."""
+def load(path: Path, meta: dict) -> torch.nn.Module:
+    """The exported program as a callable module, from bytes that passed tlzoo.export.pt2_archive.check,
+    once its graph is shown to take the input `meta` declares."""
     data = path.read_bytes()
     pt2_archive.check(data, path)
     try:
-        return torch.export.load(io.BytesIO(data)).module()
+        program = torch.export.load(io.BytesIO(data))
+        module = program.module()
     except Exception as exc:
         raise TlzooError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
                          "load it with the torch version that exported it (see its metadata)") from None
+    metadata.check_graph(meta, path, *_graph_io(program))
+    return module
 
 
-def runner(path: Path):
+def _graph_io(program) -> tuple[str, list, int | None]:
+    """(input dtype, input shape with None for a symbolic size, logits per image or None)."""
+    signature = program.graph_signature
+    values = {node.name: node.meta.get("val") for node in program.graph.nodes}
+    if len(signature.user_inputs) != 1 or len(signature.user_outputs) != 1:
+        return "several inputs or outputs", [], None
+    first, logits = values.get(signature.user_inputs[0]), values.get(signature.user_outputs[0])
+    if not isinstance(first, torch.Tensor):
+        return "no tensor", [], None
+    shape = [d if isinstance(d, int) else None for d in first.shape]
+    classes = logits.shape[1] if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
+    return str(first.dtype).removeprefix("torch."), shape, classes if isinstance(classes, int) else None
+
+
+def runner(path: Path, meta: dict):
     """numpy batch -> numpy logits, through the loaded program."""
-    module = load(path)
+    module = load(path, meta)
 
     def run(batch):
         with torch.inference_mode():
