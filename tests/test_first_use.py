@@ -72,6 +72,19 @@ def test_validate_reads_relative_paths_from_the_specs_base_dir(tmp_path, capsys)
     assert "ok (backbone efficientnet_lite0" in out
 
 
+def test_a_run_directorys_spec_validates_from_anywhere(tmp_path, tiny_backbone, one_thread, capsys, monkeypatch):
+    images = make_image_folder(tmp_path / "project" / "images", classes=2, per_class=2, val_per_class=1, size=16)
+    spec = write_spec(tmp_path / "project", images, train__epochs=1)
+    spec.write_text(spec.read_text().replace(str(images), "images"))  # relative to the spec's folder
+    monkeypatch.chdir(tmp_path / "project")
+    code, _, err = cli(capsys, "run", "spec.json", "--output", str(tmp_path / "run"))
+    assert code == 0, err
+    monkeypatch.chdir(tmp_path)
+    code, out, err = cli(capsys, "validate", str(tmp_path / "run" / "spec.json"))
+    assert code == 0, err
+    assert f"ok (backbone {TINY}" in out
+
+
 # --- 11: what run refuses, validate refuses (the rest are in test_spec.py's table) ---------------------
 
 @pytest.mark.parametrize("backbone, expected", [
