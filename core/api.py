@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -74,11 +75,16 @@ def override_strings(overrides) -> list[str]:
     if isinstance(overrides, dict):
         if not all(isinstance(key, str) for key in overrides):
             raise TlzooError("tlzoo.run(): the keys of overrides must be dotted field names such as 'train.epochs'")
+        def path_as_text(value):  # {"data.reader.options.root": Path(...)} is what a notebook writes
+            if isinstance(value, os.PathLike):
+                return os.fspath(value)
+            raise TypeError(f"{type(value).__name__} is not JSON")
+
         try:
-            return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+            return [f"{key}={json.dumps(value, default=path_as_text)}" for key, value in overrides.items()]
         except (TypeError, ValueError) as exc:
             raise TlzooError(f"tlzoo.run(): an override value is not JSON: {exc}",
-                             "give numbers, strings, booleans, lists or dicts") from None
+                             "give numbers, strings, booleans, paths, lists or dicts") from None
     if isinstance(overrides, str):
         return [overrides]
     if not isinstance(overrides, (list, tuple)) or not all(isinstance(item, str) for item in overrides):

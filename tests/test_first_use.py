@@ -313,6 +313,7 @@ def test_a_run_outside_a_terminal_prints_progress_inside_epochs_and_cache_builds
     (lambda: tlzoo.load("run", which=1), "which must be 'best' or 'last'"),
     (lambda: tlzoo.run("spec.json", overrides=5), "overrides must be a dict of dotted keys or a list"),
     (lambda: tlzoo.run({}, output=3), "tlzoo.run(): output must be a path"),
+    (lambda: tlzoo.run("spec.json", overrides={"train.epochs": object()}), "an override value is not JSON"),
     (lambda: tlzoo.list_backbones(5), "pattern must be a shell-style pattern"),
     (lambda: tlzoo.list_backbones(offline="yes"), "offline must be True or False"),
 ])
