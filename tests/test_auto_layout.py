@@ -32,8 +32,9 @@ def listed(tmp_path: Path, kind: str) -> tuple[Path, Path]:
     images = sorted((tree / "train").rglob("*.png"))
     path = tmp_path / f"labels.{kind}"
     if kind == "txt":
-        # seed 001's format: integer labels (the classes are then named by their indices)
-        path.write_text("".join(f"{image.relative_to(tmp_path)} {image.parent.name[-1]}\n" for image in images))
+        path.write_text("".join(f"{image.relative_to(tmp_path)} {image.parent.name}\n" for image in images))
+        (tmp_path / "indices.txt").write_text("".join(f"{image.relative_to(tmp_path)} {image.parent.name[-1]}\n"
+                                                      for image in images))  # seed 001's format
     else:
         with open(path, "w", newline="") as handle:
             writer = csv.writer(handle)
@@ -112,8 +113,13 @@ def test_lists(tmp_path, kind):
     if kind == "csv":
         assert (options["path_column"], options["label_column"]) == ("filename", "Class")
     data, _, _ = read(layout)
-    assert data.classes == (["0", "1", "2"] if kind == "txt" else ["class0", "class1", "class2"])
+    assert data.classes == ["class0", "class1", "class2"]
     assert (len(data.train), len(data.val)) == (12, 3)
+    if kind == "txt":  # class names as labels are read as names; integers as seed 001's class indices
+        assert options["labels"] == "names"
+        indices = detect_layout(tmp_path / "indices.txt", seed=1)
+        assert "labels" not in indices.reader["options"]
+        assert read(indices)[0].classes == ["0", "1", "2"]
 
 
 def test_refusals_name_the_fix(tmp_path):

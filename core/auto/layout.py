@@ -74,8 +74,8 @@ def detect_layout(data: Path, test: Path | None = None, seed: int = 0, fraction:
             columns = csv_columns(data)
             return Layout("csv", data, {"name": "csv", "options": {"train": str(data), **columns, **split}},
                           test_option, percent)
-        return Layout("txt list", data, {"name": "txt_list", "options": {"train": str(data), **split}},
-                      test_option, percent)
+        options = {"train": str(data), **split, **txt_labels(data)}
+        return Layout("txt list", data, {"name": "txt_list", "options": options}, test_option, percent)
     if test_path is not None and not test_path.is_dir():
         raise TlzooError(f"--test {test} is a file, but DATA is a folder", "pass a folder of class folders")
     folders = {entry.name.lower(): entry for entry in visible_folders(data)}
@@ -120,6 +120,16 @@ def csv_columns(path: Path) -> dict:
                          f"name the columns 'path' and 'label' (also accepted: {', '.join(PATH_COLUMNS[1:])}; "
                          f"{', '.join(LABEL_COLUMNS[1:])})")
     return {"path_column": path_column, "label_column": label_column}
+
+
+def txt_labels(path: Path) -> dict:
+    """{"labels": "names"} when no label of the list is an integer (seed 001's lists hold indices)."""
+    try:
+        lines = path.read_text(encoding="utf-8-sig", errors="replace").splitlines()
+    except OSError as exc:
+        raise TlzooError(f"cannot read {path}: {exc.strerror}", "pass a readable 'PATH LABEL' list") from None
+    labels = [line.strip().rsplit(None, 1)[-1] for line in lines if line.strip() and not line.lstrip().startswith("#")]
+    return {} if any(label.lstrip("-").isdigit() for label in labels) or not labels else {"labels": "names"}
 
 
 def class_counts(output: ReaderOutput) -> tuple[list[str], Counter]:
