@@ -101,6 +101,10 @@ def test_test_option_names_the_held_out_folder(tmp_path):
     assert "test" not in layout.reader["options"]
     _, _, test_count = read(layout)
     assert test_count == 5
+    (held / "zebra").mkdir()
+    (held / "a" / "0.png").rename(held / "zebra" / "0.png")
+    with pytest.raises(TlzooError, match="class 'zebra' in test is not in the training split"):
+        read(layout)  # before any search, not after it
 
 
 @pytest.mark.parametrize("kind", ["txt", "csv"])

@@ -153,17 +153,17 @@ def test_cli_refuses_what_cannot_be_trained(tmp_path):
 
 @pytest.mark.slow
 def test_cli_trains_within_a_real_short_budget_and_its_spec_reruns(tmp_path):
-    """EfficientNet-Lite0 on 45 tiny images: the whole command, interpreter start included, within 90 s + 10 %.
+    """EfficientNet-Lite0 on 45 tiny images: the whole command, interpreter start included, within 3 min + 10 %.
 
     It ends when its search is done (about 30 s on an idle 2-core machine); the budget leaves room for a
-    loaded one, where measuring alone can take 20 s."""
+    loaded one (at load 12 on 2 cores, starting and measuring took 45 s and a pass ran at one image a second)."""
     data = photos(tmp_path / "data", size=48)
     started = time.monotonic()
-    result = run_cli("train", str(data), "--time", "90s", "--backbones", "efficientnet_lite0",
+    result = run_cli("train", str(data), "--time", "3m", "--backbones", "efficientnet_lite0",
                      "--output", str(tmp_path / "run"), timeout=300)
     wall = time.monotonic() - started
     assert result.returncode == 0, result.stderr
-    assert wall <= 99, f"took {wall:.1f} s"
+    assert wall <= 198, f"took {wall:.1f} s"
     decisions = json.loads((tmp_path / "run" / "decisions.json").read_text())
     assert decisions["final"]["within_budget"] and decisions["chosen"]["backbone"] == "efficientnet_lite0"
     assert "decisions: " in result.stdout and "test top-1" in result.stdout

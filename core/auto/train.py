@@ -30,6 +30,7 @@ from tlzoo.auto.recipes import base_spec
 from tlzoo.auto.search import Search, check_one_pass, choose_backbone, choose_head, choose_recipe, final_spec, \
     measure_candidates, probe_candidates
 from tlzoo.cache import run_cache_scope
+from tlzoo.data.class_mapping import map_splits
 from tlzoo.data.labelled import labelled_from
 from tlzoo.engine.extras import RunExtras
 from tlzoo.engine.run import run_spec
@@ -103,7 +104,9 @@ def read_data(layout: Layout, registry, log):
     load_s = (time.perf_counter() - started) / max(1, images)
     test_count = None
     if layout.test is not None:  # the file names only: no test image is opened before the final run
-        test_count = len(listing(layout.final_reader()).test or [])
+        final = listing(layout.final_reader())
+        map_splits(final)  # a test label that names no training class fails now, not after the search
+        test_count = len(final.test or [])
     return data, load_s, test_count
 
 

@@ -10,7 +10,8 @@ import typer
 from tlzoo.cli.app import app, registry
 
 
-@app.command(help=(
+@app.command(short_help="Train the best model a time budget finds on a folder of photos, with no spec to write.",
+             help=(
     "Train the best model the time budget can find on DATA, with no spec to write: a folder with train/ (and "
     "val/, test/) of class folders, one folder of class folders (a stratified, seeded validation split is made), a "
     "'PATH LABEL' .txt list or a CSV. tlzoo measures this machine, scores the candidate backbones with rank's "
