@@ -103,7 +103,7 @@ def test_test_option_names_the_held_out_folder(tmp_path):
     assert test_count == 5
     (held / "zebra").mkdir()
     (held / "a" / "0.png").rename(held / "zebra" / "0.png")
-    with pytest.raises(TlzooError, match="class 'zebra' in test is not in the training split"):
+    with pytest.raises(TlzooError, match="class 'zebra' in test is not in the class list"):
         read(layout)  # before any search, not after it
 
 
