@@ -13,7 +13,8 @@ from tlzoo.auto.throughput import FinetuneSpeed, Speed
 REPORT_S = 10.0  # report.html: matplotlib's import, figures, thumbnails of the top losses, per_image.csv
 FOLD_S = 5.0  # folding BatchNorm into a fresh model's convolutions before its first image pass (lite0: 2-7 s)
 RUN_OVERHEAD_S = 4.0  # a run's start and end: spec, run directory, loggers, summary
-CHECKPOINT_BYTES_PER_S = 100e6  # best and last written each epoch (safetensors, fsync)
+CHECKPOINT_BYTES_PER_S = 50e6  # best and last written each epoch (safetensors, fsync)
+EPOCH_OVERHEAD_S = 0.5  # an epoch's fixed cost: its validation, metrics lines, the writes' fsync
 HEAD_EPOCH_IMAGE_S = 2e-5  # an epoch of a head on cached features, per image (reading the cache, the step)
 PROBE_FIT_UNIT_S = 3e-9  # the probe's fit (3-fold CV over 3 penalties, then the fit), per sample x feature x class
 
@@ -38,7 +39,9 @@ def probe_s(speed: Speed, sizes: Sizes) -> float:
 
 
 def checkpoints_s(speed: Speed, epochs: int) -> float:
-    return epochs * 2 * speed.parameters * 4 / CHECKPOINT_BYTES_PER_S
+    """Each epoch's fixed cost and its best and last checkpoints (on a shared 2-core machine, a head-only epoch
+    on cached lite0 features took 1.6-2.4 s, nearly all of it this)."""
+    return epochs * (EPOCH_OVERHEAD_S + 2 * speed.parameters * 4 / CHECKPOINT_BYTES_PER_S)
 
 
 def finish_s(speed: Speed, sizes: Sizes) -> float:

@@ -50,12 +50,16 @@ class FinetuneSpeed:
     top_s: float  # forward of the top without grad, per validation image
 
 
-def timed(call, repeats: int = 1) -> float:
-    call()  # warm-up: the first call of a shape builds its kernels
-    started = time.perf_counter()
+def timed(call, repeats: int = 2) -> float:
+    """Seconds of one call: the fastest of `repeats` after a warm-up (the first call of a shape builds its
+    kernels); the fastest, because on a shared machine a slower one measures the neighbours, not the model."""
+    call()
+    best = float("inf")
     for _ in range(repeats):
+        started = time.perf_counter()
         call()
-    return (time.perf_counter() - started) / repeats
+        best = min(best, time.perf_counter() - started)
+    return best
 
 
 def random_batch(setup, size: int = BATCH) -> torch.Tensor:
