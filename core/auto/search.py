@@ -216,7 +216,7 @@ def choose_recipe(search: Search, speed: Speed, head: Recipe, head_correct: int)
             break
         recipe = Recipe(groups, lr, epochs)
         resolved = search.resolve(trial_spec(search, speed.backbone, recipe))
-        search.budget.charge(search.scaled(speed.build_s + 3 * BATCH * speed.forward_s))
+        search.budget.charge(search.scaled(speed.build_s + 3 * BATCH * speed.forward_s))  # measuring it
         tune = measure_finetune(resolved, search.data, groups)
         raw_trial = estimates.finetune_trial_s(speed, tune, sizes, epochs)
         trial_s, final_s = search.scaled(raw_trial), estimates.final_finetune_s(speed, tune, sizes, epochs)

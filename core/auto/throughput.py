@@ -20,7 +20,8 @@ from tlzoo.model.backbone import count_parameters
 from tlzoo.model.freeze import apply_plan
 from tlzoo.runtime.device import autocast
 
-BATCH = 8  # small: the warm-up batch costs as much as the timed one
+BATCH = 16  # the whole backbone's batch: per image, a batch of 8 measured up to twice a run's batch of 32
+STEP_BATCH = 32  # a training step at the runs' batch size (tlzoo.auto.recipes.BATCH_SIZE), on repeated activations
 
 
 @dataclass
@@ -98,7 +99,8 @@ def measure_finetune(resolved, data, groups: int) -> FinetuneSpeed:
 
     model.eval()
     prefix_s = timed(prefix)
-    activations = prefix()
+    # the step at the runs' batch size; the prefix ran on BATCH images only, its output repeated
+    activations = prefix().repeat(-(-STEP_BATCH // x.shape[0]), *([1] * (x.ndim - 1)))[:STEP_BATCH]
     apply_plan(model, plan, resolved.spec.train.bn)
 
     def step():
@@ -113,5 +115,4 @@ def measure_finetune(resolved, data, groups: int) -> FinetuneSpeed:
             model.head(model.forward_stages(activations, k))
 
     top_s = timed(top)
-    size = x.shape[0]
-    return FinetuneSpeed(groups, prefix_s / size, step_s / size, top_s / size)
+    return FinetuneSpeed(groups, prefix_s / x.shape[0], step_s / STEP_BATCH, top_s / STEP_BATCH)
