@@ -86,11 +86,15 @@ def test_train_chooses_by_validation_reads_test_last_and_its_spec_reruns(tmp_pat
 
 
 def test_the_same_command_makes_the_same_choices(tmp_path, tiny_backbone, one_thread):
+    """The second command finds its features in the activation cache; it goes through the Python API."""
+    import tlzoo
+
     data = photos(tmp_path / "data")
+    first = train(data, "5m", TINY_CANDIDATES, output=tmp_path / "first", seed=4, stream=io.StringIO())
+    second = tlzoo.train(data, time="5m", backbones="test/tiny_cnn", output=tmp_path / "second", seed=4)
+    assert isinstance(second, tlzoo.RunResult) and second.best_epoch is not None
     made = []
-    for name in ("first", "second"):  # the second finds its features in the activation cache
-        result = train(data, "5m", TINY_CANDIDATES, output=tmp_path / name, seed=4, stream=io.StringIO())
-        decisions = json.loads((Path(result.run_dir) / "decisions.json").read_text())
+    for decisions in (json.loads((Path(first.run_dir) / "decisions.json").read_text()), second.decisions):
         made.append((decisions["chosen"], [(row["step"], row["candidate"], row["val_top1"], row["kept"])
                                            for row in decisions["candidates"]]))
     assert made[0] == made[1]
