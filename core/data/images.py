@@ -12,7 +12,8 @@ Conversions (PIL modes):
 - Animated images (GIF, APNG, WebP): the first frame.
 - JPEG/TIFF with an EXIF orientation tag: rotated upright (ImageOps.exif_transpose).
 
-Every failure raises BadImage, whose message names the file and the reason.
+`decode_rgb` does the same for an image held in memory (an upload). Every
+failure raises BadImage, whose message names the file and the reason.
 The image is decoded fully, so truncated files fail here and not later. Images
 over MAX_PIXELS or MAX_ASPECT are refused from their header; a decoder warning
 is a failure; JPEGs also pass the marker walk of tlzoo.data.jpeg_structure.
@@ -20,8 +21,11 @@ is a failure; JPEGs also pass the marker walk of tlzoo.data.jpeg_structure.
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import stat
+import threading
 import warnings
 from pathlib import Path
 
@@ -59,26 +63,95 @@ class BadImage(TlzooError):
 def load_rgb(path: Path | str, background: Background = (255, 255, 255)) -> Image.Image:
     """Open, fully decode and convert one image to upright RGB (see the module docstring)."""
     path = Path(path)
+
+    def opened() -> Image.Image:
+        _require_regular_file(path)
+        return Image.open(path)
+
+    return _decode(path, opened, path.read_bytes, background, None)
+
+
+def decode_rgb(data: bytes, name: str, background: Background = (255, 255, 255)) -> Image.Image:
+    """load_rgb for an image held in memory (an upload): the same checks, caps and conversions.
+
+    `name` stands for the path in BadImage's message.
+    """
+    return _decode(Path(name), lambda: Image.open(io.BytesIO(data)), lambda: data, background, len(data))
+
+
+def _decode(path: Path, opened, raw_bytes, background: Background, size: int | None) -> Image.Image:
     # another library may have switched this on process-wide; truncated files must fail here
     ImageFile.LOAD_TRUNCATED_IMAGES = False
+    caught: list[Warning] = []
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a decoder's warning means damaged data: the file is bad
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the hard limit still applies
-            _require_regular_file(path)
-            with Image.open(path) as image:
+        with _decoder_warnings.recording(caught):
+            with opened() as image:
                 _check_shape(path, image.size)  # before decoding: the header alone tells
                 if getattr(image, "n_frames", 1) > 1:
                     image.seek(0)
                 image.load()
-                if image.format == "JPEG" and (damage := jpeg_damage(path.read_bytes())):
+                if image.format == "JPEG" and (damage := jpeg_damage(raw_bytes())):
                     raise BadImage(path, f"corrupt JPEG data: {damage}")
                 upright = ImageOps.exif_transpose(image)
-                return to_rgb(upright, background)
+                rgb = to_rgb(upright, background)
+        if caught:
+            raise caught[0]  # a decoder's warning means damaged data: the file is bad
+        return rgb
     except BadImage:
         raise
     except Exception as exc:  # noqa: BLE001 - every decoder failure becomes one named error
-        raise BadImage(path, describe_failure(path, exc)) from None
+        first = caught[0] if caught else exc  # a warning before a failure is what went wrong first
+        raise BadImage(path, describe_failure(path, first, size)) from None
+
+
+class _DecoderWarnings:
+    """The warnings each thread's decode raises, kept for that thread.
+
+    warnings.catch_warnings swaps process-wide state and is not thread-safe: the
+    scan's threads, each entering and leaving it, left "every warning is an
+    error" installed for the rest of the process. Here the first decode to start
+    installs one filter and hook, the last to finish restores what was there,
+    and a warning goes to the decoding thread that raised it; another thread's
+    warnings are shown as usual (every time, while a decode runs).
+    """
+
+    def __init__(self):
+        self.lock = threading.Lock()
+        self.active = 0
+        self.saved: tuple | None = None
+        self.local = threading.local()
+
+    @contextlib.contextmanager
+    def recording(self, caught: list):
+        """Warnings this thread raises inside go to `caught`."""
+        with self.lock:
+            if self.active == 0:
+                self.saved = (warnings.filters, warnings.showwarning)
+                warnings.filters = list(warnings.filters)
+                warnings.simplefilter("always")  # every warning reaches the hook, none is deduplicated away
+                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the hard limit still applies
+                warnings.showwarning = self.show
+            self.active += 1
+        self.local.caught = caught
+        try:
+            yield
+        finally:
+            self.local.caught = None
+            with self.lock:
+                self.active -= 1
+                if self.active == 0:
+                    warnings.filters, warnings.showwarning = self.saved
+                    warnings._filters_mutated()  # noqa: SLF001 - what catch_warnings does on leaving
+
+    def show(self, message, category, filename, lineno, file=None, line=None):
+        caught = getattr(self.local, "caught", None)
+        if caught is not None:
+            caught.append(message if isinstance(message, Warning) else category(message))
+        else:
+            self.saved[1](message, category, filename, lineno, file, line)
+
+
+_decoder_warnings = _DecoderWarnings()
 
 
 def _check_shape(path: Path, size: tuple[int, int]) -> None:
@@ -110,8 +183,11 @@ def _require_regular_file(path: Path) -> None:
         raise BadImage(path, f"not a regular file ({kind})")
 
 
-def describe_failure(path: Path, exc: BaseException) -> str:
-    """A short reason for a failed open/decode, for messages and skipped-file lists."""
+def describe_failure(path: Path, exc: BaseException, size: int | None = None) -> str:
+    """A short reason for a failed open/decode, for messages and skipped-file lists.
+
+    `size`: the byte count of data decoded from memory (the file's size is looked up otherwise).
+    """
     if isinstance(exc, Warning):
         return f"decoder warning, damaged image data ({type(exc).__name__}: {exc})"
     if isinstance(exc, Image.DecompressionBombError):
@@ -123,7 +199,8 @@ def describe_failure(path: Path, exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
         return "unreadable file (permission denied)"
     if isinstance(exc, UnidentifiedImageError):
-        return "empty file (0 bytes)" if _size(path) == 0 else "not an image (unknown format)"
+        empty = (_size(path) if size is None else size) == 0
+        return "empty file (0 bytes)" if empty else "not an image (unknown format)"
     text = str(exc) or type(exc).__name__
     if "truncated" in text.lower() or isinstance(exc, EOFError):
         return f"truncated or corrupt image data ({text})"

@@ -152,44 +152,82 @@ class Prediction:
     error: str | None = None
 
 
-@allocator_scope()
+class RunPredictor:
+    """A run's predict path one batch at a time: `predict` below and `tlzoo serve` both run it.
+
+    `prepare` turns a decoded RGB image into the model's input (the run's eval
+    transform); `score` runs a batch of them through the fast path. The head runs
+    one image at a time: a matrix product picks its kernel by batch size, so a
+    batched head would let an image's last digits depend on the images it shares
+    a batch with (the folded stages are per-image already), and a server's
+    batches differ from predict's.
+    """
+
+    def __init__(self, run: LoadedRun, log=None):
+        from tlzoo.data.transforms import build_eval_transform
+        from tlzoo.runtime.fast_pass import InferencePath, Stages
+
+        configure_threads()
+        self.run = run
+        self.classes = run.classes
+        self.background = run.background
+        self.batch_size = run.batch_size
+        self.transform = build_eval_transform(run.data_config)
+        self.forward = head_after(run.model, InferencePath(Stages(run.model), run.fast, run.precision, run.device,
+                                                           log or note, "prediction model"), per_row=True)
+        run.model.eval()
+
+    def prepare(self, image) -> torch.Tensor:
+        return self.transform(image)
+
+    def score(self, rows: list[torch.Tensor], top_ks: list[int]) -> list[Prediction]:
+        """One Prediction (path None) per row, each with its own number of top classes."""
+        probs = tta_logits(self.forward, torch.stack(rows), self.run.tta).softmax(1).cpu()
+        out = []
+        for row, top_k in zip(probs, top_ks):
+            values, indices = row.topk(max(1, min(top_k, len(self.classes))))
+            out.append(Prediction(None, [(self.classes[i], v) for i, v in zip(indices.tolist(), values.tolist())]))
+        return out
+
+
+@allocator_scope()  # configure_threads keeps freed buffers for the pass; a notebook gets glibc's defaults back
 def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Prediction]:
     """Top-k classes of each image (a path or a PIL image), batched; unreadable ones come back with `error` set."""
+    return predict_with(RunPredictor(run, log), paths, top_k)
+
+
+def predict_with(predictor, paths: list, top_k: int) -> list[Prediction]:
+    """Decode, prepare and score `paths` (paths or PIL images) in batches of `predictor.batch_size`.
+
+    `predictor` is a RunPredictor or an exported model (tlzoo.export.predicting):
+    `classes`, `background`, `batch_size`, `prepare(image)`, `score(rows, top_ks)`.
+    """
     from PIL import Image
 
-    from tlzoo.runtime.fast_pass import InferencePath, Stages
     from tlzoo.data.images import load_rgb, to_rgb
-    from tlzoo.data.transforms import build_eval_transform
 
-    configure_threads()
-    transform = build_eval_transform(run.data_config)
-    forward = head_after(run.model, InferencePath(Stages(run.model), run.fast, run.precision, run.device,
-                                                  log or note, "prediction model"))
-    k = max(1, min(top_k, len(run.classes)))
     results: list[Prediction] = []
-    pending: list[tuple[int, torch.Tensor]] = []
+    pending: list[tuple[int, object]] = []
 
     def flush():
-        if not pending:
-            return
-        probs = tta_logits(forward, torch.stack([tensor for _, tensor in pending]), run.tta).softmax(1).cpu()
-        values, indices = probs.topk(k, dim=1)
-        for (slot, _), vals, idxs in zip(pending, values.tolist(), indices.tolist()):
-            results[slot].top = [(run.classes[i], v) for i, v in zip(idxs, vals)]
+        scored = predictor.score([row for _, row in pending], [top_k] * len(pending))
+        for (slot, _), prediction in zip(pending, scored):
+            prediction.path = results[slot].path
+            results[slot] = prediction
         pending.clear()
 
-    run.model.eval()
     for path in paths:
         in_memory = isinstance(path, Image.Image)
         results.append(Prediction(None if in_memory else path, []))
         try:
-            image = to_rgb(path, run.background) if in_memory else load_rgb(path, background=run.background)
+            image = to_rgb(path, predictor.background) if in_memory else load_rgb(path, predictor.background)
         except (TlzooError, OSError, ValueError) as exc:
             # the reason alone: the path is in the row, and BadImage's hint is about data.bad_files, for runs
             results[-1].error = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
             continue
-        pending.append((len(results) - 1, transform(image)))
-        if len(pending) == run.batch_size:
+        pending.append((len(results) - 1, predictor.prepare(image)))
+        if len(pending) == predictor.batch_size:
             flush()
-    flush()
+    if pending:
+        flush()
     return results
