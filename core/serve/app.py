@@ -105,7 +105,6 @@ def build_app(served: Served, batcher: Batcher, metrics: Metrics, settings: Sett
     app = FastAPI(title="tlzoo serve", version=__version__, docs_url=None, redoc_url=None, lifespan=lifespan,
                   description="Predictions of a model trained with tlzoo. There is no authentication: "
                               "keep the server on 127.0.0.1 or put an authenticating proxy in front.")
-    upload_limit = int(settings.max_upload_mb * 2**20)
     decoding = Decoding(served)
     app.add_middleware(Recorder, metrics=metrics)
 
@@ -129,7 +128,7 @@ def build_app(served: Served, batcher: Batcher, metrics: Metrics, settings: Sett
                                                            description="classes per image")):
         if batcher.failed:
             return JSONResponse({"error": f"the model failed its warm-up batch: {batcher.failed}"}, status_code=503)
-        body = await read_body(request, upload_limit, settings.read_timeout)
+        body = await read_body(request, settings.max_upload_mb, settings.read_timeout)
         uploads = uploads_of(body, request.headers.get("content-type", ""), settings.max_files)
         del body
         rows = [await decoding.prepare(upload) for upload in uploads]

@@ -36,6 +36,7 @@ def bind(host: str, port: int) -> socket.socket:
         sock = socket.socket(family, socket.SOCK_STREAM)
         sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
         sock.bind((host, port))
+        sock.listen(2048)  # connections wait in the backlog until uvicorn accepts them
     except OSError as exc:
         raise TlzooError(f"cannot listen on {host}:{port}: {exc.strerror or exc}",
                          "choose another --port (0 picks a free one), or stop what listens there") from None

@@ -28,9 +28,9 @@ class Upload:
     data: bytes
 
 
-async def read_body(request, limit: int, timeout: float) -> bytes:
-    """The whole body, refused (413) as soon as it passes `limit` bytes, or (408) when not in by `timeout` s."""
-    mb = f"{limit / 2**20:g} MB"
+async def read_body(request, max_mb: float, timeout: float) -> bytes:
+    """The whole body, refused (413) as soon as it passes `max_mb` MiB, or (408) when not in by `timeout` s."""
+    limit, mb = int(max_mb * 2**20), f"{max_mb:g} MB"
     declared = request.headers.get("content-length")
     if declared is not None:
         if not declared.isdigit():
