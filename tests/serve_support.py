@@ -119,6 +119,42 @@ def post_images(url: str, files: list[tuple[str, bytes]], top_k: int | None = No
     return status, json.loads(answer)
 
 
+def train_tiny_run(tmp_path: Path) -> tuple[Path, list[Path]]:
+    """A two-epoch test/tiny_cnn run (32 px, 3 classes, support.run_tiny) and its six validation images."""
+    import pytest
+    import torch
+
+    import tlzoo.runtime.device as runtime
+    from support import TINY_CNN, make_image_folder, run_tiny
+    from tlzoo.registry import reset_registry
+
+    make_image_folder(tmp_path / "data", classes=3, per_class=6, val_per_class=2)
+    threads = torch.get_num_threads()
+    with pytest.MonkeyPatch.context() as patch:  # conftest's one_thread, for a fixture wider than one test
+        patch.setattr(runtime, "available_cpus", lambda: 1)
+        torch.set_num_threads(1)
+        reset_registry()
+        TINY_CNN.register()
+        try:
+            result, _, _ = run_tiny(tmp_path, "run")
+        finally:
+            torch.set_num_threads(threads)
+            reset_registry()
+    return result.run_dir, sorted((tmp_path / "data" / "val").rglob("*.png"))
+
+
+def predicted(run_dir: Path, paths: list[Path], top_k: int) -> list[list[dict]]:
+    """`tlzoo predict`'s answers (in this process, as the CLI computes them), as the JSON API writes them."""
+    from support import TINY_CNN
+    from tlzoo.engine.inference import load_run, predict
+    from tlzoo.registry import get_registry
+
+    TINY_CNN.register()
+    results = predict(load_run(run_dir, get_registry()), paths, top_k)
+    assert all(r.error is None for r in results)
+    return [[{"class": c, "probability": p} for c, p in r.top] for r in results]
+
+
 if __name__ == "__main__":
     from support import TINY_CNN
 

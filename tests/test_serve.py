@@ -18,14 +18,12 @@ import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
-from pathlib import Path
 
 import pytest
 from PIL import Image
 
-from conftest import run_cli
-from serve_support import multipart, post_images, read_answer, request, start_server
-from support import make_image_folder, run_tiny
+from reliability_support import cli_output
+from serve_support import multipart, post_images, predicted, read_answer, request, start_server, train_tiny_run
 
 UPLOAD_LIMIT_MB = 0.05  # the module's server refuses bodies over 52 KB
 MAX_FILES = 4
@@ -33,28 +31,7 @@ MAX_FILES = 4
 
 @pytest.fixture(scope="module")
 def tiny_run(tmp_path_factory):
-    """A two-epoch test/tiny_cnn run (32 px, 3 classes) and its validation images."""
-    import torch
-
-    from support import TINY_CNN
-    from tlzoo.registry import get_registry, reset_registry
-    import tlzoo.runtime.device as runtime
-
-    tmp_path = tmp_path_factory.mktemp("serve")
-    make_image_folder(tmp_path / "data", classes=3, per_class=6, val_per_class=2)
-    threads = torch.get_num_threads()
-    with pytest.MonkeyPatch.context() as patch:
-        patch.setattr(runtime, "available_cpus", lambda: 1)
-        torch.set_num_threads(1)
-        reset_registry()
-        TINY_CNN.register()
-        try:
-            result, _, _ = run_tiny(tmp_path, "run")
-        finally:
-            torch.set_num_threads(threads)
-            reset_registry()
-    assert get_registry() is not None
-    return result.run_dir, sorted((tmp_path / "data" / "val").rglob("*.png"))
+    return train_tiny_run(tmp_path_factory.mktemp("serve"))
 
 
 @pytest.fixture(scope="module")
@@ -64,18 +41,6 @@ def server(tiny_run):
                            "--max-files", str(MAX_FILES), "--read-timeout", "1.5", "--top-k", "2")
     yield started
     assert started.stop() == 0
-
-
-def predicted(run_dir: Path, paths: list[Path], top_k: int) -> list[list[dict]]:
-    """`tlzoo predict`'s answers (in this process, as the CLI computes them), as the JSON API writes them."""
-    from support import TINY_CNN
-    from tlzoo.engine.inference import load_run, predict
-    from tlzoo.registry import get_registry
-
-    TINY_CNN.register()
-    results = predict(load_run(run_dir, get_registry()), paths, top_k)
-    assert all(r.error is None for r in results)
-    return [[{"class": c, "probability": p} for c, p in r.top] for r in results]
 
 
 def test_predict_answers_equal_tlzoo_predict_in_upload_order(server, tiny_run, one_thread):
@@ -301,17 +266,16 @@ def test_an_exported_file_serves_as_predict_answers_and_sigterm_finishes_in_flig
         socket.create_connection(("127.0.0.1", server.port), timeout=5)
 
 
-def test_a_model_that_cannot_load_is_an_error_before_any_port_opens(tmp_path):
+def test_a_model_that_cannot_load_is_an_error_before_any_port_opens(tmp_path, capsys):
     broken = tmp_path / "broken.onnx"
     broken.write_bytes(b"not a model")
     for model in (tmp_path / "no-such-run", broken):
-        done = run_cli("serve", str(model), "--port", "0", timeout=120)
-        assert done.returncode == 2, done.stderr
-        assert done.stderr.startswith("tlzoo: error: ") and "listening" not in done.stderr
-        assert "Traceback" not in done.stderr
+        code, _, err = cli_output(capsys, "serve", str(model), "--port", "0")
+        assert code == 2, err
+        assert err.startswith("tlzoo: error: ") and "listening" not in err and "Traceback" not in err
 
 
-def test_a_port_in_use_is_an_error(server, exported):
-    done = run_cli("serve", str(exported), "--port", str(server.port), timeout=120)
-    assert done.returncode == 2
-    assert f"cannot listen on 127.0.0.1:{server.port}" in done.stderr and "Traceback" not in done.stderr
+def test_a_port_in_use_is_an_error(server, exported, capsys):
+    code, _, err = cli_output(capsys, "serve", str(exported), "--port", str(server.port))
+    assert code == 2
+    assert f"cannot listen on 127.0.0.1:{server.port}" in err and "Traceback" not in err

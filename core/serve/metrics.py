@@ -32,7 +32,8 @@ class Histogram:
 
     def lines(self, name: str, labels: str = "") -> list[str]:
         sep = "," if labels else ""
-        out = [f'{name}_bucket{{{labels}{sep}le="{bound:g}"}} {count}' for bound, count in zip(self.buckets, self.counts)]
+        out = [f'{name}_bucket{{{labels}{sep}le="{bound:g}"}} {count}'
+               for bound, count in zip(self.buckets, self.counts)]
         out.append(f'{name}_bucket{{{labels}{sep}le="+Inf"}} {self.total}')
         suffix = f"{{{labels}}}" if labels else ""
         return out + [f"{name}_sum{suffix} {self.sum:.6f}", f"{name}_count{suffix} {self.total}"]
