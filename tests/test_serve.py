@@ -14,7 +14,6 @@ import re
 import signal
 import socket
 import struct
-import threading
 import time
 import zlib
 from concurrent.futures import ThreadPoolExecutor
@@ -246,24 +245,65 @@ def test_an_exported_file_serves_as_predict_answers_and_sigterm_finishes_in_flig
     from tlzoo.export.predicting import load_exported, predict_exported
 
     _, images = tiny_run
-    server = start_server(exported, "--max-wait-ms", "1500")  # a request waits 1.5 s for company
-    answers = []
-    sender = threading.Thread(target=lambda: answers.append(
-        post_images(server.url, [(p.name, p.read_bytes()) for p in images[:2]], top_k=3)))
-    sender.start()
-    time.sleep(0.5)  # the request is in flight, waiting in the batcher
-    server.process.send_signal(signal.SIGTERM)
-    sender.join(30)
+    server = start_server(exported)
+    body, content_type = multipart([(p.name, p.read_bytes()) for p in images[:2]])
+    with socket.create_connection(("127.0.0.1", server.port), timeout=30) as sock:
+        sock.sendall(f"POST /predict?top_k=3 HTTP/1.1\r\nHost: x\r\nContent-Type: {content_type}\r\n"
+                     f"Content-Length: {len(body)}\r\n\r\n".encode() + body[:100])
+        time.sleep(0.5)  # the request is in flight: its body half sent
+        server.process.send_signal(signal.SIGTERM)
+        time.sleep(0.5)
+        assert server.process.poll() is None  # still finishing it
+        with pytest.raises(ConnectionRefusedError):  # while refusing new connections
+            socket.create_connection(("127.0.0.1", server.port), timeout=5)
+        sock.sendall(body[100:])
+        status, answer = read_answer(sock)
     assert server.process.wait(30) == 0
     stderr = "".join(server.stderr) + server.process.stderr.read()
     assert "stopping" in stderr and "stopped" in stderr
-    status, answer = answers[0]
-    assert status == 200
+    assert status == 200, answer
     expected = predict_exported(load_exported(exported), images[:2], 3)
-    assert [p["top"] for p in answer["predictions"]] == [[{"class": c, "probability": v} for c, v in e.top]
-                                                         for e in expected]
-    with pytest.raises(ConnectionRefusedError):
-        socket.create_connection(("127.0.0.1", server.port), timeout=5)
+    assert [p["top"] for p in json.loads(answer)["predictions"]] == \
+        [[{"class": c, "probability": v} for c, v in e.top] for e in expected]
+
+
+class RecordingPredictor:
+    """A stand-in model for the batcher's own tests: records the batches it is given."""
+
+    def __init__(self):
+        self.batches = []
+
+    def score(self, rows, top_ks):
+        self.batches.append(list(rows))
+        return [f"answer {row}" for row in rows]
+
+
+def test_the_batcher_waits_for_requests_on_their_way_and_not_otherwise():
+    import asyncio
+
+    from tlzoo.serve.batcher import Batcher
+    from tlzoo.serve.metrics import Metrics
+
+    model = RecordingPredictor()
+    batcher = Batcher(model, max_batch=4, max_wait=5.0, metrics=Metrics(4), log=lambda line: None)
+    batcher.start("warm")
+    assert batcher.ready.wait(10) and batcher.failed is None
+
+    async def scenario():
+        started = time.monotonic()
+        alone = await batcher.results(batcher.submit([1], 5))  # nothing else arriving: no 5 s wait
+        alone_took = time.monotonic() - started
+        with batcher.arrival():  # a second request is being read: the first waits for it
+            first = batcher.submit([2], 5)
+            await asyncio.sleep(0.3)
+            second = batcher.submit([3], 5)
+        return alone, alone_took, await batcher.results(first), await batcher.results(second)
+
+    alone, alone_took, first, second = asyncio.run(scenario())
+    batcher.stop()
+    assert alone == ["answer 1"] and alone_took < 2.5
+    assert first == ["answer 2"] and second == ["answer 3"]
+    assert model.batches == [["warm"], [1], [2, 3]]
 
 
 def test_a_model_that_cannot_load_is_an_error_before_any_port_opens(tmp_path, capsys):

@@ -128,11 +128,13 @@ def build_app(served: Served, batcher: Batcher, metrics: Metrics, settings: Sett
                                                            description="classes per image")):
         if batcher.failed:
             return JSONResponse({"error": f"the model failed its warm-up batch: {batcher.failed}"}, status_code=503)
-        body = await read_body(request, settings.max_upload_mb, settings.read_timeout)
-        uploads = uploads_of(body, request.headers.get("content-type", ""), settings.max_files)
-        del body
-        rows = [await decoding.prepare(upload) for upload in uploads]
-        predictions = await batcher.predict(rows, top_k)
+        with batcher.arrival():
+            body = await read_body(request, settings.max_upload_mb, settings.read_timeout)
+            uploads = uploads_of(body, request.headers.get("content-type", ""), settings.max_files)
+            del body
+            rows = [await decoding.prepare(upload) for upload in uploads]
+            items = batcher.submit(rows, top_k)  # queued before it stops counting as arriving
+        predictions = await batcher.results(items)
         return {"predictions": [answer_of(upload.name, p) for upload, p in zip(uploads, predictions)]}
 
     @app.get("/health", summary="200 once the model is loaded and has answered its warm-up batch",

@@ -3,6 +3,9 @@
 One thread owns the model. It takes the oldest waiting image, then gathers more
 until the batch holds `max_batch` or the oldest has waited `max_wait` seconds,
 and scores them together (the predictor's `score`, as `tlzoo predict` does).
+It waits only while more is on its way: a request being read or decoded
+counts as arriving, and with nothing queued and nothing arriving the batch
+goes at once, so a lone client never pays `max_wait`.
 An image whose request was abandoned (client gone, request cancelled) is
 dropped before the pass. The first job is a warm-up batch; GET /health says
 ready after it.
@@ -11,6 +14,7 @@ ready after it.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import queue
 import threading
 import time
@@ -40,6 +44,7 @@ class Batcher:
         self.queue: queue.Queue = queue.Queue()
         self.ready = threading.Event()
         self.failed: str | None = None  # why the warm-up batch failed
+        self.arriving = 0  # requests being read or decoded (only the event loop changes it)
         self.thread = threading.Thread(target=self._work, name="tlzoo-serve-batcher", daemon=True)
 
     def start(self, warm_up_row) -> None:
@@ -51,11 +56,24 @@ class Batcher:
         self.queue.put(_STOP)
         self.thread.join(timeout)
 
-    async def predict(self, rows: list, top_k: int) -> list:
-        """Predictions of `rows` (prepared images), in order; they may share passes with other requests'."""
+    @contextlib.contextmanager
+    def arrival(self):
+        """Around reading and decoding a request: batches being gathered wait for it."""
+        self.arriving += 1
+        try:
+            yield
+        finally:
+            self.arriving -= 1
+
+    def submit(self, rows: list, top_k: int) -> list[_Item]:
+        """Queue `rows` (prepared images); they may share passes with other requests' images."""
         items = [_Item(row, top_k) for row in rows]
         for item in items:
             self.queue.put(item)
+        return items
+
+    async def results(self, items: list[_Item]) -> list:
+        """The predictions of submitted items, in order."""
         try:
             return list(await asyncio.gather(*(asyncio.wrap_future(item.future) for item in items)))
         finally:
@@ -88,6 +106,8 @@ class Batcher:
         batch = [first]
         deadline = first.queued + self.max_wait
         while len(batch) < self.max_batch:
+            if self.queue.empty() and not self.arriving:
+                break  # nothing is coming: waiting would only add latency
             try:
                 item = self.queue.get(timeout=max(0.0, deadline - time.monotonic()))
             except queue.Empty:
