@@ -52,7 +52,9 @@ class ImageAnswer(BaseModel):
     name: str = Field(description="the upload's file name ('body' for a raw image body)")
     top: list[Ranked] = Field(description="the most probable classes, best first")
     unknown: bool = Field(description="true when the image is unlike what the model was trained on, as "
-                                      "`tlzoo predict` decides it")
+                                      "`tlzoo predict` decides it (false where it decides nothing)")
+    ood_score: float | None = Field(None, description="the out-of-distribution score `unknown` was decided by; "
+                                                      "null where the model has none")
 
 
 class PredictAnswer(BaseModel):
@@ -80,9 +82,10 @@ UPLOAD_BODY = {"required": True, "description": f"images as files in the multipa
 
 
 def answer_of(name: str, prediction) -> dict:
-    """One image's entry in the answer. `unknown`: what the predict path decided (false where it decides nothing)."""
+    """One image's entry in the answer: what the predict path's Prediction says, `unknown` and `ood_score`
+    included once it decides them (issue 22; until then false and null)."""
     return {"name": name, "top": [{"class": c, "probability": p} for c, p in prediction.top],
-            "unknown": bool(getattr(prediction, "unknown", False))}
+            "unknown": bool(getattr(prediction, "unknown", False)), "ood_score": getattr(prediction, "ood_score", None)}
 
 
 def page(name: str, **values) -> tuple[str, str]:
