@@ -319,6 +319,8 @@ class RecordingPredictor:
 
     def score(self, rows, top_ks):
         self.batches.append(list(rows))
+        if "boom" in rows:
+            raise RuntimeError("the model failed")
         return [f"answer {row}" for row in rows]
 
 
@@ -341,13 +343,17 @@ def test_the_batcher_waits_for_requests_on_their_way_and_not_otherwise():
             first = batcher.submit([2], 5)
             await asyncio.sleep(0.3)
             second = batcher.submit([3], 5)
-        return alone, alone_took, await batcher.results(first), await batcher.results(second)
+        first, second = await batcher.results(first), await batcher.results(second)
+        with pytest.raises(RuntimeError, match="the model failed"):
+            await batcher.results(batcher.submit(["boom"], 5))
+        after = await batcher.results(batcher.submit([4], 5))  # the batch thread lives on
+        return alone, alone_took, first, second, after
 
-    alone, alone_took, first, second = asyncio.run(scenario())
+    alone, alone_took, first, second, after = asyncio.run(scenario())
     batcher.stop()
     assert alone == ["answer 1"] and alone_took < 2.5
-    assert first == ["answer 2"] and second == ["answer 3"]
-    assert model.batches == [["warm"], [1], [2, 3]]
+    assert first == ["answer 2"] and second == ["answer 3"] and after == ["answer 4"]
+    assert model.batches == [["warm"], [1], [2, 3], ["boom"], [4]]
 
 
 def test_a_model_that_cannot_load_is_an_error_before_any_port_opens(tmp_path, capsys):

@@ -119,6 +119,10 @@ def build_app(served: Served, batcher: Batcher, metrics: Metrics, settings: Sett
     async def http_error(request: Request, exc: HTTPException):
         return JSONResponse({"error": str(exc.detail)}, status_code=exc.status_code, headers=exc.headers)
 
+    @app.exception_handler(Exception)
+    async def failed(request: Request, exc: Exception):  # a bug or a model that fails: logged, answered in JSON
+        return JSONResponse({"error": f"internal error: {type(exc).__name__}: {exc}"}, status_code=500)
+
     @app.exception_handler(RequestValidationError)
     async def invalid(request: Request, exc: RequestValidationError):
         problems = "; ".join(f"{' '.join(str(part) for part in error['loc'])}: {error['msg']}"

@@ -49,8 +49,12 @@ async def read_body(request, max_mb: float, timeout: float) -> bytes:
                                     "(--max-upload-mb)")
             chunks.append(chunk)
 
+    from starlette.requests import ClientDisconnect
+
     try:
         await asyncio.wait_for(collect(), timeout)
+    except ClientDisconnect:
+        raise BadInput(400, f"the client went away after {size} bytes of its body") from None
     except asyncio.TimeoutError:
         raise BadInput(408, f"the request body did not arrive within {timeout:g} s ({size} bytes came); "
                             "send it at once") from None
