@@ -10,8 +10,9 @@ come. For 1, 4 and 16 clients it reports images per second and p50/p95/p99
 latency, against a server with batching on (the defaults: --max-batch 32
 --max-wait-ms 10) and off (--max-batch 1 --max-wait-ms 0). Every answer is
 compared with `tlzoo predict RUN_DIR` on the same files (its JSON, every
-digit). Then 5,000 more requests at 16 clients, and the server's RSS and peak
-RSS (VmHWM) before and after them. `tlzoo predict` itself is timed twice: the
+digit). Then one request each of 32, 16, ..., 1 images (so every batch size
+has run), 5,000 more requests at 16 clients, and the server's RSS and peak RSS
+(VmHWM) before and after them. `tlzoo predict` itself is timed twice: the
 whole command, and predict()'s pass over the 240 files in a process that has
 the model loaded. Appends a section to benchmarks/RESULTS.md.
 
@@ -161,6 +162,28 @@ def load(server: ServerProcess, images: list[tuple[str, bytes]], clients: int, r
             "answers": answers, "mean_batch": None}
 
 
+def prime(server: ServerProcess, images: list[tuple[str, bytes]]) -> None:
+    """One request of 32, 16, ... 1 images: each batch size's buffers exist before the soak.
+
+    tlzoo keeps freed activation buffers for forward passes (tlzoo.runtime.device.keep_freed_memory), so
+    the first batch of a new largest size raises RSS once, and for good; a soak that met its first full
+    batch midway would show that step as growth.
+    """
+    for size in (32, 16, 8, 4, 2, 1):
+        boundary = "tlzoo-serve-bench"
+        body = b"".join(f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"{name}\"\r\n"
+                        f"Content-Type: image/jpeg\r\n\r\n".encode() + data + b"\r\n" for name, data in images[:size])
+        body += f"--{boundary}--\r\n".encode()
+        connection = http.client.HTTPConnection(server.host, server.port, timeout=120)
+        connection.request("POST", "/predict", body=body,
+                           headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        response = connection.getresponse()
+        response.read()
+        connection.close()
+        if response.status != 200:
+            raise SystemExit(f"priming with {size} images answered {response.status}")
+
+
 def mean_batch(server: ServerProcess, before: tuple[float, float]) -> tuple[float, tuple[float, float]]:
     """Images per forward pass since `before` (from /metrics), and the new counts."""
     text = server.get("/metrics")[1].decode()
@@ -222,6 +245,7 @@ def main() -> None:
                       f"p95 {result['p95']:.0f} ms, p99 {result['p99']:.0f} ms, mean batch "
                       f"{result['mean_batch']:.1f}, errors {len(result['errors'])}; {result['load']}", flush=True)
             if config == "batching on":
+                prime(server, images)
                 memory["before"] = server.memory()
                 soak = load(server, images, 16, args.rss_requests)
                 memory["after"] = server.memory()
@@ -269,7 +293,8 @@ def section(started, run_dir, passed, predict_wall, count, rows, memory, mismatc
               f"| answers identical to `tlzoo predict` | {'PASS' if not mismatched else 'FAIL'} | "
               f"{len(mismatched)} answers differ (every class and probability compared) |",
               "",
-              f"- Memory, batching on: after warm-up and the rows above RSS {before['rss']:.0f} MiB (peak "
+              f"- Memory, batching on: after the rows above and one batch of each size up to 32, RSS "
+              f"{before['rss']:.0f} MiB (peak "
               f"{before['peak']:.0f}); after {memory['soak']['requests']} more requests at 16 clients "
               f"({memory['soak']['rate']:.1f} img/s) RSS {after['rss']:.0f} MiB (peak {after['peak']:.0f}): "
               f"{after['rss'] - before['rss']:+.0f} MiB."]
