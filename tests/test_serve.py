@@ -240,7 +240,7 @@ def test_the_page_uploads_a_file_and_shows_its_top_classes(server, tiny_run, tmp
     playwright = pytest.importorskip("playwright.sync_api", reason="pip install playwright (tlzoo[dev] has it)")
     run_dir, images = tiny_run
     image = images[2]
-    expected = predicted(run_dir, [image], 2)[0]  # the server's --top-k 2
+    expected = predicted(run_dir, [image], 3)[0]  # the page's field asks for 3 (the server's default is 2)
     console, requests = [], []
     with playwright.sync_playwright() as driver:
         context = driver.chromium.launch_persistent_context(str(tmp_path / "profile"), executable_path=BROWSER,
@@ -252,6 +252,7 @@ def test_the_page_uploads_a_file_and_shows_its_top_classes(server, tiny_run, tmp
             page.on("request", lambda sent: requests.append(sent.url))
             page.goto(server.url)
             page.wait_for_function("document.getElementById('model').textContent.includes('classes')")
+            page.fill("#topk", "3")
             page.set_input_files("#files", str(image))
             page.wait_for_selector(".card .pred", timeout=30_000)
             card = page.locator(".card").first
