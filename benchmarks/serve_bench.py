@@ -17,7 +17,9 @@ whole command, and predict()'s pass over the 240 files in a process that has
 the model loaded. Appends a section to benchmarks/RESULTS.md.
 
 Targets: 16 clients at least 1.5x the one-client images per second (batching
-on), no errors, answers identical to `tlzoo predict`.
+on), no errors, answers identical to `tlzoo predict`, and the peak RSS after
+the 5,000 requests within 2 % of the peak before them (current RSS moves with
+the allocator: tlzoo keeps freed activation buffers for forward passes).
 """
 
 from __future__ import annotations
@@ -46,6 +48,7 @@ sys.path.insert(0, str(HERE))
 from report import cpu_line, load_line  # noqa: E402
 
 CLIENTS = (1, 4, 16)
+PEAK_NOISE = 0.02  # peak RSS may move this much between two measurements of the same steady state
 CONFIGS = {"batching on": [], "batching off": ["--max-batch", "1", "--max-wait-ms", "0"]}
 
 
@@ -292,6 +295,9 @@ def section(started, run_dir, passed, predict_wall, count, rows, memory, mismatc
               f"{sum(r['requests'] for r in rows) + memory['soak']['requests']} requests |",
               f"| answers identical to `tlzoo predict` | {'PASS' if not mismatched else 'FAIL'} | "
               f"{len(mismatched)} answers differ (every class and probability compared) |",
+              f"| peak RSS after {memory['soak']['requests']} requests within {PEAK_NOISE:.0%} of before | "
+              f"{'PASS' if after['peak'] <= before['peak'] * (1 + PEAK_NOISE) else 'FAIL'} | "
+              f"{before['peak']:.0f} -> {after['peak']:.0f} MiB ({after['peak'] - before['peak']:+.0f}) |",
               "",
               f"- Memory, batching on: after the rows above and one batch of each size up to 32, RSS "
               f"{before['rss']:.0f} MiB (peak "
