@@ -294,12 +294,15 @@ def test_a_job_every_worker_would_refuse_is_refused_once_before_any_starts(tmp_p
     monkeypatch.setattr(launch, "launch_local", lambda *args: pytest.fail("workers were started"))
     root = make_images(tmp_path / "data", classes=3, train=2, val=1)
     spec = write_spec(tmp_path, root, **SPEC)
+    run_dir = str(tmp_path / "run")
     for args, expected in (
-            (["--set", "data.batch_size=5", "--nproc", "2"], "data.batch_size is 5, which the 2 processes"),
-            (["--nproc", "100"], "--nproc 100 on 2 CPU core(s): a process needs a core of its own")):
-        code, err = cli(capsys, "run", str(spec), "--output", str(tmp_path / "run"), *args)
+            (["--output", run_dir, "--set", "data.batch_size=5", "--nproc", "2"],
+             "data.batch_size is 5, which the 2 processes"),
+            (["--output", run_dir, "--nproc", "100"], "--nproc 100 on 2 CPU core(s): a process needs a core of its own"),
+            (["--resume", run_dir, "--nproc", "2"], f"--resume {run_dir}: no such run directory")):
+        code, err = cli(capsys, "run", str(spec), *args)
         assert code == 2 and err.count(expected) == 1, err
-        assert "--resume" not in err and not (tmp_path / "run").exists()
+        assert "continue with" not in err and not (tmp_path / "run").exists()
 
 
 def test_the_rendezvous_port_is_the_kernels_choice_and_a_failed_rendezvous_is_a_clear_error(monkeypatch, tmp_path):

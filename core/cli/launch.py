@@ -5,7 +5,8 @@ what torchrun calls), with a c10d rendezvous on loopback and no restarts: N work
 processes run `tlzoo run` with the same arguments, and this process waits for them.
 Before any worker starts, what every worker would refuse is refused here, once: a
 global batch N does not divide, more processes than cores (or GPUs), a run directory
-another run is writing. The run directory is chosen here and handed to the workers,
+another run is writing, a resume its spec may not continue (and a resume with nothing
+left to train says so without starting any). The run directory is chosen here and handed to the workers,
 so every message after a failure or a signal names it, and says how to resume only
 when there is a checkpoint to resume from. The rendezvous store binds port 0 (the
 kernel picks a free port, as `torchrun --standalone` does), so no other program can
@@ -73,17 +74,24 @@ def check_job(resolved, nproc: int) -> None:
     local_batch_size(resolved.spec.data.batch_size, nproc)
 
 
-def job_run_dir(resolved, output: Path | None, resume: Path | None) -> tuple[Path, bool]:
-    """(the job's run directory, whether this call created it): the one to resume (refused while another
-    process writes it), or a new one, chosen and created as rank 0 would."""
-    from tlzoo.engine.run import choose_run_dir
+def job_run_dir(resolved, output: Path | None, resume: Path | None, allow_changes=()):
+    """(the job's run directory, whether this call created it, the finished run's RunResult or None).
+
+    A resume is checked here as each worker would check it (another process writing the folder, a spec
+    that may not continue it, nothing left to train: said once, and nothing starts); a new run directory
+    is chosen and created as rank 0 would.
+    """
+    from tlzoo.engine.run import choose_run_dir, finished_run
+    from tlzoo.rundir import outputs
     from tlzoo.rundir.lock import check_free
+    from tlzoo.rundir.resume import open_resume
 
     if resume is not None:
         check_free(Path(resume))
-        return Path(resume), False
+        resumed = open_resume(resume, outputs.resolved_spec_json(resolved), allow_changes)
+        return Path(resume), False, finished_run(resumed, sys.stderr)
     created = output is None or not Path(output).exists()
-    return choose_run_dir(resolved, output, []), created
+    return choose_run_dir(resolved, output, []), created, None
 
 
 def resume_hint(run_dir: Path, nproc: int) -> str | None:

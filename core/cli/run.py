@@ -48,7 +48,10 @@ def run(
         from tlzoo.cli.launch import check_job, job_run_dir, launch_local, run_arguments
 
         check_job(resolved, nproc)
-        run_dir, created = job_run_dir(resolved, output, resume)
+        run_dir, created, finished = job_run_dir(resolved, output, resume, allowed)
+        if finished is not None:  # a resume with nothing left to train said so; no worker is needed
+            typer.echo(best_line(finished.summary))
+            return
         launch_local(nproc, run_arguments(spec, set_, run_dir if resume is None else None, resume, allow_changes),
                      run_dir, created)
         return
