@@ -370,3 +370,12 @@ def test_a_port_in_use_is_an_error(server, exported, capsys):
     code, _, err = cli_output(capsys, "serve", str(exported), "--port", str(server.port))
     assert code == 2
     assert f"cannot listen on 127.0.0.1:{server.port}" in err and "Traceback" not in err
+
+
+def test_without_the_serve_extra_the_command_says_what_to_install(monkeypatch, capsys):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
+    code, _, err = cli_output(capsys, "serve", "any-model")
+    assert code == 2 and "needs uvicorn" in err and "pip install 'tlzoo[serve]'" in err

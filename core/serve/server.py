@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
 import socket
 import sys
 from pathlib import Path
@@ -87,6 +88,9 @@ def serve(model: Path, registry, host: str, port: int, settings: Settings, which
                             limit_concurrency=MAX_CONNECTIONS, server_header=False)
     server = Server(config)
     note(f"listening on {url} (warming up)")
+    if not ipaddress.ip_address(address[0]).is_loopback:
+        note(f"{host} is reachable from other machines and there is no authentication: put an authenticating "
+             "proxy in front, or listen on 127.0.0.1")
     server.run(sockets=[sock])
     if failure:
         raise TlzooError(f"{model}: the model failed its warm-up batch: {failure[0]}",
