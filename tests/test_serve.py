@@ -379,3 +379,23 @@ def test_without_the_serve_extra_the_command_says_what_to_install(monkeypatch, c
     monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "uvicorn" else real(name, *a))
     code, _, err = cli_output(capsys, "serve", "any-model")
     assert code == 2 and "needs uvicorn" in err and "pip install 'tlzoo[serve]'" in err
+
+
+def test_a_model_that_fails_its_warm_up_batch_stops_the_server_with_an_error(monkeypatch, capsys):
+    import tlzoo.serve.server as server_module
+    from tlzoo.serve.served import Served
+
+    class Broken:
+        classes, background = ["a", "b"], (255, 255, 255)
+
+        def prepare(self, image):
+            return image
+
+        def score(self, rows, top_ks):
+            raise RuntimeError("no kernel for this input")
+
+    monkeypatch.setattr(server_module, "load_served", lambda *args, **kwargs: Served(Broken(), {}, (8, 8)))
+    code, _, err = cli_output(capsys, "serve", "model.onnx", "--port", "0")
+    assert code == 2, err
+    assert "listening on" in err and "serving" not in err
+    assert "tlzoo: error: model.onnx: the model failed its warm-up batch: RuntimeError: no kernel for this input" in err
