@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import ipaddress
+import logging
 import socket
 import sys
 from pathlib import Path
@@ -49,6 +50,7 @@ def serve(model: Path, registry, host: str, port: int, settings: Settings, which
           access_log: bool = False) -> None:
     import uvicorn
 
+    logging.getLogger("python_multipart").setLevel(logging.ERROR)  # a malformed upload gets its 400, no log line
     served = load_served(model, registry, which, log=note)
     metrics = Metrics(settings.max_batch)
     batcher = Batcher(served.predictor, settings.max_batch, settings.max_wait_ms / 1000, metrics, log=note)
