@@ -158,11 +158,12 @@ def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Predi
     from PIL import Image
 
     from tlzoo.runtime.fast_pass import InferencePath, Stages
-    from tlzoo.data.images import load_rgb, to_rgb
+    from tlzoo.data.images import load_rgb, rgb_from_memory
     from tlzoo.data.transforms import build_eval_transform
 
     configure_threads()
     transform = build_eval_transform(run.data_config)
+    need = transform.decode_need()  # a phone photo is decoded at 1/2 to 1/8 scale when that still suffices
     forward = head_after(run.model, InferencePath(Stages(run.model), run.fast, run.precision, run.device,
                                                   log or note, "prediction model"))
     k = max(1, min(top_k, len(run.classes)))
@@ -179,16 +180,19 @@ def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Predi
         pending.clear()
 
     run.model.eval()
-    for path in paths:
+    for number, path in enumerate(paths):
         in_memory = isinstance(path, Image.Image)
         results.append(Prediction(None if in_memory else path, []))
         try:
-            image = to_rgb(path, run.background) if in_memory else load_rgb(path, background=run.background)
+            # an image in memory meets the caps a file does (50:1 aspect, 64 Mpx), from its size alone
+            image = (rgb_from_memory(path, run.background, f"image {number}", need) if in_memory
+                     else load_rgb(path, run.background, need))
+            tensor = transform(image)
         except (TlzooError, OSError, ValueError) as exc:
             # the reason alone: the path is in the row, and BadImage's hint is about data.bad_files, for runs
             results[-1].error = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
             continue
-        pending.append((len(results) - 1, transform(image)))
+        pending.append((len(results) - 1, tensor))
         if len(pending) == run.batch_size:
             flush()
     flush()
