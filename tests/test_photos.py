@@ -159,3 +159,19 @@ def test_the_scan_at_the_smallest_scale_finds_what_a_full_decode_finds(tmp_path)
         if scanned.problem is None:
             assert scanned.size == (480, 360)
     assert 10 <= sum(verdicts) <= 50, "the damage should break some files and spare others"
+
+
+def test_predict_inputs_are_decoded_in_threads_in_order_with_errors_in_place(tmp_path):
+    """tlzoo.engine.inference.prepared_inputs: what predict (and an HTTP upload) decodes, a window ahead."""
+    from tlzoo.engine.inference import prepared_inputs
+
+    paths = [save(photo((400 + 10 * n, 300)), tmp_path / f"{n}.jpg", quality=85) for n in range(9)]
+    (tmp_path / "bad.jpg").write_bytes(b"not a jpeg")
+    items = paths[:4] + [tmp_path / "bad.jpg", Image.new("RGB", (0, 0)), photo((50, 40))] + paths[4:]
+    for ahead in (1, 3, 64):
+        got = list(prepared_inputs(items, lambda image: image.size, (255, 255, 255), ShorterSide(60), ahead=ahead))
+        sizes = [size for size, _ in got]
+        assert sizes[:4] == [reduced_size(ShorterSide(60), (400 + 10 * n, 300)) for n in range(4)]
+        assert sizes[4:6] == [None, None] and sizes[6] == (50, 40)
+        assert got[4][1] == "not an image (unknown format)" and got[5][1] == "image has no pixels (0x0)"
+        assert sizes[7:] == [reduced_size(ShorterSide(60), (400 + 10 * n, 300)) for n in range(4, 9)]
