@@ -38,6 +38,11 @@ class ExportedModel:
     run: Callable[[np.ndarray], np.ndarray]
     batch_size: int = BATCH
 
+    @property
+    def need(self):
+        """How small an image may be decoded for this file's preprocessing (as `tlzoo predict RUN_DIR`)."""
+        return self.host.pipeline.decode_need()
+
     def prepare(self, image) -> np.ndarray:
         return self.host(image)
 

@@ -2,8 +2,9 @@
 
 Loading goes through the same functions as `tlzoo predict` (tlzoo.engine.inference.load_run,
 tlzoo.export.predicting.load_exported), so a model that cannot be loaded is the same
-`tlzoo: error:`, raised before any port opens. An upload is decoded by decode_rgb
-(load_rgb's checks and caps, for bytes) and prepared by the predictor's own `prepare`.
+`tlzoo: error:`, raised before any port opens. An upload is decoded by rgb_from_bytes
+(load_rgb for bytes: its caps, checks and reduced decoding to the predictor's `need`)
+and prepared by the predictor's own `prepare`, as `tlzoo predict` treats a file.
 """
 
 from __future__ import annotations
@@ -12,7 +13,7 @@ from dataclasses import dataclass
 from importlib import metadata as distributions
 from pathlib import Path
 
-from tlzoo.data.images import BadImage, decode_rgb
+from tlzoo.data.images import BadImage, rgb_from_bytes
 from tlzoo.engine.inference import RunPredictor, load_run
 from tlzoo.export.metadata import preprocessing_of
 from tlzoo.export.predicting import is_exported_file, load_exported
@@ -21,7 +22,7 @@ from tlzoo.serve.uploads import BadInput, Upload
 
 @dataclass
 class Served:
-    predictor: object  # RunPredictor or ExportedModel: prepare(image), score(rows, top_ks), classes, background
+    predictor: object  # RunPredictor or ExportedModel: classes, background, need, prepare(image), score(...)
     info: dict
     input_size: tuple[int, int]  # (height, width) of the model's input
 
@@ -64,7 +65,7 @@ def serving_versions() -> dict:
 def prepare_upload(served: Served, upload: Upload):
     """Decode and prepare one upload exactly as `tlzoo predict` does a file; 422 naming it when it is bad."""
     try:
-        image = decode_rgb(upload.data, upload.name, served.predictor.background)
+        image = rgb_from_bytes(upload.data, upload.name, served.predictor.background, served.predictor.need)
     except BadImage as exc:
         raise BadInput(422, f"{upload.name}: {exc.reason}") from None
     return served.predictor.prepare(image)
