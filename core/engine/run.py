@@ -20,6 +20,7 @@ from tlzoo.runtime.precision import precision_note, resolve_precision
 from tlzoo.rundir import outputs
 from tlzoo.rundir.sidecar import MODEL_FORMAT
 from tlzoo.data.batches import seed_everything
+from tlzoo.data.class_balance import class_weights
 from tlzoo.engine.loop import LoopConfig, Trainer
 from tlzoo.engine.setup import ModelSetup, batch_sources, eval_batch_size, model_setup
 from tlzoo.engine.metrics import per_class_accuracy
@@ -64,15 +65,6 @@ def choose_run_dir(resolved, output: Path | None, claimed: list) -> Path:
         run_dir = outputs.new_run_dir(resolved.path(resolved.spec.output), resolved.spec.name or "run")
     claimed.append((run_dir, not existed))
     return run_dir
-
-
-def class_weights(train: list[tuple[Path, int]], num_classes: int) -> torch.Tensor:
-    """'balanced': N / (C x n_c), as scikit-learn defines it; 0 for a class with no images."""
-    counts = torch.bincount(torch.tensor([label for _, label in train], dtype=torch.long), minlength=num_classes)
-    weights = torch.zeros(num_classes)
-    present = counts > 0
-    weights[present] = len(train) / (num_classes * counts[present].float())
-    return weights
 
 
 def trains_whole_backbone(plans) -> bool:

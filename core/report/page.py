@@ -10,6 +10,7 @@ import jinja2
 
 from tlzoo.errors import TlzooError
 from tlzoo.report import figures
+from tlzoo.report.findings_section import render_section
 from tlzoo.report.per_class import macro_average, most_confused, per_class_metrics
 from tlzoo.report.records import top_losses
 from tlzoo.report.rundata import RunData
@@ -117,6 +118,7 @@ def build_context(data: RunData, top_count: int) -> tuple[dict, dict[str, bytes]
         "top_losses_note": "No per-image records: the run has no best model to evaluate."
                            if not data.records else "top_losses is 0 in the spec's report settings.",
         "skipped": data.skipped,
+        "findings_section": render_section(data.findings, "issues.csv") if data.findings is not None else None,
     }
     return context, pngs
 
