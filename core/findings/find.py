@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tlzoo.findings.balance import balance_of, small_class_issues
-from tlzoo.findings.duplicates import FEATURE_COSINE, PIXEL_BITS, SUPPORT_BITS, SUPPORT_COSINE, duplicate_issues
+from tlzoo.findings.duplicates import duplicate_issues
 from tlzoo.findings.hashing import NO_HASH, hash_files
 from tlzoo.findings.issues import KINDS, Findings
 from tlzoo.findings.mislabelled import mislabelled_issues
@@ -50,15 +50,18 @@ def find_issues(splits: list[SplitData], classes: list[str], threads: int = 4) -
     hashes = [hash_files(s.paths, threads) for s in splits]
     unhashed = sum(int((h[:, 0] == NO_HASH).sum()) for h in hashes)
     mislabelled, settings = mislabelled_issues(splits, classes)
-    outliers, outlier_settings = outlier_issues(splits, classes, mean)
+    outliers, outlier_settings = outlier_issues(splits, classes)
+    duplicates, duplicate_settings = duplicate_issues(splits, classes, mean, hashes)
     balance = balance_of(splits, classes)
-    issues = mislabelled + duplicate_issues(splits, classes, mean, hashes) + outliers + small_class_issues(
-        balance, train.name)
+    issues = mislabelled + duplicates + outliers + small_class_issues(balance, train.name)
     issues.sort(key=lambda issue: KINDS.index(issue.kind))  # stable: each kind keeps its own order
     settings.update(outlier_settings)
-    settings.update({"duplicate_pixel_bits": PIXEL_BITS, "duplicate_feature_cosine": FEATURE_COSINE,
-                     "duplicate_support_cosine": SUPPORT_COSINE, "duplicate_support_bits": SUPPORT_BITS})
+    settings.update(duplicate_settings)
     notes = [f"{unhashed} image(s) could not be decoded for the perceptual hash: only their features compared"
              ] if unhashed else []
+    if duplicate_settings["duplicate_feature_cosine"] is None:
+        notes.append(f"the backbone's features hardly tell these images apart (a typical nearest neighbour has "
+                     f"cosine {duplicate_settings['typical_neighbour_cosine']:.3f}): duplicates were found by their "
+                     "pixels alone, and outliers mean little")
     return Findings(issues, balance, {s.name: len(s.paths) for s in splits}, settings, notes,
                     time.perf_counter() - started)

@@ -3,11 +3,12 @@
 pHash: the image in grey at 32 x 32, its 2-D DCT, and one bit per low frequency
 (the 8 x 8 top-left block, the DC term left out) saying whether it is above the
 block's median. Copies resized or re-encoded keep their low frequencies, so
-their hashes differ in a few bits; unrelated images differ in about 32 (the
-bits of two unrelated hashes agree like coin flips: 20 or fewer differ for
-about 1 pair in 700). A crop moves every frequency, so each image also gets the
-hashes of its central 90 % and 80 %, and two images are as close as their
-closest full-against-centre pair: a copy cropped by up to 10 % a side matches.
+their hashes differ in a few bits; unrelated images in about 28. A crop moves
+every frequency, so each image also gets the hashes of its central 90 % and
+80 %, and two images are as close as their closest full-against-centre pair: a
+copy cropped by up to about 8 % a side matches. On flowers12, of the 450,000
+pairs of clearly different images (feature cosine under 0.5) one is within 8
+bits, 1 in 400 within 16 and 1 in 27 within 20.
 JPEGs are decoded at a fraction of their size (Pillow's draft mode), so hashing
 a 12-megapixel photo costs about what a thumbnail costs.
 """
