@@ -146,7 +146,7 @@ def run_findings(setup, log) -> None:
         log(f"findings: not computed in a job of {distributed.world_size()} processes\n  {hint}")
         return
     try:
-        findings = data_findings(setup.resolved, setup.data, log)
+        findings = data_findings(setup.resolved, setup.data, lambda line: log(f"findings: {line}"))
         write_findings(setup.run_dir, findings)
     except TlzooError as exc:
         log(f"findings: not computed: {exc.message}\n  {hint}")

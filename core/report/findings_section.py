@@ -14,8 +14,8 @@ from tlzoo.findings.issues import Findings
 from tlzoo.report.thumbnails import thumbnail_uri
 
 TEMPLATE = "findings.html"
-THUMBNAIL = 120  # smaller than the top losses': a section may hold 60 of them
-SHOWN = {"mislabelled": 12, "leak": 12, "duplicate": 6, "outlier": 6}
+THUMBNAIL = 100  # smaller than the top losses': a section may hold 48 of them (about 4 KB each)
+SHOWN = {"mislabelled": 12, "leak": 10, "duplicate": 4, "outlier": 8}
 BALANCE_ROWS = 30  # the smallest training classes first
 COUNT_LABELS = {"mislabelled": "likely mislabelled", "leak": "leaks across splits",
                 "duplicate": "duplicate pairs within a split", "outlier": "outliers",
