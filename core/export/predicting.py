@@ -48,7 +48,7 @@ def load_exported(path: Path | str) -> ExportedModel:
         run = onnx_file.runner(path, threads)
     elif path.suffix.lower() == ".pt2":
         meta = pt2_file.read_metadata(path)
-        run = pt2_file.runner(path)
+        run = pt2_file.runner(path, meta)
     else:
         raise TlzooError(f"{path}: tlzoo predicts from .onnx and .pt2 files and run directories")
     host = HostInput(metadata.data_config_of(meta), meta["input"]["dtype"] == "uint8", meta["input"]["layout"])
