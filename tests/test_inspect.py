@@ -246,7 +246,7 @@ def test_a_near_copy_in_features_counts_only_where_features_tell_images_apart():
     flat = torch.ones(120, 16) + 0.001 * torch.randn(120, 16)
     issues, settings = duplicate_issues([split("train", flat, y)], ["a", "b", "c", "d"], flat.mean(0) * 0,
                                         unhashed[:1])
-    assert issues == [] and settings["duplicate_feature_cosine"] is None
+    assert issues == [] and not settings["features_used"]
 
 
 def test_the_hash_keeps_resized_recompressed_and_slightly_cropped_copies_close(tmp_path):

@@ -9,7 +9,7 @@ from pathlib import Path
 import torch
 
 from tlzoo.findings.balance import balance_of, small_class_issues
-from tlzoo.findings.duplicates import duplicate_issues
+from tlzoo.findings.duplicates import NEIGHBOUR, duplicate_issues
 from tlzoo.findings.hashing import NO_HASH, hash_files
 from tlzoo.findings.issues import KINDS, Findings
 from tlzoo.findings.mislabelled import mislabelled_issues
@@ -59,9 +59,9 @@ def find_issues(splits: list[SplitData], classes: list[str], threads: int = 4) -
     settings.update(duplicate_settings)
     notes = [f"{unhashed} image(s) could not be decoded for the perceptual hash: only their features compared"
              ] if unhashed else []
-    if duplicate_settings["duplicate_feature_cosine"] is None:
-        notes.append(f"the backbone's features hardly tell these images apart (a typical nearest neighbour has "
-                     f"cosine {duplicate_settings['typical_neighbour_cosine']:.3f}): duplicates were found by their "
-                     "pixels alone, and outliers mean little")
+    if not duplicate_settings["features_used"]:
+        notes.append(f"the backbone's features hardly tell these images apart (an image's {NEIGHBOUR}th nearest "
+                     f"neighbour has cosine {duplicate_settings['median_neighbour_cosine']:.3f}): duplicates were "
+                     "found by their pixels alone, and outliers mean little")
     return Findings(issues, balance, {s.name: len(s.paths) for s in splits}, settings, notes,
                     time.perf_counter() - started)
