@@ -296,3 +296,14 @@ def test_findings_round_trip_through_json_and_write_one_csv_row_per_issue(one_th
     assert again == findings
     rows = rows_of(issues_csv(findings))
     assert len(rows) == len(findings.issues) and rows[0]["kind"] == "mislabelled" and rows[0]["path"] == "train/0.png"
+
+
+def test_random_weights_give_no_findings_but_a_reason(dirty, tmp_path, tiny_backbone, one_thread, capsys):
+    from tlzoo.cli.main import main
+
+    root, _ = dirty
+    with pytest.raises(SystemExit) as exit_info:
+        main(["inspect", str(root), "--backbone", "test/tiny_cnn", "--set", "backbone.weights=none",
+              "--out", str(tmp_path / "out")])
+    assert exit_info.value.code == 2 and "random features say nothing" in capsys.readouterr().err
+    assert not (tmp_path / "out").exists()

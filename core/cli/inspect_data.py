@@ -48,15 +48,16 @@ def inspect(
         raise TlzooError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
     if target.is_dir():
         raw, names = data_spec(target)
-        raw = apply_overrides(raw, list(set_), "--set")
         base_dir, source, name = Path.cwd(), str(target), target.resolve().name
     elif target.is_file():
-        raw, names = load_raw(target, set_), {}
+        raw, names = load_raw(target), {}
         base_dir, source, name = target.resolve().parent, str(target), target.stem
     else:
         raise TlzooError(f"{target} does not exist", "pass a run spec (JSON) or a folder of images")
     if backbone is not None and isinstance(raw, dict):
         raw = with_backbone(raw, backbone)
+    if isinstance(raw, dict):  # after --backbone, so that --set backbone.weights=... applies to it
+        raw = apply_overrides(raw, list(set_), source)
     resolved = resolve_spec(raw, registry(), base_dir, source, list(set_))
     out = out if out is not None else Path(f"inspect-{name}")
     if out.exists() and not out.is_dir():

@@ -29,6 +29,9 @@ def data_findings(resolved, data, log, names: dict[str, str] | None = None) -> F
     """Findings of `data` (a LabelledData) under `resolved`'s backbone; `names` renames splits (a split named
     like another is merged into it)."""
     names = names or {}
+    if resolved.spec.backbone.weights == "none":
+        raise TlzooError(f"backbone {resolved.backbone.name!r} has weights 'none': random features say nothing "
+                         "about the labels or the images", "use pretrained weights (backbone.weights or --backbone)")
     features = pooled_features(frozen_view(resolved), data, log, with_test=True)
     splits = [SplitData(names.get("train", "train"), [path for path, _ in data.train], features.train_y,
                         features.train_x),
