@@ -111,7 +111,9 @@ def duplicate_issues(splits, classes: list[str], mean: torch.Tensor,
         label_a, label_b = classes[int(a.labels[row_a])], classes[int(b.labels[row_b])]
         # score: 1 for a pixel copy, falling with the bits apart and with the feature distance
         score = max(1.0 - bits / 63, cosine)
-        detail = evidence(cosine, bits, closeness, use_features) + ("" if label_a == label_b else f"; labelled {label_a} and {label_b}")
+        detail = evidence(cosine, bits, closeness, use_features)
+        if label_a != label_b:
+            detail += f"; labelled {label_a} and {label_b}"
         issues.append(Issue("leak" if a.name != b.name else "duplicate", str(a.paths[row_a]), a.name, label_a,
                             score, detail, other_path=str(b.paths[row_b]), other_split=b.name,
                             other_label=label_b))

@@ -24,12 +24,15 @@ FOLDS = 5  # each probe sees 80 % of the training split; cleanlab's default too
 
 
 def probabilities(train_x: torch.Tensor, train_y: torch.Tensor, others: list[torch.Tensor], num_classes: int,
-                  folds: int = FOLDS) -> tuple[torch.Tensor, list[torch.Tensor], float]:
-    """(out-of-fold probabilities of the training images, probabilities of each other split, the L2 used)."""
-    cv = cross_validate(train_x, train_y, num_classes, folds=min(folds, _smallest_class(train_y, num_classes)))
+                  folds: int = FOLDS) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
+    """(out-of-fold probabilities of the training images, probabilities of each other split, the probe's L2 and
+    folds)."""
+    folds = min(folds, _smallest_class(train_y, num_classes))
+    cv = cross_validate(train_x, train_y, num_classes, folds=folds)
     standard = standardized(train_x, *others)
     weight, bias = fit_path(standard[0], train_y, num_classes, cv.l2) if others else (None, None)
-    return (cv.held_out_logits.softmax(1), [(x @ weight + bias).softmax(1) for x in standard[1:]], cv.l2)
+    return (cv.held_out_logits.softmax(1), [(x @ weight + bias).softmax(1) for x in standard[1:]],
+            {"probe_l2": cv.l2, "folds": folds})
 
 
 def _smallest_class(y: torch.Tensor, num_classes: int) -> int:
@@ -63,8 +66,8 @@ def suspects(probs: torch.Tensor, y: torch.Tensor, thresholds: torch.Tensor) -> 
 def mislabelled_issues(splits, classes: list[str], folds: int = FOLDS) -> tuple[list[Issue], dict]:
     """Issues for every split (`splits[0]` is the training split), and the settings used."""
     train, others = splits[0], splits[1:]
-    train_probs, other_probs, l2 = probabilities(train.features, train.labels, [s.features for s in others],
-                                                 len(classes), folds)
+    train_probs, other_probs, probe = probabilities(train.features, train.labels, [s.features for s in others],
+                                                    len(classes), folds)
     thresholds = class_thresholds(train_probs, train.labels, len(classes))
     issues = []
     for split, probs in zip(splits, [train_probs, *other_probs]):
@@ -77,5 +80,5 @@ def mislabelled_issues(splits, classes: list[str], folds: int = FOLDS) -> tuple[
                 f"{float(probs[row, suggested]):.3f}" + (" out of fold" if split is train else "")
                 + ("; confident" if confident else ""), suggested=classes[suggested]))
     issues.sort(key=lambda issue: -issue.score)
-    return issues, {"probe_l2": l2, "folds": folds,
+    return issues, {**probe,
                     "thresholds": {name: round(float(t), 4) for name, t in zip(classes, thresholds)}}

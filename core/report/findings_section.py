@@ -70,7 +70,8 @@ def section_context(findings: Findings, issues_file: str, source: str) -> dict:
     order = sorted(range(len(balance.classes)), key=lambda c: (balance.counts[names[0]][c], balance.classes[c]))
     rows = [{"name": balance.classes[c], "counts": [balance.counts[n][c] for n in names],
              "weight": f"{balance.weights[c]:.2f}", "small": balance.classes[c] in small} for c in order]
-    ratio = "" if balance.ratio is None else f" The largest training class has {balance.ratio:.1f}x the images of the smallest."
+    ratio = "" if balance.ratio is None else \
+        f" The largest training class has {balance.ratio:.1f}x the images of the smallest."
     return {
         "intro": f"{source} {', '.join(f'{n} {name}' for name, n in findings.splits.items())} images looked at "
                  f"in {findings.seconds:.1f} s.",
