@@ -9,8 +9,8 @@ every frequency, so each image also gets the hashes of its central 90 % and
 copy cropped by up to about 8 % a side matches. On flowers12, of the 450,000
 pairs of clearly different images (feature cosine under 0.5) one is within 8
 bits, 1 in 400 within 16 and 1 in 27 within 20.
-JPEGs are decoded at a fraction of their size (Pillow's draft mode), so hashing
-a 12-megapixel photo costs about what a thumbnail costs.
+JPEGs are decoded at a fraction of their size (tlzoo.data.images' reduced
+decoding), so hashing a 12-megapixel photo costs about what a thumbnail costs.
 """
 
 from __future__ import annotations
@@ -20,16 +20,18 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageOps
+from PIL import Image
 
-from tlzoo.data.images import MAX_ASPECT, MAX_PIXELS, to_rgb
+from tlzoo.data.decode_size import ShorterSide
+from tlzoo.data.images import load_rgb
+from tlzoo.errors import TlzooError
 
 SIDE = 32  # the grey image the DCT sees
 BLOCK = 8  # low frequencies kept: BLOCK x BLOCK less the DC term, 63 bits
 CENTRES = (1.0, 0.9, 0.8)  # the whole image, then central crops (side fractions)
 # (hash of a, hash of b) compared: whole against whole, and a whole image against the other's centres
 COMBINATIONS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))
-NO_HASH = np.uint64(0)  # a constant image hashes to 0 too; such pairs are not compared (see usable)
+NO_HASH = np.uint64(0)  # also what a constant image hashes to; hash_distances never matches it
 
 
 def _dct_matrix(n: int) -> np.ndarray:
@@ -45,14 +47,9 @@ _DCT = _dct_matrix(SIDE)
 
 def small_grey(path: Path) -> Image.Image | None:
     """The upright image in grey, decoded small; None when it cannot be read (the scan already said why)."""
-    try:
-        with Image.open(path) as image:
-            width, height = image.size
-            if width * height > MAX_PIXELS or max(width, height) > MAX_ASPECT * min(width, height):
-                return None
-            image.draft("RGB", (SIDE * 4, SIDE * 4))  # JPEG: decoded at 1/2 .. 1/8 scale, >= 4x the DCT side
-            return to_rgb(ImageOps.exif_transpose(image)).convert("L")
-    except Exception:  # noqa: BLE001 - a file gone or damaged since the scan gets no hash; its features still count
+    try:  # at least 4x the DCT side: libjpeg decodes at 1/2 .. 1/8 where that leaves enough
+        return load_rgb(path, need=ShorterSide(SIDE * 4)).convert("L")
+    except (TlzooError, OSError, ValueError):  # gone or damaged since the scan: no hash, its features still count
         return None
 
 
