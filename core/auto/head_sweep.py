@@ -20,7 +20,7 @@ import torch
 import torch.nn.functional as F
 
 from tlzoo.engine.optim import Schedule, build_optimizer
-from tlzoo.probe.ranking import one_thread
+from tlzoo.runtime.device import one_thread
 from tlzoo.spec import OptimizerSpec, SchedulerSpec
 
 LRS = (1e-3, 3e-3, 1e-2)
@@ -83,7 +83,7 @@ def train_head(train_x, train_y, val_x, val_y, num_classes: int, lr: float, epoc
 
 def sweep_head(features, seed: int, label_smoothing: float, weight_decay: float, batch_size: int,
                lrs=LRS, epochs=EPOCHS) -> Sweep:
-    """Every (lr, epochs) on `features` (tlzoo.probe.features.Features); the chosen point and why."""
+    """Every (lr, epochs) on `features` (tlzoo.engine.features.Features); the chosen point and why."""
     train_x, val_x = features.train_x.float(), features.val_x.float()
     points = []
     with one_thread(), torch.enable_grad():

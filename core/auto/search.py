@@ -34,8 +34,9 @@ from tlzoo.auto.throughput import BATCH, Speed, measure_finetune, measure_speed
 from tlzoo.engine.extras import RunExtras
 from tlzoo.engine.run import run_spec
 from tlzoo.errors import TlzooError
-from tlzoo.probe.features import pooled_features
-from tlzoo.probe.ranking import one_thread, unavailable
+from tlzoo.engine.features import pooled_features
+from tlzoo.probe.ranking import unavailable
+from tlzoo.runtime.device import one_thread
 from tlzoo.probe.scores import linear_probe
 from tlzoo.spec import resolve_spec
 

@@ -27,7 +27,7 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tlzoo.data.batches import Batch, epoch_seed
+from tlzoo.data.batches import Batch, epoch_seed, real_rows
 from tlzoo.runtime.device import release_freed_memory
 from tlzoo.runtime.heartbeat import Heartbeat, eta
 from tlzoo.runtime.fast_pass import InferencePath, Stages
@@ -130,8 +130,9 @@ class FrozenPrefixSource:
             return
         self.order_generator.manual_seed(epoch_seed(self.base.seed, epoch))
         views = (self.view_offsets + epoch) % self.views_at(frozen_stages)
-        for rows in self.order:
-            yield Batch(store.read(rows, views[rows]), self.labels[rows], frozen_stages)
+        for index, rows in enumerate(self.order):
+            yield Batch(store.read(rows, views[rows]), self.labels[rows], frozen_stages,
+                        real_rows(self.order, index, len(rows)))
 
     # -- the store for one boundary ------------------------------------------------------------
 

@@ -45,9 +45,15 @@ def run(
     allowed = [name.strip() for item in allow_changes for name in item.split(",") if name.strip()]
     resolved = load_spec(spec, registry(), set_) if spec is not None else load_resumed_spec(resume, registry(), set_)
     if nproc is not None and nproc > 1:  # the spec was checked above, once, before any worker starts
-        from tlzoo.cli.launch import launch_local, run_arguments
+        from tlzoo.cli.launch import check_job, job_run_dir, launch_local, run_arguments
 
-        launch_local(nproc, run_arguments(spec, set_, output, resume, allow_changes))
+        check_job(resolved, nproc)
+        run_dir, created, finished = job_run_dir(resolved, output, resume, allowed)
+        if finished is not None:  # a resume with nothing left to train said so; no worker is needed
+            typer.echo(best_line(finished.summary))
+            return
+        launch_local(nproc, run_arguments(spec, set_, run_dir if resume is None else None, resume, allow_changes),
+                     run_dir, created)
         return
     result = run_spec(resolved, output, resume=resume, allow_changes=allowed)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job

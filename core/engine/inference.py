@@ -8,7 +8,10 @@ validation numbers.
 
 from __future__ import annotations
 
+import itertools
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +28,7 @@ from tlzoo.data.batches import SourceSetup, eval_source
 from tlzoo.engine.metrics import EvalResult, evaluate, head_after
 from tlzoo.engine.tta import tta_logits
 from tlzoo.data.images import IMAGE_EXTENSIONS
-from tlzoo.runtime.device import allocator_scope, configure_threads, resolve_device, resolve_workers
+from tlzoo.runtime.device import allocator_scope, available_cpus, configure_threads, resolve_device, resolve_workers
 
 @dataclass
 class LoadedRun:
@@ -152,44 +155,116 @@ class Prediction:
     error: str | None = None
 
 
-@allocator_scope()
+class RunPredictor:
+    """A run's predict path one batch at a time: `predict` below and `tlzoo serve` both run it.
+
+    `prepare` turns an RGB image, decoded no smaller than `need`, into the
+    model's input (the run's eval transform); `score` runs a batch of them
+    through the fast path. The head runs one image at a time: a matrix product
+    picks its kernel by batch size, so a batched head would let an image's last
+    digits depend on the images it shares a batch with (the folded stages are
+    per-image already), and a server's batches differ from predict's.
+    """
+
+    def __init__(self, run: LoadedRun, log=None):
+        from tlzoo.data.transforms import build_eval_transform
+        from tlzoo.runtime.fast_pass import InferencePath, Stages
+
+        configure_threads()
+        self.run = run
+        self.classes = run.classes
+        self.background = run.background
+        self.batch_size = run.batch_size
+        self.transform = build_eval_transform(run.data_config)
+        self.need = self.transform.decode_need()
+        self.forward = head_after(run.model, InferencePath(Stages(run.model), run.fast, run.precision, run.device,
+                                                           log or note, "prediction model"), per_row=True)
+        run.model.eval()
+
+    def prepare(self, image) -> torch.Tensor:
+        return self.transform(image)
+
+    def score(self, rows: list[torch.Tensor], top_ks: list[int]) -> list[Prediction]:
+        """One Prediction (path None) per row, each with its own number of top classes."""
+        probs = tta_logits(self.forward, torch.stack(rows), self.run.tta).softmax(1).cpu()
+        out = []
+        for row, top_k in zip(probs, top_ks):
+            values, indices = row.topk(max(1, min(top_k, len(self.classes))))
+            out.append(Prediction(None, [(self.classes[i], v) for i, v in zip(indices.tolist(), values.tolist())]))
+        return out
+
+
+@allocator_scope()  # configure_threads keeps freed buffers for the pass; a notebook gets glibc's defaults back
 def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None) -> list[Prediction]:
     """Top-k classes of each image (a path or a PIL image), batched; unreadable ones come back with `error` set."""
+    return predict_with(RunPredictor(run, log), paths, top_k)
+
+
+def predict_with(predictor, paths: list, top_k: int) -> list[Prediction]:
+    """Decode, prepare and score `paths` (paths or PIL images) in batches of `predictor.batch_size`.
+
+    `predictor` is a RunPredictor or an exported model (tlzoo.export.predicting): `classes`,
+    `background`, `need` (how small an image may be decoded, tlzoo.data.decode_size), `batch_size`,
+    `prepare(image)`, `score(rows, top_ks)`. Decoding runs ahead in threads (prepared_inputs).
+    """
     from PIL import Image
 
-    from tlzoo.runtime.fast_pass import InferencePath, Stages
-    from tlzoo.data.images import load_rgb, to_rgb
-    from tlzoo.data.transforms import build_eval_transform
-
-    configure_threads()
-    transform = build_eval_transform(run.data_config)
-    forward = head_after(run.model, InferencePath(Stages(run.model), run.fast, run.precision, run.device,
-                                                  log or note, "prediction model"))
-    k = max(1, min(top_k, len(run.classes)))
     results: list[Prediction] = []
-    pending: list[tuple[int, torch.Tensor]] = []
+    pending: list[tuple[int, object]] = []
 
     def flush():
-        if not pending:
-            return
-        probs = tta_logits(forward, torch.stack([tensor for _, tensor in pending]), run.tta).softmax(1).cpu()
-        values, indices = probs.topk(k, dim=1)
-        for (slot, _), vals, idxs in zip(pending, values.tolist(), indices.tolist()):
-            results[slot].top = [(run.classes[i], v) for i, v in zip(idxs, vals)]
+        scored = predictor.score([row for _, row in pending], [top_k] * len(pending))
+        for (slot, _), prediction in zip(pending, scored):
+            prediction.path = results[slot].path
+            results[slot] = prediction
         pending.clear()
 
-    run.model.eval()
-    for path in paths:
-        in_memory = isinstance(path, Image.Image)
-        results.append(Prediction(None if in_memory else path, []))
-        try:
-            image = to_rgb(path, run.background) if in_memory else load_rgb(path, background=run.background)
-        except (TlzooError, OSError, ValueError) as exc:
-            # the reason alone: the path is in the row, and BadImage's hint is about data.bad_files, for runs
-            results[-1].error = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
+    inputs = prepared_inputs(paths, predictor.prepare, predictor.background, predictor.need,
+                             ahead=2 * predictor.batch_size)
+    for path, (row, error) in zip(paths, inputs):
+        results.append(Prediction(None if isinstance(path, Image.Image) else path, [], error))
+        if row is None:
             continue
-        pending.append((len(results) - 1, transform(image)))
-        if len(pending) == run.batch_size:
+        pending.append((len(results) - 1, row))
+        if len(pending) == predictor.batch_size:
             flush()
-    flush()
+    if pending:
+        flush()
     return results
+
+
+def prepared_inputs(items: list, transform, background, need=None, ahead: int = 64):
+    """(transformed tensor, None) or (None, why not) for each item (a path or a PIL image), in order.
+
+    Each image is decoded no larger than `need` (tlzoo.data.decode_size) and an image in memory meets the
+    caps a file does (50:1 aspect, 64 Mpx) from its size alone. Decoding runs in threads up to `ahead` items
+    before the consumer (Pillow releases the GIL while it decodes), so the model's pass over one batch and
+    the decoding of the next overlap.
+    """
+    from PIL import Image
+
+    from tlzoo.data.images import load_rgb, rgb_from_memory
+
+    def prepare(numbered):
+        number, item = numbered
+        try:
+            image = (rgb_from_memory(item, background, f"image {number}", need) if isinstance(item, Image.Image)
+                     else load_rgb(item, background, need))
+            return transform(image), None
+        except (TlzooError, OSError, ValueError) as exc:
+            # the reason alone: the caller names the input, and BadImage's hint is about data.bad_files, for runs
+            return None, getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
+
+    numbered = iter(enumerate(items))
+    workers = min(4, available_cpus(), len(items))
+    if workers < 2:
+        yield from map(prepare, numbered)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tlzoo-decode") as pool:
+        window = deque(pool.submit(prepare, pair) for pair in itertools.islice(numbered, max(1, ahead)))
+        while window:
+            done = window.popleft().result()
+            following = next(numbered, None)
+            if following is not None:
+                window.append(pool.submit(prepare, following))
+            yield done

@@ -12,8 +12,7 @@ from typing import Callable
 
 import numpy as np
 
-from tlzoo.data.images import load_rgb
-from tlzoo.engine.inference import Prediction
+from tlzoo.engine.inference import Prediction, predict_with
 from tlzoo.errors import TlzooError
 from tlzoo.export import metadata, onnx_file, pt2_file
 from tlzoo.export.preprocess import HostInput
@@ -29,12 +28,35 @@ def is_exported_file(path: Path) -> bool:
 
 @dataclass
 class ExportedModel:
+    """An exported file's predict path; the interface of tlzoo.engine.inference.RunPredictor (`predict_with`)."""
+
     path: Path
     metadata: dict
     classes: list[str]
     host: HostInput
     background: tuple[int, int, int]
     run: Callable[[np.ndarray], np.ndarray]
+    batch_size: int = BATCH
+
+    @property
+    def need(self):
+        """How small an image may be decoded for this file's preprocessing (as `tlzoo predict RUN_DIR`)."""
+        return self.host.pipeline.decode_need()
+
+    def prepare(self, image) -> np.ndarray:
+        return self.host(image)
+
+    def score(self, rows: list[np.ndarray], top_ks: list[int]) -> list[Prediction]:
+        """One Prediction (path None) per row, each with its own number of top classes."""
+        logits = np.asarray(self.run(np.stack(rows)), dtype=np.float32)
+        if logits.ndim != 2 or logits.shape[1] != len(self.classes):
+            raise TlzooError(f"{self.path} gives logits of shape {logits.shape} for {len(self.classes)} classes",
+                             "the file does not match its metadata; export the run again")
+        out = []
+        for row, top_k in zip(softmax(logits.astype(np.float64)), top_ks):
+            order = np.argsort(-row, kind="stable")[:max(1, min(top_k, len(self.classes)))]
+            out.append(Prediction(None, [(self.classes[i], float(row[i])) for i in order]))
+        return out
 
 
 def load_exported(path: Path | str) -> ExportedModel:
@@ -62,32 +84,4 @@ def softmax(logits: np.ndarray) -> np.ndarray:
 
 def predict_exported(model: ExportedModel, paths: list[Path], top_k: int = 5) -> list[Prediction]:
     """Top-k classes of each image, batched; unreadable images come back with `error` set."""
-    k = max(1, min(top_k, len(model.classes)))
-    results: list[Prediction] = []
-    pending: list[tuple[int, np.ndarray]] = []
-
-    def flush():
-        if not pending:
-            return
-        logits = np.asarray(model.run(np.stack([row for _, row in pending])), dtype=np.float32)
-        if logits.ndim != 2 or logits.shape[1] != len(model.classes):
-            raise TlzooError(f"{model.path} gives logits of shape {logits.shape} for {len(model.classes)} classes",
-                             "the file does not match its metadata; export the run again")
-        probs = softmax(logits.astype(np.float64))
-        for (slot, _), row in zip(pending, probs):
-            order = np.argsort(-row, kind="stable")[:k]
-            results[slot].top = [(model.classes[i], float(row[i])) for i in order]
-        pending.clear()
-
-    for path in paths:
-        results.append(Prediction(path, []))
-        try:
-            image = load_rgb(path, background=model.background)
-        except (TlzooError, OSError, ValueError) as exc:
-            results[-1].error = str(exc)
-            continue
-        pending.append((len(results) - 1, model.host(image)))
-        if len(pending) == BATCH:
-            flush()
-    flush()
-    return results
+    return predict_with(model, paths, top_k)
