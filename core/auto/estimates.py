@@ -45,9 +45,14 @@ def checkpoints_s(speed: Speed, epochs: int) -> float:
 
 
 def finish_s(speed: Speed, sizes: Sizes) -> float:
-    """The end of a final run: the test split through the best model, and the report."""
-    test = FOLD_S + sizes.test * (speed.forward_s + speed.load_s) if sizes.test else 0.0
-    return test + REPORT_S
+    """The end of a final run: the test split through the best model, then the report with its data findings
+    (tlzoo.engine.data_findings: the pretrained features of the test split too, perceptual hashes of every
+    image, an out-of-fold probe over all of them)."""
+    test_pass = FOLD_S + sizes.test * (speed.forward_s + speed.load_s) if sizes.test else 0.0
+    images = sizes.searched + sizes.test
+    findings = (test_pass + images * speed.load_s
+                + PROBE_FIT_UNIT_S * images * speed.num_features * max(sizes.classes, 8))
+    return test_pass + REPORT_S + findings
 
 
 def final_head_s(speed: Speed, sizes: Sizes, epochs: int) -> float:
