@@ -156,7 +156,7 @@ def test_cli_refuses_what_cannot_be_trained(tmp_path):
 
 
 @pytest.mark.slow
-def test_cli_trains_within_a_real_short_budget_and_its_spec_reruns(tmp_path):
+def test_cli_trains_within_a_real_short_budget(tmp_path):
     """EfficientNet-Lite0 on 45 tiny images: the whole command, interpreter start included, within 3 min + 10 %.
 
     It ends when its search is done (about 30 s on an idle 2-core machine); the budget leaves room for a
@@ -171,9 +171,6 @@ def test_cli_trains_within_a_real_short_budget_and_its_spec_reruns(tmp_path):
     decisions = json.loads((tmp_path / "run" / "decisions.json").read_text())
     assert decisions["final"]["within_budget"] and decisions["chosen"]["backbone"] == "efficientnet_lite0"
     assert "decisions: " in result.stdout and "test top-1" in result.stdout
-    again = run_cli("run", str(tmp_path / "run" / "spec.json"), "--output", str(tmp_path / "again"), timeout=300)
-    assert again.returncode == 0, again.stderr
-    first = json.loads((tmp_path / "run" / "summary.json").read_text())
-    second = json.loads((tmp_path / "again" / "summary.json").read_text())
-    assert second["best"]["val_top1"] == first["best"]["val_top1"]
-    assert second["test"]["top1"] == first["test"]["top1"]
+    # the chosen spec re-runs: test_train_chooses_by_validation_reads_test_last_and_its_spec_reruns (bitwise)
+    spec = json.loads((tmp_path / "run" / "spec.json").read_text())
+    assert spec["backbone"]["name"] == "efficientnet_lite0" and spec["data"]["reader"]["options"]["test"] == "test"
