@@ -57,9 +57,11 @@ def evaluate_run(loaded: LoadedRun, registry, data: Path | None = None, option: 
         raise TlzooError("there are no images to evaluate", f"check {option} or the run's validation split")
     from tlzoo.report.per_class import per_class_metrics
 
-    result, records = evaluate_records(loaded, items, workers, log=log)
+    result, records, trust = evaluate_records(loaded, items, workers, log=log)
     result.extra["records"] = records  # per image (tlzoo.report.records.ImageRecord): --per-image, tlzoo report
     report = {"images": result.count, **result.metrics("")}
+    if trust is not None:  # `loss` stays the model's own cross-entropy, as in training; calibration.after is T's
+        report.update(trust)
     report["per_class_accuracy"] = dict(zip(loaded.classes, result.per_class_accuracy))
     report["per_class"] = per_class_metrics(loaded.classes, result.confusion)  # precision, recall, F1, support
     report["confusion_matrix"] = result.confusion

@@ -93,7 +93,7 @@ def best_model_records(setup, log, best_eval=None) -> list[ImageRecord]:
     from tlzoo.data.transforms import build_eval_transform
     from tlzoo.engine.metrics import logits_over
     from tlzoo.engine.per_image import records_from_logits
-    from tlzoo.model.weights import load_state_file
+    from tlzoo.rundir.trust_store import load_best_weights
     from tlzoo.runtime.device import resolve_workers
 
     best = setup.run_dir / "best.safetensors"
@@ -104,7 +104,7 @@ def best_model_records(setup, log, best_eval=None) -> list[ImageRecord]:
             label for _, label in items]:
         return records_from_logits(items, best_eval.logits, best_eval.labels, setup.data.classes)
     spec = setup.resolved.spec
-    setup.built.model.load_state_dict(load_state_file(best), strict=True)
+    load_best_weights(setup.built.model, best)
     source = eval_source(SourceSetup(items, build_eval_transform(setup.built.data_config), setup.eval_batch_size,
                                      resolve_workers(spec.data.num_workers, len(items)), spec.train.seed,
                                      shuffle=False, background=spec.data.background))
