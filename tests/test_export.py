@@ -231,8 +231,9 @@ def test_disagreeing_export_fails_and_leaves_no_file(exported, capsys, tmp_path,
     from tlzoo.export import parity
 
     run_dir, _ = exported
-    real = parity.exported_logits
-    monkeypatch.setattr(parity, "exported_logits", lambda run, inputs: real(run, inputs)[:, ::-1].copy())
+    real = parity.exported_outputs
+    monkeypatch.setattr(parity, "exported_outputs",
+                        lambda run, inputs: [real(run, inputs)[0][:, ::-1].copy(), *real(run, inputs)[1:]])
     target = tmp_path / "bad.onnx"
     code, out, err = cli_output(capsys, "export", str(run_dir), "--out", str(target), "--exporter", "torchscript")
     assert code == 2 and "disagrees with the eager model" in err and "BELOW the required 0.9950" in err
@@ -243,11 +244,17 @@ def test_disagreeing_export_fails_and_leaves_no_file(exported, capsys, tmp_path,
 def test_parity_numbers():
     from tlzoo.export.parity import compare, spread
 
-    reference = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.2, 0.1]])
-    exported = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.2, 0.1]])
+    reference = [np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.2, 0.1]])]
+    exported = [np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.2, 0.1]])]
     report = compare(reference, exported, "four", 0.995)
     assert report.top1_agreement == 0.75 and report.max_abs_logit_diff == 1.0 and not report.passed
     assert compare(reference, reference, "four", 0.995).passed
+    # with OOD scores: the unknown decisions at the threshold must agree as well as the classes
+    scores = np.array([0.1, 0.5, 0.29, 0.9])
+    moved = np.array([0.1, 0.5, 0.31, 0.9])  # the third image crosses the threshold 0.3
+    unknown = compare(reference + [scores], reference + [moved], "four", 0.7, threshold=0.3)
+    assert unknown.unknown_agreement == 0.75 and abs(unknown.max_abs_score_diff - 0.02) < 1e-12
+    assert unknown.passed and not compare(reference + [scores], reference + [moved], "four", 0.8, 0.3).passed
     assert spread(list(range(10)), 4) == [0, 2, 5, 7] and spread([1, 2], 0) == [1, 2]
 
 

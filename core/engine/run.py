@@ -325,5 +325,6 @@ def train_and_report(resolved, output: Path | None = None, stream=None, resume: 
     outputs.write_json(setup.run_dir / outputs.SUMMARY_FILE, summary)
     best_path = setup.run_dir / "best.safetensors"
     setup.loggers.end(summary, best_path if best_path.is_file() else None)
-    report_after_run(setup, progress.message, trainer.best_eval)
+    report_after_run(setup, progress.message, trainer.best_eval,
+                     trust["calibration"]["temperature"] if trust is not None else 1.0)
     return RunResult(setup.run_dir, summary)

@@ -16,6 +16,7 @@ from pathlib import Path
 
 from tlzoo.errors import TlzooError
 from tlzoo.model.backbone import DataConfig
+from tlzoo.trust.record import validate_record
 
 FORMAT = "tlzoo-export/1"
 REQUIRED = ("format", "classes", "input", "preprocessing", "backbone", "spec_hash", "tlzoo_version", "exporter",
@@ -115,6 +116,11 @@ def _check_values(meta: dict, where: Path) -> None:
         bad("preprocessing.std", "must be positive")
     if prep["interpolation"] not in INTERPOLATIONS:
         bad("preprocessing.interpolation", f"must be one of {', '.join(INTERPOLATIONS)}")
+    if "trust" in meta:  # the temperature, threshold and validation scores: bounded, and consistent with each other
+        try:
+            validate_record(meta["trust"])
+        except ValueError as exc:
+            bad("trust", f"is not a valid trust record: {exc}")
     shape = meta["input"].get("shape") if isinstance(meta["input"], dict) else None
     if meta["input"].get("layout") not in ("nchw", "nhwc") or meta["input"].get("dtype") not in ("uint8", "float32") \
             or not isinstance(shape, list) or len(shape) != 4:

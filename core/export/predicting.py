@@ -13,11 +13,12 @@ from typing import Callable
 import numpy as np
 
 from tlzoo.data.images import load_rgb
-from tlzoo.engine.inference import Prediction
+from tlzoo.engine.inference import Prediction, check_keep, note
 from tlzoo.errors import TlzooError
 from tlzoo.export import metadata, onnx_file, pt2_file
 from tlzoo.export.preprocess import HostInput
 from tlzoo.runtime.device import configure_threads
+from tlzoo.trust.threshold import threshold_for
 
 SUFFIXES = (".onnx", ".pt2")
 BATCH = 32
@@ -34,7 +35,12 @@ class ExportedModel:
     classes: list[str]
     host: HostInput
     background: tuple[int, int, int]
-    run: Callable[[np.ndarray], np.ndarray]
+    run: Callable[[np.ndarray], list]  # [logits] or [logits, OOD scores]
+
+    @property
+    def trust(self) -> dict | None:
+        """The run's trust record (temperature, unknown threshold), or None for a file exported without one."""
+        return self.metadata.get("trust")
 
 
 def load_exported(path: Path | str) -> ExportedModel:
@@ -60,23 +66,45 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def predict_exported(model: ExportedModel, paths: list[Path], top_k: int = 5) -> list[Prediction]:
-    """Top-k classes of each image, batched; unreadable images come back with `error` set."""
+def predict_exported(model: ExportedModel, paths: list[Path], top_k: int = 5, reject: bool = True,
+                     keep: float | None = None) -> list[Prediction]:
+    """Top-k classes of each image, batched; unreadable images come back with `error` set.
+
+    As `tlzoo predict RUN_DIR`: probabilities at the run's temperature, and `unknown` when the graph's
+    OOD score is above the threshold the metadata gives for `keep` (the run's own when None).
+    """
+    check_keep(keep)
     k = max(1, min(top_k, len(model.classes)))
+    trust = model.trust
+    temperature = float(trust["calibration"]["temperature"]) if trust else 1.0
+    unknown = (trust or {}).get("unknown")
+    threshold = None
+    if unknown is not None and reject:
+        threshold = float(unknown["threshold"]) if keep is None or keep == unknown["keep"] else \
+            threshold_for(keep, unknown["val_scores"])
+    if trust is None:
+        note(f"{model.path} carries no calibration or unknown threshold (exported before tlzoo fitted them): "
+             "probabilities are uncalibrated and no image is marked unknown")
     results: list[Prediction] = []
     pending: list[tuple[int, np.ndarray]] = []
 
     def flush():
         if not pending:
             return
-        logits = np.asarray(model.run(np.stack([row for _, row in pending])), dtype=np.float32)
-        if logits.ndim != 2 or logits.shape[1] != len(model.classes):
-            raise TlzooError(f"{model.path} gives logits of shape {logits.shape} for {len(model.classes)} classes",
+        outputs = [np.asarray(o, dtype=np.float32) for o in model.run(np.stack([row for _, row in pending]))]
+        logits = outputs[0]
+        if logits.ndim != 2 or logits.shape[1] != len(model.classes) or len(outputs) != (2 if unknown else 1):
+            raise TlzooError(f"{model.path} gives outputs of shapes {[o.shape for o in outputs]} for "
+                             f"{len(model.classes)} classes" + (" and an OOD score" if unknown else ""),
                              "the file does not match its metadata; export the run again")
-        probs = softmax(logits.astype(np.float64))
-        for (slot, _), row in zip(pending, probs):
+        probs = softmax(logits.astype(np.float64) / temperature)
+        scores = outputs[1].reshape(-1) if unknown else [None] * len(pending)
+        for (slot, _), row, score in zip(pending, probs, scores):
             order = np.argsort(-row, kind="stable")[:k]
             results[slot].top = [(model.classes[i], float(row[i])) for i in order]
+            if score is not None:
+                results[slot].ood_score = float(score)
+                results[slot].unknown = threshold is not None and float(score) > threshold
         pending.clear()
 
     for path in paths:

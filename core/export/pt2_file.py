@@ -90,11 +90,12 @@ def load(path: Path) -> torch.nn.Module:
 
 
 def runner(path: Path):
-    """numpy batch -> numpy logits, through the loaded program."""
+    """numpy batch -> [numpy logits] or [logits, OOD scores], through the loaded program."""
     module = load(path)
 
     def run(batch):
         with torch.inference_mode():
-            return module(torch.from_numpy(batch)).float().numpy()
+            out = module(torch.from_numpy(batch))
+        return [t.float().numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
 
     return run
