@@ -74,6 +74,29 @@ def test_predict_on_exported_file_equals_predict_on_run_dir(exported, capsys, na
 
 
 @pytest.mark.parametrize("name", ["best.onnx", "best.pt2", "../pre.onnx"])
+def test_unknown_decisions_of_exported_files_equal_the_run_directory(exported, capsys, name, tmp_path):
+    """The graph's ood_score and the metadata's threshold give the run directory's unknown answers, at the
+    run's own kept share and at another one chosen from the stored validation scores."""
+    from PIL import Image
+
+    run_dir, val = exported
+    images = tmp_path / "images"
+    shutil.copytree(val, images / "val")
+    Image.new("RGB", (16, 16), (0, 0, 0)).save(images / "black.png")
+    Image.fromarray((np.indices((16, 16)).sum(0) % 2 * 255).astype(np.uint8)).convert("RGB").save(
+        images / "checkers.png")
+    for keep in ([], ["--keep", "0.5"]):
+        ours, theirs = (json.loads(cli_output(capsys, "predict", str(model), str(images), "--format", "json",
+                                              *keep)[1]) for model in (run_dir / name, run_dir))
+        assert [r["unknown"] for r in ours] == [r["unknown"] for r in theirs]
+        assert np.allclose([r["ood_score"] for r in ours], [r["ood_score"] for r in theirs], atol=1e-4)
+        assert_same(ours, theirs)
+    assert {r["unknown"] for r in theirs} == {True, False}  # both answers occur at keep 0.5
+    report = json.loads((run_dir / (name + ".parity.json")).read_text())["parity"]
+    assert report["unknown_agreement"] == 1.0 and report["max_abs_score_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("name", ["best.onnx", "best.pt2", "../pre.onnx"])
 def test_parity_is_stored_beside_the_file(exported, name):
     run_dir, _ = exported
     report = json.loads((run_dir / (name + ".parity.json")).read_text())
@@ -135,6 +158,21 @@ def changed_mean(meta):
     return meta
 
 
+def raised_threshold(meta):
+    meta["trust"]["unknown"]["threshold"] *= 10
+    return meta
+
+
+def resealed(change):
+    """The change, with every checksum computed again: what a deliberate edit would do."""
+    from tlzoo.export.metadata import seal
+
+    def edit(meta):
+        model = meta["checksums"]["model"]
+        return seal(change(meta), model)
+    return edit
+
+
 def dropped_classes(meta):
     del meta["classes"]
     return meta
@@ -149,6 +187,8 @@ def swapped_classes(meta):
     (changed_mean, "metadata key 'preprocessing' was changed after export"),
     (swapped_classes, "metadata key 'classes' was changed after export"),
     (dropped_classes, "metadata key(s) missing: classes"),
+    (raised_threshold, "metadata key 'trust' was changed after export"),
+    (resealed(raised_threshold), "is not the one its validation scores give"),
     (lambda meta: None, "has no tlzoo metadata"),
 ])
 def test_tampered_onnx_metadata_is_refused(exported, capsys, tmp_path, change, expected):

@@ -169,19 +169,22 @@ class UnknownSpec(StrictModel):
     def _bare_method(cls, value: Any) -> Any:
         return {"method": value} if isinstance(value, str) else value
 
-    @model_validator(mode="after")
-    def _method_options(self):
+    @field_validator("options")
+    @classmethod
+    def _method_options(cls, options: dict[str, Any], info) -> dict[str, Any]:
         from pydantic import ValidationError
 
+        method = info.data.get("method")
+        if method is None:  # the method itself is wrong: its own problem is reported
+            return options
         try:
-            METHOD_OPTIONS[self.method].model_validate(self.options)
+            METHOD_OPTIONS[method].model_validate(options)
         except ValidationError as exc:
             first = exc.errors()[0]
             where = ".".join(str(p) for p in first["loc"])
-            raise ValueError(f"options.{where}: {first['msg']} (method {self.method!r}"
-                             + (f" takes {', '.join(METHOD_OPTIONS[self.method].model_fields)})" if
-                                METHOD_OPTIONS[self.method].model_fields else " takes no options)")) from None
-        return self
+            takes = ", ".join(METHOD_OPTIONS[method].model_fields) or "no options"
+            raise ValueError(f"{where}: {first['msg']} (method {method!r} takes {takes})") from None
+        return options
 
 
 class TrainSpec(StrictModel):

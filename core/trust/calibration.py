@@ -48,7 +48,7 @@ def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, min_temperature:
             low = beta
         step = beta - slope / curve if curve > 0 else math.nan
         beta = step if low < step < high else (low + high) / 2  # Newton inside the bracket, else bisection
-        if high - low < 1e-12 * max(1.0, beta) or abs(slope) < 1e-12:
+        if high - low < 1e-12 * max(1.0, beta):
             break
     return 1.0 / beta
 
