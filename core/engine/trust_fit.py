@@ -13,6 +13,7 @@ after-calibration figures and the kept share on images no choice was made on.
 
 from __future__ import annotations
 
+import dataclasses
 import time
 
 import torch
@@ -36,10 +37,15 @@ def head_only_throughout(setup) -> bool:
 
 
 def cached(trainer_source, setup):
-    """The FrozenPrefixSource settings to read pooled features through, or None (compute them)."""
+    """The FrozenPrefixSource settings to read pooled features through, or None (compute them).
+
+    Reusing an entry the run itself just used is not news: those lines are left out (trust_fit says where
+    the features came from); building one is logged as usual."""
     if distributed.active() or not isinstance(trainer_source, FrozenPrefixSource) or not head_only_throughout(setup):
         return None
-    return trainer_source.settings
+    log = trainer_source.settings.log
+    return dataclasses.replace(trainer_source.settings,
+                               log=lambda line: None if line.startswith("cache: reusing") else log(line))
 
 
 def split_pass(setup, items, role: str, settings, log) -> tuple[SplitPass, bool]:
@@ -89,11 +95,12 @@ def fit_trust(setup, trainer, test: SplitPass | None, log) -> dict | None:
             pass_started = time.perf_counter()
             train, train_cached = split_pass(setup, items, "train", cached(trainer.train_source, setup), log)
             train_features, train_labels = train.features, train.labels
-            timing.update(train_images=len(items), train_features="activation cache" if train_cached else "computed",
-                          train_seconds=round(time.perf_counter() - pass_started, 3))
+            timing["train_features"] = {"images": len(items),
+                                        "from": "activation cache" if train_cached else "computed",
+                                        "seconds": round(time.perf_counter() - pass_started, 3)}
             log(f"trust: pooled features of {len(items)} training images "
                 + ("through the activation cache" if train_cached else "computed with the best model")
-                + f" in {timing['train_seconds']:.1f}s")
+                + f" in {timing['train_features']['seconds']:.1f}s")
         tensors = fit_tensors(unknown.method, options, train_features, train_labels, len(setup.data.classes))
         dumped = options.model_dump(mode="json")
         scorer = build_scorer(unknown.method, dumped, temperature, tensors)
