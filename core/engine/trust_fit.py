@@ -79,6 +79,11 @@ def fit_trust(setup, trainer, test: SplitPass | None, log) -> dict | None:
     if wanted.name == "temperature":
         temperature = calibration.fit_temperature(val.logits, val.labels, wanted.min_temperature,
                                                   wanted.max_temperature)
+        for bound, name in ((wanted.min_temperature, "min_temperature"), (wanted.max_temperature, "max_temperature")):
+            if abs(temperature - bound) <= 1e-6 * bound:
+                log(f"trust: the temperature fit stopped at train.calibration.{name} {bound:g}: the validation "
+                    "split's NLL kept falling (no errors, or nothing but errors); with more validation images "
+                    "the fit is better founded")
     record = {"format": FORMAT, "calibration": calibration_only(temperature, wanted.name, "val", len(val.labels)),
               "unknown": None}
     summary = {"calibration": {"method": wanted.name, "temperature": temperature,

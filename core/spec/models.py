@@ -149,8 +149,9 @@ class CalibrationSpec(BareName):
     model (NLL minimised) divides the logits of evaluate, predict and exported models; 'none' keeps them."""
 
     name: Literal["temperature", "none"] = "temperature"
-    min_temperature: Number = Field(0.05, gt=0, le=1, description="lowest temperature the fit may choose")
-    max_temperature: Number = Field(20.0, ge=1, le=1000, description="highest temperature the fit may choose")
+    min_temperature: Number = Field(0.25, gt=0, le=1, description="lowest temperature the fit may choose (a "
+                                    "validation split without errors pulls it to this bound)")
+    max_temperature: Number = Field(10.0, ge=1, le=1000, description="highest temperature the fit may choose")
 
 
 class UnknownSpec(StrictModel):

@@ -28,8 +28,8 @@ def _nll_and_derivatives(logits: torch.Tensor, labels: torch.Tensor, beta: float
     return float(nll), float((mean_z - true).mean()), float(var_z.clamp_min(0).mean())
 
 
-def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, min_temperature: float = 0.05,
-                    max_temperature: float = 20.0) -> float:
+def fit_temperature(logits: torch.Tensor, labels: torch.Tensor, min_temperature: float = 0.25,
+                    max_temperature: float = 10.0) -> float:
     """The T in [min_temperature, max_temperature] minimising the mean NLL of softmax(logits / T).
 
     With no logits, or logits that carry no information (all equal), T is 1.
