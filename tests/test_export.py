@@ -115,7 +115,8 @@ def test_onnx_metadata_carries_classes_and_preprocessing(exported):
     sidecar = json.loads((run_dir / "best.json").read_text())
     assert meta["classes"] == sidecar["classes"] == ["class0", "class1", "class2"]
     assert meta["preprocessing"]["mean"] == sidecar["data_config"]["mean"]
-    assert meta["preprocessing"]["center_crop"] == [16, 16] and meta["input"]["dtype"] == "float32"
+    assert meta["preprocessing"]["center_crop"] == [16, 16]
+    assert meta["input"] == {"dtype": "float32", "layout": "nchw", "shape": [None, 3, 16, 16]}  # as the graph
     assert meta["spec_hash"] == sidecar["spec_hash"]
     session = ort.InferenceSession(str(run_dir / "best.onnx"), providers=["CPUExecutionProvider"])
     assert session.get_inputs()[0].shape[1:] == [3, 16, 16]
@@ -241,27 +242,166 @@ class _Payload:
         return (Path.touch, (self.marker,))
 
 
-def test_pt2_with_a_pickle_payload_is_refused_unread(exported, capsys, tmp_path):
-    """torch.export.load would unpickle sample inputs without restriction; tlzoo refuses first."""
+def _edit_json(files: dict, name: str, change) -> None:
+    body = json.loads(files[name])
+    change(body)
+    files[name] = json.dumps(body).encode()
+
+
+def _plant(kind: str, files: dict, top: str, marker: Path) -> None:
+    """Each way torch.export.load can be made to run code (here: create `marker`)."""
     import pickle
 
+    payload = pickle.dumps(_Payload(marker))
+    weights, constants, program = f"{top}/data/weights/", f"{top}/data/constants/", f"{top}/models/model.json"
+    code = f"__import__('pathlib').Path({str(marker)!r}).touch()"
+    if kind == "truthy use_pickle":  # torch tests `if use_pickle:`, so 1 unpickles as true does
+        def weight_as_pickle(config):
+            first = next(iter(config["config"].values()))
+            first["use_pickle"] = 1
+            files[weights + first["path_name"]] = payload
+        _edit_json(files, weights + "model_weights_config.json", weight_as_pickle)
+    elif kind == "opaque constant":  # data/constants/opaque_obj_* goes to plain pickle.loads
+        files[constants + "opaque_obj_0"] = payload + b"\0" * (-len(payload) % 4)
+        meta = {"dtype": 7, "sizes": [{"as_int": 1}], "requires_grad": False, "device": {"type": "cpu", "index": None},
+                "strides": [{"as_int": 1}], "storage_offset": {"as_int": 0}, "layout": 7}
+        _edit_json(files, constants + "model_constants_config.json", lambda config: config["config"].__setitem__(
+            "planted", {"path_name": "opaque_obj_0", "is_param": False, "use_pickle": False, "tensor_meta": meta}))
+    elif kind in ("legacy weights", "legacy constants"):  # retried with weights_only=False
+        files[(weights if kind == "legacy weights" else constants) + "model.pt"] = payload
+    elif kind == "sample inputs":  # retried with weights_only=False
+        files[f"{top}/data/sample_inputs/model.pt"] = payload
+    elif kind == "symbolic size":  # sympy.sympify evaluates the text
+        files[program] = files[program].replace(b'"expr_str": "', f'"expr_str": "{code} or '.encode(), 1)
+    elif kind == "guard code":  # compiled into the module's guard function
+        _edit_json(files, program, lambda body: body.__setitem__("guards_code", [f"{code} is None"]))
+    elif kind == "file operator":  # aten::from_file(shared=True) creates its file
+        def from_file(body):
+            body["graph_module"]["graph"]["nodes"][-1].update(target="torch.ops.aten.from_file.default", inputs=[
+                {"name": "filename", "arg": {"as_string": str(marker)}, "kind": 1},
+                {"name": "shared", "arg": {"as_bool": True}, "kind": 1},
+                {"name": "size", "arg": {"as_int": 4}, "kind": 1}])
+        _edit_json(files, program, from_file)
+
+
+CRAFTED = {"truthy use_pickle": "use_pickle is 1", "opaque constant": "'opaque_obj_0', not a raw tensor",
+           "legacy weights": "data/weights/model.pt' is not something", "legacy constants":
+           "data/constants/model.pt' is not something", "sample inputs": "does not load safely",
+           "symbolic size": "not plain arithmetic", "guard code": "carries guard code",
+           "file operator": "aten.from_file.default, which takes text other than a mode word (filename)"}
+
+
+def crafted_pt2(exported, tmp_path: Path, kind: str) -> tuple[Path, Path]:
+    """best.pt2 with a planted payload, its sidecar re-sealed as a forger would; returns (file, marker)."""
     from tlzoo.export import metadata, pt2_file
 
-    run_dir, val = exported
-    marker = tmp_path / "pwned"
-    target = tmp_path / "evil.pt2"
-    with zipfile.ZipFile(run_dir / "best.pt2") as source, zipfile.ZipFile(target, "w") as out:
-        for item in source.infolist():
-            data = source.read(item)
-            if "/sample_inputs/" in item.filename:
-                data = pickle.dumps(_Payload(marker))
-            out.writestr(item, data)
+    run_dir, _ = exported
+    marker, target = tmp_path / "pwned", tmp_path / "evil.pt2"
+    with zipfile.ZipFile(run_dir / "best.pt2") as source:
+        files = {item.filename: source.read(item) for item in source.infolist()}
+    _plant(kind, files, next(iter(files)).split("/")[0], marker)
+    with zipfile.ZipFile(target, "w") as out:
+        for name, data in files.items():
+            out.writestr(name, data)
     body = json.loads((run_dir / "best.pt2.json").read_text())
-    body.pop("checksums")  # a forger re-seals: the checksums cannot stop this, the pickle check must
+    body.pop("checksums")  # a forger re-seals: the checksums cannot stop this, the allow-list must
     pt2_file.sidecar_of(target).write_text(json.dumps(metadata.seal(body, pt2_file.file_checksum(target))))
-    code, out, err = cli_output(capsys, "predict", str(target), str(val))
-    assert code == 2 and out == "" and "does not load safely" in err
+    return target, marker
+
+
+@pytest.mark.parametrize("kind", CRAFTED)
+def test_crafted_pt2_is_refused_unread(exported, capsys, tmp_path, kind):
+    """predict and tlzoo.load refuse each crafted archive by the allow-list; the payload never runs."""
+    import tlzoo
+    from tlzoo.errors import TlzooError
+
+    target, marker = crafted_pt2(exported, tmp_path, kind)
+    code, out, err = cli_output(capsys, "predict", str(target), str(exported[1]))
+    assert code == 2 and out == "" and CRAFTED[kind] in err and "Traceback" not in err
+    with pytest.raises(TlzooError, match="export the run again"):
+        tlzoo.load(target)
     assert not marker.exists()
+
+
+@pytest.mark.parametrize("kind", CRAFTED)
+def test_crafted_pt2_payloads_are_live(exported, tmp_path, kind):
+    """The control for the test above: torch's own loader (no tlzoo check) runs each payload."""
+    target, marker = crafted_pt2(exported, tmp_path, kind)
+    try:
+        torch.export.load(str(target)).module()(torch.zeros(2, 3, 16, 16))
+    except Exception:
+        pass  # the payload ran while loading; the program it leaves behind is broken
+    assert marker.exists()
+
+
+def _set(meta: dict, dotted: str, value) -> dict:
+    *path, last = dotted.split(".")
+    place = meta
+    for key in path:
+        place = place[key]
+    place[last] = value
+    return meta
+
+
+# (what a forger or a hand edit sets, re-sealed so the checksums pass; the words the error must hold)
+OUT_OF_RANGE = {
+    "crop 0": ({"preprocessing.center_crop": [0, 16]}, "preprocessing.center_crop.0: Input should be greater"),
+    "NaN std": ({"preprocessing.std": [0.2, float("nan"), 0.2]}, "preprocessing.std.1: Input should be a finite"),
+    "size as text": ({"preprocessing.center_crop": ["16", "16"]}, "preprocessing.center_crop.0: Input should be a "
+                     "valid integer"),
+    "mean as text": ({"preprocessing.mean": "0.5"}, "preprocessing.mean: Input should be a valid list"),
+    "unknown interpolation": ({"preprocessing.interpolation": "cubic"}, "preprocessing.interpolation: Input should"),
+    "crop_pct 0": ({"preprocessing.crop_pct": 0}, "preprocessing.crop_pct: Input should be greater"),
+    "resize against crop": ({"preprocessing.resize_shorter_side": 999}, "resize_shorter_side 999 and resize None "
+                            "disagree"),
+    "no classes": ({"classes": []}, "classes: List should have at least 1 item"),
+    "twice a class": ({"classes": ["class0", "class0", "class2"]}, "a class name appears twice"),
+    "float input as nhwc": ({"input.layout": "nhwc", "input.shape": [None, 16, 16, 3]},
+                            "float32 input is NCHW"),
+    "uint8 declared for a float graph": ({"input.dtype": "uint8", "preprocessing.normalized_inside": True},
+                                         "the graph takes float32 [N,3,16,16] but metadata key 'input' declares "
+                                         "uint8 [N,3,16,16]"),
+    "size the graph does not take": ({"preprocessing.center_crop": [32, 32], "preprocessing.resize_shorter_side": 32,
+                                      "preprocessing.crop_pct": 1.0, "input.shape": [None, 3, 32, 32]},
+                                     "the graph takes float32 [N,3,16,16] but metadata key 'input' declares float32 "
+                                     "[N,3,32,32]"),
+    "unknown key": ({"temperature": 0.5}, "temperature: Extra inputs are not permitted"),
+}
+
+
+def _resealed(run_dir: Path, tmp_path: Path, edits: dict, suffix: str) -> Path:
+    """The run's exported file with edited metadata, sealed again (checksums pass; the values must not)."""
+    import onnx
+
+    from tlzoo.export import metadata, onnx_file, pt2_file
+
+    target = tmp_path / f"edited{suffix}"
+    shutil.copy(run_dir / f"best{suffix}", target)
+    if suffix == ".pt2":
+        body = json.loads((run_dir / "best.pt2.json").read_text())
+    else:
+        body = json.loads({p.key: p.value for p in onnx.load(str(target)).metadata_props}["tlzoo"])
+    body.pop("checksums")
+    for dotted, value in edits.items():
+        _set(body, dotted, value)
+    if suffix == ".pt2":
+        pt2_file.sidecar_of(target).write_text(json.dumps(metadata.seal(body, pt2_file.file_checksum(target))))
+    else:
+        onnx_file.embed(target, body)
+    return target
+
+
+@pytest.mark.parametrize("suffix", [".pt2", ".onnx"])
+@pytest.mark.parametrize("case", OUT_OF_RANGE)
+def test_out_of_range_metadata_is_refused(exported, capsys, tmp_path, case, suffix):
+    """Every value is range-checked and the declared input is the graph's: exit 2 naming the key, never a
+    traceback or a NaN prediction."""
+    run_dir, val = exported
+    edits, expected = OUT_OF_RANGE[case]
+    target = _resealed(run_dir, tmp_path, edits, suffix)
+    code, out, err = cli_output(capsys, "predict", str(target), str(val))
+    assert code == 2 and out == "" and "Traceback" not in err, err
+    assert expected in err and str(target) in err
 
 
 # --- the export itself ----------------------------------------------------------------------------

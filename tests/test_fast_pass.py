@@ -255,3 +255,31 @@ def test_a_head_only_cache_pass_runs_folded_and_says_so(tmp_path, tiny_backbone,
     assert re.search(r"cache: stage-3 activations of 9 val images x 1 view\(s\) computed in [\d.]+s\n", log), log
     assert len(metrics) == 2
     assert "runs unfolded" not in log  # validation on cached activations has nothing to fold, and says nothing
+
+
+def test_threads_predicting_on_one_loaded_model_agree_exactly_with_one_caller(tmp_path, tiny_backbone, monkeypatch):
+    """Each predict folds its own copy; tracing which BatchNorm follows which convolution used to hook the
+    shared model, so a second thread's pass fired the first one's hooks and folded a different copy."""
+    import threading
+
+    import tlzoo
+
+    monkeypatch.setenv("TLZOO_CPU_BF16", "0")  # auto = folded fp32 on every CPU
+    make_image_folder(tmp_path / "data", classes=3, per_class=4, val_per_class=4)
+    result, _, _ = run_tiny(tmp_path, "auto", train__epochs=1)
+    model = tlzoo.load(result.run_dir)
+    images = sorted((tmp_path / "data" / "val").rglob("*.png"))
+    expected = [p.top for p in model.predict(images, top_k=3)]
+    for _ in range(3):
+        start, got = threading.Barrier(4), {}
+
+        def predict(slot):
+            start.wait()
+            got[slot] = [p.top for p in model.predict(images, top_k=3)]
+
+        threads = [threading.Thread(target=predict, args=(slot,)) for slot in range(4)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+        assert [got[slot] for slot in range(4)] == [expected] * 4

@@ -20,7 +20,7 @@ import torch
 
 from tlzoo.engine.inference import collect_images, load_run, note
 from tlzoo.errors import TlzooError
-from tlzoo.export import metadata, onnx_file, parity, pt2_file
+from tlzoo.export import metadata, metadata_fields, onnx_file, parity, pt2_file
 from tlzoo.export.preprocess import WithPreprocessing
 from tlzoo.export.trusted import SCORE_OUTPUT, WithScore
 from tlzoo.rundir import outputs
@@ -144,7 +144,8 @@ def export_run(run_dir: Path | str, format: str = "onnx", model: str = "best", o
         used = "torch.export"
         meta = pt2_file.write(module, example, path, base_metadata(loaded, model, with_preprocessing, layout,
                                                                      used, None))
-        run_exported = pt2_file.runner(path)
+        run_exported = pt2_file.runner(path, meta)
+    _refuse_out_of_range(meta, path)
     reference = parity.eager_outputs(scored, inputs)
     report = parity.compare(reference, parity.exported_outputs(run_exported, inputs), sample, min_agreement,
                             threshold)
@@ -161,6 +162,16 @@ def export_run(run_dir: Path | str, format: str = "onnx", model: str = "best", o
                          f"(report in {result.report_path})",
                          "try --format pt2 or the other --exporter, or lower --min-agreement if this is expected")
     return result
+
+
+def _refuse_out_of_range(meta: dict, path: Path) -> None:
+    """A run whose data config no consumer could be fed by (checked as `tlzoo predict` will) leaves no file."""
+    bad = metadata_fields.problems(meta)
+    if bad:
+        path.unlink(missing_ok=True)
+        pt2_file.sidecar_of(path).unlink(missing_ok=True)
+        raise TlzooError(f"the run's preprocessing is out of the range an exported file may carry: {'; '.join(bad)}",
+                         "check the backbone's data config (its mean, std, crop_pct and input size)")
 
 
 def _quantized(path: Path, meta: dict, reference: list[np.ndarray], inputs: parity.ParityInputs, log,

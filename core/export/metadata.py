@@ -4,7 +4,9 @@ Every key a consumer needs to feed the model is here, so nobody re-states the
 preprocessing (the usual cause of an export that disagrees with PyTorch). Each
 key carries a checksum, and so does the model itself: a file whose metadata
 was edited, or a sidecar paired with another model, is refused naming the key,
-never run. The checksums guard against accidents and mix-ups, not forgery.
+never run. The checksums guard against accidents and mix-ups, not forgery;
+every value is then checked against its bounds (tlzoo.export.metadata_fields)
+and the declared input and classes against the graph itself.
 """
 
 from __future__ import annotations
@@ -15,13 +17,10 @@ import math
 from pathlib import Path
 
 from tlzoo.errors import TlzooError
+from tlzoo.export.metadata_fields import FORMAT, data_config_of, input_shape, problems, required_keys, resize_of
 from tlzoo.model.backbone import DataConfig
-from tlzoo.trust.record import validate_record
 
-FORMAT = "tlzoo-export/1"
-REQUIRED = ("format", "classes", "input", "preprocessing", "backbone", "spec_hash", "tlzoo_version", "exporter",
-            "checksums")
-INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
+__all__ = ["FORMAT", "checksum", "check_graph", "data_config_of", "input_of", "preprocessing_of", "seal", "verify"]
 
 
 def _canonical(value) -> bytes:
@@ -36,11 +35,12 @@ def preprocessing_of(config: DataConfig, background, inside: bool) -> dict:
     """The eval recipe in plain words: resize the shorter side, centre crop, scale to [0, 1], normalize."""
     height, width = config.input_size[1:]
     crop_pct = config.crop_pct or 1.0
+    resize_shorter_side, resize = resize_of(height, width, crop_pct)
     return {
-        "resize_shorter_side": math.floor(height / crop_pct) if height == width else None,
-        "resize": None if height == width else [math.floor(height / crop_pct), math.floor(width / crop_pct)],
+        "resize_shorter_side": resize_shorter_side,
+        "resize": resize,
         "center_crop": [height, width],
-        "crop_pct": config.crop_pct,
+        "crop_pct": crop_pct,
         "interpolation": config.interpolation,
         "scale": 1 / 255,
         "mean": list(config.mean),
@@ -51,9 +51,10 @@ def preprocessing_of(config: DataConfig, background, inside: bool) -> dict:
 
 
 def input_of(config: DataConfig, with_preprocessing: bool, layout: str) -> dict:
-    height, width = config.input_size[1:]
-    shape = [None, height, width, 3] if layout == "nhwc" else [None, 3, height, width]
-    return {"dtype": "uint8" if with_preprocessing else "float32", "layout": layout, "shape": shape}
+    """What the graph takes: uint8 in `layout` with the preprocessing inside, else the model's own float NCHW."""
+    layout = layout if with_preprocessing else "nchw"
+    return {"dtype": "uint8" if with_preprocessing else "float32", "layout": layout,
+            "shape": input_shape(*config.input_size[1:], layout)}
 
 
 def seal(meta: dict, model_bytes_checksum: str) -> dict:
@@ -69,7 +70,7 @@ def verify(meta, where: Path, model_bytes_checksum: str | None) -> dict:
     hint = "export the run again with `tlzoo export RUN_DIR`; tlzoo never guesses preprocessing"
     if not isinstance(meta, dict):
         raise TlzooError(f"{where} carries no tlzoo metadata", hint)
-    missing = [key for key in REQUIRED if key not in meta]
+    missing = [key for key in required_keys() if key not in meta]
     if missing:
         raise TlzooError(f"{where}: metadata key(s) missing: {', '.join(missing)}", hint)
     if meta["format"] != FORMAT:
@@ -92,44 +93,30 @@ def verify(meta, where: Path, model_bytes_checksum: str | None) -> dict:
     if model_bytes_checksum is not None and sums.get("model") != model_bytes_checksum:
         raise TlzooError(f"{where}: the model does not match its metadata (checksum 'model' differs): the file "
                          "was changed after export or the metadata belongs to another export", hint)
-    _check_values(meta, where)
+    bad = problems(meta)
+    if bad:
+        raise TlzooError(f"{where}: metadata value(s) out of range: {'; '.join(bad)}",
+                         "export the run again with `tlzoo export`")
     return meta
 
 
-def _check_values(meta: dict, where: Path) -> None:
-    """Values a hand-written (re-sealed) file could still get wrong."""
-    def bad(key: str, why: str):
-        raise TlzooError(f"{where}: metadata key {key!r} {why}", "export the run again with `tlzoo export`")
-
-    classes = meta["classes"]
-    if not (isinstance(classes, list) and classes and all(isinstance(c, str) for c in classes)):
-        bad("classes", "must be a non-empty list of class names")
-    prep = meta["preprocessing"]
-    for key in ("mean", "std", "center_crop", "interpolation", "crop_pct", "background", "normalized_inside"):
-        if not isinstance(prep, dict) or key not in prep:
-            bad(f"preprocessing.{key}", "is missing")
-    for key in ("mean", "std"):
-        values = prep[key]
-        if not (isinstance(values, list) and len(values) == 3 and all(isinstance(v, (int, float)) for v in values)):
-            bad(f"preprocessing.{key}", "must be three numbers")
-    if any(v <= 0 for v in prep["std"]):
-        bad("preprocessing.std", "must be positive")
-    if prep["interpolation"] not in INTERPOLATIONS:
-        bad("preprocessing.interpolation", f"must be one of {', '.join(INTERPOLATIONS)}")
-    if "trust" in meta:  # the temperature, threshold and validation scores: bounded, and consistent with each other
-        try:
-            validate_record(meta["trust"])
-        except ValueError as exc:
-            bad("trust", f"is not a valid trust record: {exc}")
-    shape = meta["input"].get("shape") if isinstance(meta["input"], dict) else None
-    if meta["input"].get("layout") not in ("nchw", "nhwc") or meta["input"].get("dtype") not in ("uint8", "float32") \
-            or not isinstance(shape, list) or len(shape) != 4:
-        bad("input", "must give dtype uint8|float32, layout nchw|nhwc and a 4-dimensional shape")
+def check_graph(meta: dict, where: Path, dtype: str, shape: list, logits: int | None, outputs: int | None = None
+                ) -> None:
+    """The graph itself must take the declared input and give one logit per class; with the run's unknown
+    threshold in `trust` it gives the OOD score as a second output, and without it the logits alone."""
+    declared = meta["input"]
+    if dtype != declared["dtype"] or len(shape) != 4 or list(shape[1:]) != declared["shape"][1:]:
+        raise TlzooError(f"{where}: the graph takes {dtype} {_shape(shape)} but metadata key 'input' declares "
+                         f"{declared['dtype']} {_shape(declared['shape'])}", "export the run again")
+    if logits is not None and logits != len(meta["classes"]):
+        raise TlzooError(f"{where}: the graph gives {logits} logits but metadata key 'classes' names "
+                         f"{len(meta['classes'])}", "export the run again")
+    scored = ((meta.get("trust") or {}).get("unknown")) is not None
+    if outputs is not None and outputs != (2 if scored else 1):
+        raise TlzooError(f"{where}: the graph has {outputs} output(s), but metadata key 'trust' "
+                         + ("names an unknown threshold (it needs logits and an ood_score)" if scored else
+                            "names no unknown threshold (it expects the logits alone)"), "export the run again")
 
 
-def data_config_of(meta: dict) -> DataConfig:
-    """The DataConfig whose eval transform this file was exported with."""
-    prep = meta["preprocessing"]
-    height, width = prep["center_crop"]
-    return DataConfig(input_size=(3, int(height), int(width)), mean=tuple(prep["mean"]), std=tuple(prep["std"]),
-                      interpolation=prep["interpolation"], crop_pct=float(prep["crop_pct"]))
+def _shape(shape) -> str:
+    return "[" + ",".join("N" if d is None else str(d) for d in shape) + "]"

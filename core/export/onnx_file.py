@@ -182,16 +182,21 @@ def read_metadata(path: Path) -> dict:
         raise TlzooError(f"{path}: metadata_props key {METADATA_KEY!r} is not valid JSON ({exc})",
                          "export the run again") from None
     meta = metadata.verify(meta, path, graph_checksum(model))
-    outputs = model.graph.output[0].type.tensor_type.shape.dim
-    if len(outputs) == 2 and outputs[1].dim_value and outputs[1].dim_value != len(meta["classes"]):
-        raise TlzooError(f"{path}: the graph gives {outputs[1].dim_value} logits but metadata key 'classes' "
-                         f"names {len(meta['classes'])}", "export the run again")
-    scored = ((meta.get("trust") or {}).get("unknown")) is not None
-    if scored != (len(model.graph.output) == 2):
-        raise TlzooError(f"{path}: the graph has {len(model.graph.output)} output(s), but metadata key 'trust' "
-                         + ("names an unknown threshold (it needs logits and an ood_score)" if scored else
-                            "names no unknown threshold (it expects the logits alone)"), "export the run again")
+    metadata.check_graph(meta, path, *_graph_io(model))
     return meta
+
+
+def _graph_io(model) -> tuple[str, list, int | None, int]:
+    """(input dtype, input shape with None for a symbolic size, logits per image or None, outputs)."""
+    from onnx.helper import tensor_dtype_to_np_dtype
+
+    def dims(value) -> list:
+        return [d.dim_value if d.HasField("dim_value") else None for d in value.type.tensor_type.shape.dim]
+
+    first = model.graph.input[0]
+    outputs = dims(model.graph.output[0])
+    dtype = tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type).name
+    return dtype, dims(first), outputs[1] if len(outputs) == 2 else None, len(model.graph.output)
 
 
 def session(path: Path, threads: int | None = None):

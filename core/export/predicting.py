@@ -13,7 +13,7 @@ from typing import Callable
 import numpy as np
 
 from tlzoo.data.images import load_rgb
-from tlzoo.engine.inference import Prediction, check_keep, note
+from tlzoo.engine.inference import NO_TRUST_NOTED, Prediction, check_keep, note
 from tlzoo.errors import TlzooError
 from tlzoo.export import metadata, onnx_file, pt2_file
 from tlzoo.export.preprocess import HostInput
@@ -54,7 +54,7 @@ def load_exported(path: Path | str) -> ExportedModel:
         run = onnx_file.runner(path, threads)
     elif path.suffix.lower() == ".pt2":
         meta = pt2_file.read_metadata(path)
-        run = pt2_file.runner(path)
+        run = pt2_file.runner(path, meta)
     else:
         raise TlzooError(f"{path}: tlzoo predicts from .onnx and .pt2 files and run directories")
     host = HostInput(metadata.data_config_of(meta), meta["input"]["dtype"] == "uint8", meta["input"]["layout"])
@@ -82,7 +82,8 @@ def predict_exported(model: ExportedModel, paths: list[Path], top_k: int = 5, re
     if unknown is not None and reject:
         threshold = float(unknown["threshold"]) if keep is None or keep == unknown["keep"] else \
             threshold_for(keep, unknown["val_scores"])
-    if trust is None:
+    if trust is None and str(model.path) not in NO_TRUST_NOTED:  # once a process, as for run directories
+        NO_TRUST_NOTED.add(str(model.path))
         note(f"{model.path} carries no calibration or unknown threshold (exported before tlzoo fitted them): "
              "probabilities are uncalibrated and no image is marked unknown")
     results: list[Prediction] = []

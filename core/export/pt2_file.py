@@ -2,23 +2,21 @@
 
 `model.pt2` is torch's own archive; `model.pt2.json` beside it holds the
 metadata, whose "model" checksum is the archive's bytes, so the pair cannot be
-mixed up. torch's loader falls back to unrestricted unpickling for some
-entries (tensor subclasses, sample inputs it cannot load safely), so before
-loading tlzoo checks that every such entry loads with `weights_only=True` and
-that no weight is stored as a pickle; a file that fails is refused unread.
+mixed up. torch's loader runs code for many kinds of entry (pickles, symbolic
+shapes, guards), so tlzoo.export.pt2_archive checks every entry against an
+allow-list first and a file that fails is refused unread.
 """
 
 from __future__ import annotations
 
 import io
 import json
-import zipfile
 from pathlib import Path
 
 import torch
 
 from tlzoo.errors import TlzooError
-from tlzoo.export import metadata
+from tlzoo.export import metadata, pt2_archive
 
 
 def sidecar_of(path: Path) -> Path:
@@ -57,41 +55,40 @@ def read_metadata(path: Path) -> dict:
     return metadata.verify(meta, side, file_checksum(path))
 
 
-def _refuse_pickles(path: Path) -> None:
-    """Entries torch.export.load would unpickle without restriction must load with weights_only=True."""
+def load(path: Path, meta: dict) -> torch.nn.Module:
+    """The exported program as a callable module, from bytes that passed tlzoo.export.pt2_archive.check,
+    once its graph is shown to take the input `meta` declares."""
+    data = path.read_bytes()
+    pt2_archive.check(data, path)
     try:
-        archive = zipfile.ZipFile(path)
-    except zipfile.BadZipFile:
-        raise TlzooError(f"{path} is not a torch.export archive", "pass a file written by `tlzoo export "
-                         "--format pt2`") from None
-    with archive:
-        for name in archive.namelist():
-            if name.endswith("_config.json"):
-                config = json.loads(archive.read(name))
-                if '"use_pickle": true' in json.dumps(config):
-                    raise TlzooError(f"{path}: {name} stores tensors as pickles, which tlzoo does not load",
-                                     "export the run again with `tlzoo export --format pt2`")
-            elif name.endswith(".pt") and "/sample_inputs/" in name:
-                try:
-                    torch.load(io.BytesIO(archive.read(name)), weights_only=True)
-                except Exception:
-                    raise TlzooError(f"{path}: {name} is a pickle that does not load safely (weights_only)",
-                                     "tlzoo does not run code from model files; export the run again") from None
-
-
-def load(path: Path) -> torch.nn.Module:
-    """The exported program as a callable module (after the pickle check)."""
-    _refuse_pickles(path)
-    try:
-        return torch.export.load(str(path)).module()
+        program = torch.export.load(io.BytesIO(data))
+        module = program.module()
     except Exception as exc:
         raise TlzooError(f"cannot load {path}: {type(exc).__name__}: {str(exc).splitlines()[0][:300]}",
                          "load it with the torch version that exported it (see its metadata)") from None
+    metadata.check_graph(meta, path, *_graph_io(program))
+    return module
 
 
-def runner(path: Path):
+def _graph_io(program) -> tuple[str, list, int | None, int | None]:
+    """(input dtype, input shape with None for a symbolic size, logits per image or None, outputs); the logits
+    are the first output, an OOD score the second (tlzoo.export.trusted)."""
+    signature = program.graph_signature
+    values = {node.name: node.meta.get("val") for node in program.graph.nodes}
+    if len(signature.user_inputs) != 1 or len(signature.user_outputs) not in (1, 2):
+        return "several inputs or outputs", [], None, None
+    first, logits = values.get(signature.user_inputs[0]), values.get(signature.user_outputs[0])
+    if not isinstance(first, torch.Tensor):
+        return "no tensor", [], None, None
+    shape = [d if isinstance(d, int) else None for d in first.shape]
+    classes = logits.shape[1] if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
+    return (str(first.dtype).removeprefix("torch."), shape, classes if isinstance(classes, int) else None,
+            len(signature.user_outputs))
+
+
+def runner(path: Path, meta: dict):
     """numpy batch -> [numpy logits] or [logits, OOD scores], through the loaded program."""
-    module = load(path)
+    module = load(path, meta)
 
     def run(batch):
         with torch.inference_mode():

@@ -75,22 +75,16 @@ def after_normalizing(norm: nn.Module) -> nn.Module | None:
 def fold_batchnorm(module: nn.Module, example: torch.Tensor) -> tuple[nn.Module, int]:
     """(an eval-mode copy of `module` with BatchNorm folded into convolutions, how many were folded).
 
-    `module` itself is left as it was (its train/eval modes included); the copy shares every
-    tensor it does not change with it. With nothing to fold, `module` itself comes back.
+    `module` itself is never touched (no hook, no mode change), so other threads may run it meanwhile:
+    the pairs are traced on the copy. The copy shares every tensor it does not change with `module`.
+    With nothing to fold, `module` itself comes back.
     """
-    modes = [m.training for m in module.modules()]
-    module.eval()
-    try:
-        pairs = conv_bn_pairs(module, example)
-    finally:
-        for m, mode in zip(module.modules(), modes):
-            m.train(mode)
-    original = dict(module.named_modules())
-    pairs = [(conv, norm) for conv, norm in pairs if after_normalizing(original[norm]) is not None]
-    if not pairs:
-        return module, 0
     folded = sharing_copy(module).eval()
     named = dict(folded.named_modules())
+    pairs = [(conv, norm) for conv, norm in conv_bn_pairs(folded, example)
+             if after_normalizing(named[norm]) is not None]
+    if not pairs:
+        return module, 0
     for conv_name, norm_name in pairs:
         conv, norm = named[conv_name], named[norm_name]
         rest = after_normalizing(norm)
