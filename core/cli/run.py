@@ -114,10 +114,10 @@ def evaluate(
 
 def calibration_line(report: dict) -> str:
     """evaluate's trust figures in one line: ECE/NLL/Brier before and after the temperature, the share kept."""
+    from tlzoo.trust.calibration import change_text
+
     cal = report["calibration"]
-    before, after = cal["before"], cal["after"]
-    line = (f"calibrated (temperature {cal['temperature']:.3f}): ECE {before['ece']:.4f} -> {after['ece']:.4f}  "
-            f"NLL {before['nll']:.4f} -> {after['nll']:.4f}  Brier {before['brier']:.4f} -> {after['brier']:.4f}")
+    line = f"calibrated (temperature {cal['temperature']:.3f}): {change_text(cal['before'], cal['after'])}"
     unknown = report.get("unknown")
     if unknown:
         line += (f"\nunknown ({unknown['method']}, threshold {unknown['threshold']:.4g}): {unknown['kept']:.1%} of these "

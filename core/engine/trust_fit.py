@@ -144,9 +144,8 @@ def figures_of(split: SplitPass, temperature: float, name: str) -> dict:
 def trust_line(summary: dict) -> str:
     cal = summary["calibration"]
     where = "test" if "test" in cal else "val"
-    before, after = cal[where]["before"], cal[where]["after"]
-    line = (f"trust: temperature {cal['temperature']:.3f} ({cal['method']}); {where} ECE {before['ece']:.4f} -> "
-            f"{after['ece']:.4f}, NLL {before['nll']:.4f} -> {after['nll']:.4f}")
+    line = (f"trust: temperature {cal['temperature']:.3f} ({cal['method']}); {where} "
+            f"{calibration.change_text(cal[where]['before'], cal[where]['after'])}")
     unknown = summary.get("unknown")
     if unknown:
         line += (f"; unknown ({unknown['method']}): threshold {unknown['threshold']:.4g} keeps "

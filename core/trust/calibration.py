@@ -104,3 +104,9 @@ def figures(logits: torch.Tensor, labels: torch.Tensor, temperature: float = 1.0
 def before_after(logits: torch.Tensor, labels: torch.Tensor, temperature: float, split: str) -> dict:
     """The figures at T = 1 and at the fitted T on one split, saying which split."""
     return {"split": split, "before": figures(logits, labels, 1.0), "after": figures(logits, labels, temperature)}
+
+
+def change_text(before: dict, after: dict) -> str:
+    """'ECE a -> b, NLL c -> d, Brier e -> f': the figures before and after the temperature, for one line."""
+    return ", ".join(f"{name} {before[key]:.4f} -> {after[key]:.4f}"
+                     for key, name in (("ece", "ECE"), ("nll", "NLL"), ("brier", "Brier")))
