@@ -196,19 +196,33 @@ def auroc(known: np.ndarray, unknown: np.ndarray) -> float:
     return float((unknown_ranks - len(unknown) * (len(unknown) + 1) / 2) / (len(known) * len(unknown)))
 
 
-def pass_over(loaded, items):
+FROZEN_FEATURES: dict[str, torch.Tensor] = {}  # path -> pooled features of the frozen pretrained lite0
+
+
+def pass_over(loaded, items, frozen: bool = False):
+    """(features, logits, labels) of `items` from the run's model in its precision path. `frozen`: the run
+    trained the head alone, so the features are the pretrained backbone's, the same in every split: computed
+    once per image in this process, the head applied to them (as tlzoo's cached passes do)."""
     from tlzoo.data.batches import SourceSetup, eval_source
     from tlzoo.data.transforms import build_eval_transform
     from tlzoo.engine.features import features_over
 
-    source = eval_source(SourceSetup(items, build_eval_transform(loaded.data_config), loaded.batch_size, 0, 0,
-                                     shuffle=False, background=loaded.background))
-    features, logits, labels = features_over(loaded.model, source, loaded.device, loaded.precision,
-                                             fast=loaded.fast, log=lambda line: None)
-    return features, logits, labels
+    missing = [(p, y) for p, y in items if str(p) not in FROZEN_FEATURES] if frozen else items
+    if missing:
+        source = eval_source(SourceSetup(missing, build_eval_transform(loaded.data_config), loaded.batch_size, 0, 0,
+                                         shuffle=False, background=loaded.background))
+        features, logits, labels = features_over(loaded.model, source, loaded.device, loaded.precision,
+                                                 fast=loaded.fast, log=lambda line: None)
+        if not frozen:
+            return features, logits, labels
+        FROZEN_FEATURES.update({str(p): f for (p, _), f in zip(missing, features)})
+    features = torch.stack([FROZEN_FEATURES[str(p)] for p, _ in items])
+    with torch.inference_mode():
+        logits = loaded.model.head(features.to(loaded.device)).float().cpu()
+    return features, logits, torch.tensor([y for _, y in items])
 
 
-def evaluate_split(run_dir: Path, near: list[Path], far: list[Path]) -> dict:
+def evaluate_split(run_dir: Path, near: list[Path], far: list[Path], frozen: bool) -> dict:
     """Per candidate: AUROC, FPR95 and the share accepted at the validation threshold, near and far."""
     from tlzoo.data.labelled import load_labelled
     from tlzoo.engine.inference import load_run
@@ -223,11 +237,11 @@ def evaluate_split(run_dir: Path, near: list[Path], far: list[Path]) -> dict:
     loaded = load_run(run_dir, registry)
     raw = outputs.read_json(run_dir / outputs.SPEC_FILE, "spec")
     data = load_labelled(resolve_spec(raw, registry, Path(loaded.sidecar["spec_dir"]), "spec"))
-    train_f, _, train_y = pass_over(loaded, data.train)
-    val_f, val_z, _ = pass_over(loaded, data.val)
-    test_f, test_z, _ = pass_over(loaded, data.test)
-    near_f, near_z, _ = pass_over(loaded, [(p, 0) for p in near])
-    far_f, far_z, _ = pass_over(loaded, [(p, 0) for p in far])
+    train_f, _, train_y = pass_over(loaded, data.train, frozen)
+    val_f, val_z, _ = pass_over(loaded, data.val, frozen)
+    test_f, test_z, _ = pass_over(loaded, data.test, frozen)
+    near_f, near_z, _ = pass_over(loaded, [(p, 0) for p in near], frozen)
+    far_f, far_z, _ = pass_over(loaded, [(p, 0) for p in far], frozen)
     temperature = loaded.trust.temperature if loaded.trust is not None else 1.0
     rows = {}
     for method, options in CANDIDATES:
@@ -297,7 +311,7 @@ def main() -> None:
         near = sorted(p for c in held_out for split in ("train", "test") for p in (data / split / c).iterdir())
         run_dir, summary, wall = train_run(spec_for(root, f"trust-split{index}" + ("-ft" if finetune else ""),
                                                     finetune), work / "runs")
-        rows = evaluate_split(run_dir, near, far)
+        rows = evaluate_split(run_dir, near, far, frozen=not finetune)
         rows["_counts"] = {"train": summary["num_train"], "val": summary["num_val"],
                            "test": summary["test"]["count"], "near": len(near)}
         results.append((index, held_out, finetune, rows))

@@ -193,7 +193,7 @@ def note_no_trust(run: LoadedRun, log) -> None:
         return
     NO_TRUST_NOTED.add(key)
     why = "only best carries them" if run.sidecar.get("kind") == "last" else \
-        "a run made before tlzoo fitted them, or with both switched off"
+        "a run made before tlzoo fitted them, stopped before its end, or with both switched off"
     log(f"{run.run_dir}: its {run.sidecar.get('kind', 'best')} model has no calibration or unknown threshold "
         f"({why}): probabilities are uncalibrated and no image is marked unknown")
 
