@@ -331,8 +331,10 @@ def features_note(cost: dict) -> str:
 
 
 def markdown(results, summaries, load_before, seconds: float, far_count: int) -> str:
-    precision = {"1": "bf16 (TLZOO_CPU_BF16=1)", "0": "fp32 (TLZOO_CPU_BF16=0)"}.get(
-        os.environ.get("TLZOO_CPU_BF16", ""), "precision auto (the CPU probe's choice)")
+    from tlzoo.runtime.precision import resolve_precision
+
+    precision = f"precision auto = {resolve_precision('auto', torch.device('cpu'))} on this CPU" + (
+        f" (TLZOO_CPU_BF16={os.environ['TLZOO_CPU_BF16']})" if "TLZOO_CPU_BF16" in os.environ else "")
     head = [r for r in results if not r[2]]
     counts = head[0][3]["_counts"]
     names = [name for name in head[0][3] if not name.startswith("_")]
