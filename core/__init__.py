@@ -1,7 +1,8 @@
 """tlzoo: transfer learning of image classifiers from one JSON spec.
 
 `import tlzoo` gives the Python API (README.md, "Python API"): tlzoo.run,
-tlzoo.load, tlzoo.list_backbones, and the RunResult and Model they return. They
+tlzoo.load, tlzoo.list_backbones, the RunResult and Model they return, and
+tlzoo.TlzooError, the one error type they raise for what a user can fix. They
 live in tlzoo.api and are looked up on first use, so importing tlzoo stays
 cheap: no torch until a function needs it. The rooms below this package are its
 architecture; see README.md ("Layout").
@@ -9,11 +10,12 @@ architecture; see README.md ("Layout").
 
 import importlib
 
+from tlzoo.errors import TlzooError
 from tlzoo.version import __version__
 
 _API = ("run", "load", "list_backbones", "RunResult", "Model")
 
-__all__ = ["__version__", *_API]
+__all__ = ["__version__", "TlzooError", *_API]
 
 
 def __getattr__(name: str):

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import copy
 import importlib
+import os
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -41,6 +42,24 @@ def user_errors():
         raise TlzooError(str(exc)) from None
 
 
+PATH_TYPES = (str, Path)
+
+
+def expect(function: str, argument: str, value, types: tuple, wanted: str, optional: bool = False) -> None:
+    """A TlzooError naming the argument, instead of the TypeError a wrong type would raise somewhere deeper."""
+    if (optional and value is None) or (isinstance(value, types) and not (isinstance(value, bool) and bool not in types)):
+        return
+    raise TlzooError(f"{function}(): {argument} must be {wanted}, not {type(value).__name__} ({value!r:.60})")
+
+
+def listed(images, wanted: str) -> list:
+    """predict()'s `images` as a list: one item, or an iterable of them."""
+    try:
+        return list(images)
+    except TypeError:
+        raise TlzooError(f"predict() takes {wanted} (one, or a list of them), not {type(images).__name__}") from None
+
+
 def _registry():
     from tlzoo.registry import get_registry
 
@@ -54,9 +73,23 @@ def override_strings(overrides) -> list[str]:
     if overrides is None:
         return []
     if isinstance(overrides, dict):
-        return [f"{key}={json.dumps(value)}" for key, value in overrides.items()]
+        if not all(isinstance(key, str) for key in overrides):
+            raise TlzooError("tlzoo.run(): the keys of overrides must be dotted field names such as 'train.epochs'")
+        def path_as_text(value):  # {"data.reader.options.root": Path(...)} is what a notebook writes
+            if isinstance(value, os.PathLike):
+                return os.fspath(value)
+            raise TypeError(f"{type(value).__name__} is not JSON")
+
+        try:
+            return [f"{key}={json.dumps(value, default=path_as_text)}" for key, value in overrides.items()]
+        except (TypeError, ValueError) as exc:
+            raise TlzooError(f"tlzoo.run(): an override value is not JSON: {exc}",
+                             "give numbers, strings, booleans, paths, lists or dicts") from None
     if isinstance(overrides, str):
         return [overrides]
+    if not isinstance(overrides, (list, tuple)) or not all(isinstance(item, str) for item in overrides):
+        raise TlzooError(f"tlzoo.run(): overrides must be a dict of dotted keys or a list of 'KEY=VALUE' strings, "
+                         f"not {type(overrides).__name__}")
     return list(overrides)
 
 
@@ -107,6 +140,8 @@ def run(spec_or_path, overrides=None, output: str | Path | None = None, *, resum
     """
     from tlzoo.engine.run import run_spec
 
+    for argument, value in (("output", output), ("resume", resume), ("base_dir", base_dir)):
+        expect("tlzoo.run", argument, value, PATH_TYPES, "a path (str or pathlib.Path)", optional=True)
     if resume is not None and output is not None:
         raise TlzooError("resume and output both name a run directory", "pass only resume=RUN_DIR")
     with user_errors():
@@ -153,9 +188,10 @@ class Model:
 
         from tlzoo.engine.inference import collect_images, predict
 
+        expect("predict", "top_k", top_k, (int,), "an integer")
         if top_k < 1:
             raise TlzooError(f"top_k={top_k}: ask for at least one class")
-        items = [images] if isinstance(images, (str, Path, Image.Image)) else list(images)
+        items = [images] if isinstance(images, (str, Path, Image.Image)) else listed(images, "paths or PIL images")
         expanded = []
         for item in items:
             if isinstance(item, Image.Image):
@@ -175,6 +211,7 @@ class Model:
         """
         from tlzoo.engine.evaluation import evaluate_run
 
+        expect("evaluate", "data", data, PATH_TYPES, "a folder path (str or pathlib.Path) or None", optional=True)
         with user_errors():
             _, report = evaluate_run(self._loaded, _registry(), None if data is None else Path(data), "data")
         return report
@@ -187,6 +224,9 @@ def load(path: str | Path, which: str = "best", device: str = "cpu"):
     """A trained model from a run directory (its `best` or `last`), or from an exported .onnx / .pt2 file."""
     from tlzoo.engine.inference import load_run
 
+    expect("tlzoo.load", "path", path, PATH_TYPES, "a run directory or exported file (str or pathlib.Path)")
+    expect("tlzoo.load", "which", which, (str,), "'best' or 'last'")
+    expect("tlzoo.load", "device", device, (str,), "a device name such as 'cpu' or 'cuda'")
     path = Path(path)
     if path.suffix.lower() in EXPORTED_SUFFIXES and not path.is_dir():
         return load_exported(path, device)
@@ -215,7 +255,10 @@ class ExportedModel:
         and unknown threshold)."""
         from tlzoo.engine.inference import collect_images
 
-        items = [images] if isinstance(images, (str, Path)) else list(images)
+        expect("predict", "top_k", top_k, (int,), "an integer")
+        if top_k < 1:
+            raise TlzooError(f"top_k={top_k}: ask for at least one class")
+        items = [images] if isinstance(images, (str, Path)) else listed(images, "paths of image files or folders")
         if not all(isinstance(item, (str, Path)) for item in items):
             raise TlzooError("an exported model predicts from image files and folders",
                              "save the image to a file, or load the run directory to pass PIL images")
@@ -224,9 +267,15 @@ class ExportedModel:
             raise TlzooError(f"no image files found in {images}", "pass image files or folders of them")
         return self._predicting.predict_exported(self._exported, paths, top_k, reject=reject, keep=keep)
 
-    def evaluate(self, data=None) -> dict:
-        raise TlzooError(f"{self._exported.path} is an exported model; tlzoo evaluates run directories",
-                         "tlzoo.load(RUN_DIR).evaluate(...) with the run it was exported from")
+    def evaluate(self, data: str | Path | None = None) -> dict:
+        """As Model.evaluate: `data`, a folder of class folders; None: the validation split of the run
+        directory the file sits in."""
+        expect("evaluate", "data", data, PATH_TYPES, "a folder path (str or pathlib.Path) or None", optional=True)
+        evaluating = importlib.import_module("tlzoo.export.evaluating")
+        with user_errors():
+            _, report = evaluating.evaluate_exported(self._exported, _registry(), None if data is None else Path(data),
+                                                     "data")
+        return report
 
 
 def load_exported(path: Path, device: str):
@@ -245,12 +294,17 @@ def load_exported(path: Path, device: str):
 
 
 def list_backbones(pattern: str | None = None, pretrained: bool = False, offline: bool = False) -> list[dict[str, Any]]:
-    """Backbones as `tlzoo list backbones` shows them: dicts with name, plugin, weights, params, input.
+    """Backbones as `tlzoo list backbones` shows them: dicts with name, plugin, weights, input, and params
+    (the parameter count) where the plugin states it without building the model (torchvision's do).
 
     `pattern`: a shell-style pattern ('timm/resnet*'); `pretrained`: only those with pretrained weights;
     `offline`: only those whose weights are on this machine (shipped or cached).
     """
     from tlzoo.cli.listing import matching_backbones
 
+    expect("tlzoo.list_backbones", "pattern", pattern, (str,), "a shell-style pattern such as 'timm/resnet*'",
+           optional=True)
+    expect("tlzoo.list_backbones", "pretrained", pretrained, (bool,), "True or False")
+    expect("tlzoo.list_backbones", "offline", offline, (bool,), "True or False")
     with user_errors():
         return matching_backbones(pattern, pretrained=pretrained, offline=offline)

@@ -126,7 +126,8 @@ def _install_test_switches() -> None:
 
 if __name__ == "__main__":
     register_tiny()
-    use_one_thread()
+    if "--nproc" not in sys.argv:  # a launcher keeps the machine's cores: it checks --nproc against them
+        use_one_thread()
     _install_test_switches()
     from tlzoo.cli.main import main
 

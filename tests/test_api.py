@@ -118,3 +118,21 @@ def test_exported_files_go_to_tlzoo_export(tmp_path):
         tlzoo.load(exported)
     with pytest.raises(TlzooError, match="does not exist"):
         tlzoo.load(tmp_path / "missing.pt2")
+
+
+def test_predict_applies_the_file_caps_to_pil_images_and_reports_each_bad_one(tmp_path, tiny_backbone, monkeypatch):
+    """Issue 20 item 4: a 1x60000 image in memory asked for 16.6 GB once resized; a 0x0 one aborted the call."""
+    import tlzoo.data.images as images_module
+
+    images = make_image_folder(tmp_path / "images", per_class=4, val_per_class=2)
+    model = tlzoo.load(tlzoo.run(write_spec(tmp_path, images), overrides=["train.epochs=1"]).run_dir)
+    with Image.open(images / "val" / "class1" / "0.png") as opened:
+        fine = opened.convert("RGB")
+    thin, empty, big = Image.new("RGB", (1, 40000)), Image.new("RGB", (0, 0)), Image.new("L", (300, 200))
+    monkeypatch.setattr(images_module, "MAX_PIXELS", 50_000)  # the 300x200 image stands for one over 64 Mpx
+    got = model.predict([thin, fine, empty, big], top_k=1)
+    assert "aspect ratio 40000:1, the cap is 50:1" in got[0].error and not got[0].top
+    assert got[1].error is None and got[1].top[0][0] in model.classes
+    assert "no pixels (0x0)" in got[2].error and not got[2].top
+    assert "too large: 300x200" in got[3].error and not got[3].top
+    assert got[0].error.startswith("image too thin") and [p.path for p in got] == [None] * 4

@@ -101,6 +101,22 @@ def test_random_first_op_keeps_images_at_their_measured_size(tmp_path):
         assert torch.equal(cached[index][0], expected)
 
 
+def test_random_first_op_keeps_large_photos_at_their_reduced_size(tmp_path):
+    """`light` crops at least half the area to 24 px: a 400x300 photo is kept at 1/8, a 161x403 one at 1/4."""
+    items = jpegs(tmp_path / "img", [(400, 300), (161, 403)])
+    transform = build_train_transform("light", CONFIG)
+    sizes = {path: Image.open(path).size for path, _ in items}
+    cached = dataset_for(tmp_path, items, transform, sizes)
+    assert cached.slots.shapes == [(38, 50, 3), (101, 41, 3)]  # 1/8 and 1/4
+    plain = ImageDataset(items, transform)
+    for index in range(2):
+        torch.manual_seed(index)
+        expected = plain[index][0]
+        torch.manual_seed(index)
+        assert torch.equal(cached[index][0], expected)
+    assert cached.slots.filled() == 2  # each decoded image fitted its slot
+
+
 def test_a_bad_file_is_named_and_the_file_goes_away_with_the_dataset(tmp_path):
     items = jpegs(tmp_path / "img", [(30, 30)])
     items[0][0].write_bytes(b"\xff\xd8 broken")

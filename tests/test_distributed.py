@@ -13,6 +13,7 @@ per rank; hence the tight tolerance.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -183,6 +184,7 @@ def test_sigterm_then_kill9_then_resume_with_two_processes_equals_uninterrupted(
     code, text = finish(job, 90)
     assert code == 143, text[-3000:]
     assert "Traceback" not in text, text[-3000:]
+    assert f"continue with: tlzoo run --resume {run_dir} --nproc 2" in text, text[-3000:]
     last = json.loads((run_dir / "last.json").read_text())
     training = load_training(run_dir)
     assert training["position"]["batch"] == 3 and training["world_size"] == 2 and len(training["ranks"]) == 2
@@ -219,6 +221,114 @@ def test_a_rank_killed_mid_epoch_stops_the_job_cleanly(reference):
     assert not list(run_dir.glob("*.tmp*"))
 
 
+def gone(pid: int) -> bool:
+    """Ended (a zombie waiting for a reaper counts: it runs nothing and holds no lock)."""
+    try:
+        return Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0] == "Z"
+    except (OSError, IndexError):
+        return True
+
+
+def test_workers_stop_and_save_when_their_launcher_is_killed(reference):
+    """torch gives each worker a session of its own: kill -9 of `tlzoo run --nproc 2` alone used to leave both
+    training (and writing the run directory). Now they notice, save `last` at the same step and end."""
+    from tlzoo.rundir.lock import check_free
+
+    _, _, _, _, folder, _ = reference
+    run_dir, marker = folder / "orphaned", folder / "paused-orphaned"
+    job = nproc_run(folder, "spec.json", "--output", str(run_dir), "--set", "train.epochs=1000",
+                    TLZOO_TEST_PAUSE_AT_STEP="9", TLZOO_TEST_PAUSE_SECONDS="2", TLZOO_TEST_MARKER=str(marker))
+    wait_for(marker, job)
+    workers = [worker_of_rank(job.pid, rank) for rank in (0, 1)]
+    os.kill(job.pid, signal.SIGKILL)
+    job.communicate(timeout=30)
+    deadline = time.monotonic() + 60
+    try:
+        while not all(gone(pid) for pid in workers) and time.monotonic() < deadline:
+            time.sleep(0.2)
+        assert all(gone(pid) for pid in workers), "the workers outlived their launcher"
+    finally:
+        for pid in workers:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+    training = load_training(run_dir)
+    assert training["position"]["batch"] == 3 and training["world_size"] == 2 and len(training["ranks"]) == 2
+    check_free(run_dir)  # no writer left
+
+
+def test_an_odd_last_batch_gives_the_single_process_metrics(tmp_path, capsys, monkeypatch):
+    """45 training images in batches of 16: the last global batch (13) used to be 7 + 7 images with one of them
+    twice (the sampler's padding), and 1 and 2 processes disagreed; now they agree up to summation order."""
+    from reliability_support import cli
+
+    monkeypatch.setenv("TLZOO_CPU_BF16", "0")
+    root = make_images(tmp_path / "data", classes=3, train=15, val=3)
+    odd = {**SPEC, "data": {"augment": "none", "batch_size": 16},
+           "train": {**SPEC["train"], "epochs": 2}}
+    write_spec(tmp_path, root, **odd, cache={"enabled": True, "dir": str(tmp_path / "cache")})
+    write_spec(tmp_path, root, name="single.json", **odd, cache={"enabled": True, "dir": str(tmp_path / "cache-1")})
+    job = nproc_run(tmp_path, "spec.json", "--output", str(tmp_path / "two"))
+    code, err = cli(capsys, "run", str(tmp_path / "single.json"), "--output", str(tmp_path / "one"))
+    assert code == 0, err
+    code, text = finish(job)
+    assert code == 0, text[-3000:]
+    single, double = metrics(tmp_path / "one"), metrics(tmp_path / "two")
+    assert len(single) == len(double) == 2
+    for a, b in zip(single, double):
+        for key in ("train_loss", "val_loss"):
+            assert abs(a[key] - b[key]) < TOLERANCE, (key, a, b)
+        assert a["val_top1"] == b["val_top1"]
+    first, second = weights(tmp_path / "one"), weights(tmp_path / "two")
+    assert max((first[k] - second[k]).abs().max().item() for k in first) < TOLERANCE
+
+
+def test_a_job_every_worker_would_refuse_is_refused_once_before_any_starts(tmp_path, capsys, monkeypatch):
+    """A global batch 2 processes cannot share, or more processes than cores: one message, at once, no worker
+    started, no run directory and no resume hint for a run that never existed."""
+    import tlzoo.runtime.device as runtime
+    from reliability_support import cli
+
+    from tlzoo.cli import launch
+
+    monkeypatch.setattr(runtime, "available_cpus", lambda: 2)
+    monkeypatch.setattr(launch, "launch_local", lambda *args: pytest.fail("workers were started"))
+    root = make_images(tmp_path / "data", classes=3, train=2, val=1)
+    spec = write_spec(tmp_path, root, **SPEC)
+    run_dir = str(tmp_path / "run")
+    for args, expected in (
+            (["--output", run_dir, "--set", "data.batch_size=5", "--nproc", "2"],
+             "data.batch_size is 5, which the 2 processes"),
+            (["--output", run_dir, "--nproc", "100"], "--nproc 100 on 2 CPU core(s): a process needs a core of its own"),
+            (["--resume", run_dir, "--nproc", "2"], f"--resume {run_dir}: no such run directory")):
+        code, err = cli(capsys, "run", str(spec), *args)
+        assert code == 2 and err.count(expected) == 1, err
+        assert "continue with" not in err and not (tmp_path / "run").exists()
+
+
+def test_the_rendezvous_port_is_the_kernels_choice_and_a_failed_rendezvous_is_a_clear_error(monkeypatch, tmp_path):
+    """A port picked, released and bound later could be taken in between (the launch then hung); port 0 lets
+    the store's own bind choose it. Should the rendezvous still fail, the user reads why, not a traceback."""
+    from torch.distributed.elastic.rendezvous.api import RendezvousConnectionError
+
+    from tlzoo.cli import launch
+    from tlzoo.errors import TlzooError
+
+    seen = []
+
+    def elastic_launch(config, entrypoint):
+        seen.append(config)
+
+        def start(*args):
+            raise RendezvousConnectionError("The connection to the C10d store has failed.")
+        return start
+
+    monkeypatch.setattr("torch.distributed.launcher.api.elastic_launch", elastic_launch)
+    with pytest.raises(TlzooError, match="could not start the 2 processes' rendezvous on 127.0.0.1") as caught:
+        launch.launch_local(2, ["run", "spec.json"], tmp_path, False)
+    assert seen[0].rdzv_endpoint == "127.0.0.1:0" and seen[0].rdzv_configs.get("is_host") is True
+    assert "torchrun" in caught.value.hint
+
+
 def test_batch_size_must_divide_between_processes(monkeypatch):
     from tlzoo.data import batches
     from tlzoo.errors import TlzooError
@@ -241,10 +351,81 @@ def test_global_order_sampler_shards_the_single_process_order(monkeypatch):
         monkeypatch.setattr(batches.distributed, "world_size", lambda: 2)
         monkeypatch.setattr(batches.distributed, "rank", lambda rank=rank: rank)
         generator = torch.Generator().manual_seed(7)
-        sampler = batches.GlobalOrderSampler(10, generator)
+        sampler = batches.GlobalOrderSampler(10, generator, 4)
         shares.append(list(DataLoader(range(10), batch_size=2, sampler=sampler, generator=generator)))
     for whole, part0, part1 in zip(single, *shares):
         assert sorted(whole.tolist()) == sorted(part0.tolist() + part1.tolist())
+
+
+def test_an_odd_last_batch_is_the_single_process_one_with_its_padding_marked(monkeypatch):
+    """45 images in global batches of 16 on 2 ranks: the shares of each batch are the single-process batch,
+    and the one padding row (a repeated image) is marked so that the loss does not count it."""
+    from torch.utils.data import DataLoader
+
+    from tlzoo.data import batches
+
+    single = list(DataLoader(range(45), batch_size=16, shuffle=True, generator=torch.Generator().manual_seed(3)))
+    shares = []
+    monkeypatch.setattr(batches.distributed, "world_size", lambda: 2)
+    for rank in (0, 1):
+        monkeypatch.setattr(batches.distributed, "rank", lambda rank=rank: rank)
+        generator = torch.Generator().manual_seed(3)
+        loader = DataLoader(range(45), batch_size=8, sampler=batches.GlobalOrderSampler(45, generator, 16),
+                            generator=generator)
+        shares.append([(rows.tolist(), batches.real_rows(loader, index, len(rows)))
+                       for index, rows in enumerate(loader)])
+    assert [len(rows) for rows, _ in shares[0]] == [8, 8, 7] == [len(rows) for rows, _ in shares[1]]
+    assert [real for _, real in shares[0]] == [8, 8, 7] and [real for _, real in shares[1]] == [8, 8, 6]
+    for whole, (rows0, real0), (rows1, real1) in zip(single, *shares):
+        assert sorted(whole.tolist()) == sorted(rows0[:real0] + rows1[:real1])
+    assert batches.kept_images(45, 16, 2) == 45 and batches.kept_images(33, 16, 2) == 32  # 1 left: dropped
+    assert batches.kept_images(17, 16, 1) == 16 and batches.kept_images(1, 16, 1) == 1
+
+
+@pytest.mark.parametrize("class_weights, smoothing, mixed", [(False, 0.0, False), (True, 0.1, False),
+                                                              (True, 0.0, True)])
+def test_shares_of_an_odd_global_batch_give_the_single_process_gradient(monkeypatch, class_weights, smoothing,
+                                                                         mixed):
+    """Two ranks' ShareOfGlobalMean gradients, averaged as DDP does, equal the single-process gradient of a
+    13-image last batch (rank 0: 7 images; rank 1: 6 and a padding row), with class weights, label smoothing,
+    and mixing (the same two label sets on both sides)."""
+    import tlzoo.engine.shared_loss as shared_loss
+    from tlzoo.engine.mixing import Mixed
+
+    torch.manual_seed(0)
+    logits, y = torch.randn(13, 4, dtype=torch.float64), torch.randint(0, 4, (13,))
+    other = torch.randint(0, 4, (13,))
+    criterion = torch.nn.CrossEntropyLoss(weight=torch.rand(4, dtype=torch.float64) + 0.5 if class_weights else None,
+                                          label_smoothing=smoothing)
+
+    def loss(function, rows):
+        return Mixed(None, other[rows], 0.3).loss(function, logits_of[id(rows)], y[rows]) if mixed else \
+            function(logits_of[id(rows)], y[rows])
+
+    whole = logits.clone().requires_grad_()
+    everything = torch.arange(13)
+    logits_of = {id(everything): whole}
+    loss(criterion, everything).backward()
+
+    shares = {0: (torch.tensor([0, 2, 4, 6, 8, 10, 12]), 7), 1: (torch.tensor([1, 3, 5, 7, 9, 11, 0]), 6)}
+    monkeypatch.setattr(shared_loss, "world_size", lambda: 2)
+    sent = []  # 1. what each rank puts into the all-reduce
+    monkeypatch.setattr(shared_loss, "all_reduce_sum", lambda local: sent.append(local) or local)
+    for rows, real in shares.values():
+        logits_of[id(rows)] = logits[rows]
+        loss(shared_loss.ShareOfGlobalMean(criterion, real), rows)
+    calls = len(sent) // 2
+    answers = iter([sent[i] + sent[calls + i] for i in range(calls)] * 2)  # 2. what the all-reduce gives back
+    monkeypatch.setattr(shared_loss, "all_reduce_sum", lambda local: next(answers))
+    averaged = torch.zeros_like(logits)
+    for rows, real in shares.values():
+        mine = logits[rows].clone().requires_grad_()
+        logits_of[id(rows)] = mine
+        share = shared_loss.ShareOfGlobalMean(criterion, real)
+        loss(share, rows).backward()
+        averaged.index_add_(0, rows[:real], mine.grad[:real] / 2)  # DDP's average; padding rows have none
+        assert share.images == 13 and not mine.grad[real:].any()
+    assert torch.allclose(averaged, whole.grad, atol=1e-12), (averaged - whole.grad).abs().max()
 
 
 def test_validation_shards_count_every_image_once(monkeypatch):

@@ -106,6 +106,43 @@ def test_parity_is_stored_beside_the_file(exported, name):
     assert report["exporter"] in ("dynamo", "torchscript", "torch.export")
 
 
+@pytest.mark.parametrize("name", ["best.onnx", "best.pt2"])
+def test_evaluate_an_exported_file_on_its_runs_validation_split(exported, capsys, name):
+    run_dir, _ = exported
+    code, out, err = cli_output(capsys, "evaluate", str(run_dir / name), "--json")
+    assert code == 0, err
+    ours = json.loads(out)
+    code, out, err = cli_output(capsys, "evaluate", str(run_dir), "--json")
+    theirs = json.loads(out)
+    assert ours["images"] == theirs["images"] == 9  # the run's whole validation split
+    assert ours["confusion_matrix"] == theirs["confusion_matrix"] and ours["top1"] == theirs["top1"]
+    assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
+    assert set(ours["per_class"]) == {"class0", "class1", "class2"}
+    import tlzoo
+
+    assert tlzoo.load(run_dir / name).evaluate() == ours  # the Python API gives what --json prints
+
+
+def test_evaluate_an_exported_file_elsewhere_needs_labelled_data(exported, capsys, tmp_path):
+    run_dir, val = exported
+    pre = run_dir.parent / "pre.onnx"  # beside the run directory, not in it
+    code, out, err = cli_output(capsys, "evaluate", str(pre))
+    assert code == 2 and "is not inside the run directory it was exported from" in err and "--data FOLDER" in err
+    rows = tmp_path / "rows.csv"
+    code, out, err = cli_output(capsys, "evaluate", str(pre), "--data", str(val), "--per-image", str(rows))
+    assert code == 0, err
+    assert out.startswith("9 images  top-1 ") and len(rows.read_text().splitlines()) == 10
+
+
+@pytest.mark.parametrize("command", ["predict", "evaluate"])
+def test_model_option_is_refused_for_an_exported_file(exported, capsys, command):
+    run_dir, val = exported
+    args = [command, str(run_dir / "best.onnx")] + ([str(val)] if command == "predict" else []) + ["--model", "last"]
+    code, out, err = cli_output(capsys, *args)
+    assert code == 2 and out == ""
+    assert "--model last applies to run directories" in err and "is an exported file" in err
+
+
 def test_onnx_metadata_carries_classes_and_preprocessing(exported):
     import onnx
     import onnxruntime as ort

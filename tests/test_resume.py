@@ -116,6 +116,27 @@ def test_resume_with_ema_continues_the_average_like_a_longer_run(tmp_path):
     assert_same_run(result.run_dir, longer.run_dir, ("seconds", "run_dir", "epochs"))
 
 
+def test_a_second_writer_of_a_run_directory_is_refused_naming_the_first(finished, capsys):
+    """Two resumes of one directory both appended epochs to metrics.jsonl; the second now stops at once."""
+    spec, run_dir = finished
+    longer = ["--allow-changes", "epochs", "--set", "train.epochs=4"]
+    marker = run_dir.parent / "paused"
+    first = launch("run", str(spec), "--resume", str(run_dir), *longer, wait=False,
+                   env={"TLZOO_TEST_PAUSE_AT_STEP": str(2 * STEPS_PER_EPOCH + 2), "TLZOO_TEST_MARKER": str(marker)})
+    try:
+        wait_for(marker, first)
+        code, err = cli(capsys, "run", str(spec), "--resume", str(run_dir), *longer)
+        assert code == 2 and f"{run_dir} is being written by process {first.pid} (" in err, err
+        assert "one run directory has one writer at a time" in err and "resuming" not in err
+    finally:
+        first.kill()
+        first.communicate(timeout=30)
+    assert [m["epoch"] for m in metrics(run_dir)] == [1, 2]  # the killed first writer had finished no epoch
+    code, err = cli(capsys, "run", str(spec), "--resume", str(run_dir), *longer)  # its lock died with it
+    assert code == 0, err
+    assert [m["epoch"] for m in metrics(run_dir)] == [1, 2, 3, 4]
+
+
 def test_resume_of_a_finished_run_says_it_is_complete_and_how_to_extend_it(finished, capsys):
     spec, run_dir = finished
     before = (run_dir / "last.safetensors").read_bytes()

@@ -148,9 +148,11 @@ def test_error_mode_stops_on_the_first_bad_file(tmp_path):
 def test_above_max_bad_fraction_stops_before_training(tmp_path):
     output = make_output(tmp_path, bad=3)  # 3 of 25 inputs = 12%
     with pytest.raises(TlzooError) as caught:
-        labelled_from(output, "skip", max_bad_fraction=0.1)
+        labelled_from(output, "skip", max_bad_fraction=0.1, tolerated_bad_files=2)
     assert "3 of 25 inputs (12.0%)" in str(caught.value) and "max_bad_fraction" in str(caught.value)
-    assert len(labelled_from(output, "skip", max_bad_fraction=0.12).skipped) == 3
+    assert len(labelled_from(output, "skip", max_bad_fraction=0.12, tolerated_bad_files=2).skipped) == 3
+    # the floor: up to tolerated_bad_files are skipped whatever the fraction
+    assert len(labelled_from(output, "skip", max_bad_fraction=0.1, tolerated_bad_files=3).skipped) == 3
 
 
 def test_reader_problems_count_as_bad_inputs(tmp_path):

@@ -35,6 +35,9 @@ def with_changes(*changes) -> dict:
 
 DELETE = object()
 
+# lists/bad.txt: three bad label lines and one good one (make_spec_folder writes the lists)
+TXT_LISTS = {"name": "txt_list", "options": {"train": "lists/bad.txt", "val": "lists/val.txt"}}
+
 BIG_INT = "9" * 5000
 
 # (id, spec or raw text/bytes, extra CLI args, substrings every one of which the error must contain).
@@ -132,6 +135,26 @@ BAD_SPECS = [
     ("nested-100000-deep", "[" * 100_000, [], ["its JSON is nested too deeply"]),
     ("5000-digit-integer", '{"train": {"seed": ' + BIG_INT + "}}", [], ["invalid JSON: Exceeds the limit"]),
     ("larger-than-1-MiB", b" " * (1024 * 1024) + b"{}", [], ["is larger than 1024 KiB"]),
+    # what `run` refused at once while validate said ok (issue 20, items 11, 13, 17)
+    ("txt-labels-bad-with-bad-files-error", with_changes(("data.reader", TXT_LISTS), ("data.bad_files", "error")), [],
+     ["data: 3 bad input(s) found before training", "bad.txt:1: label -1 is negative",
+      "bad.txt:2: label '1.5' is not an integer class index", "bad.txt:3: expected 'PATH LABEL'"]),
+    ("txt-labels-bad-over-the-limits", with_changes(("data.reader", TXT_LISTS), ("data.tolerated_bad_files", 0)), [],
+     ["data: 3 of 5 inputs (60.0%) are bad, more than data.max_bad_fraction", "bad.txt:1: label -1 is negative"]),
+    ("txt-labels-are-class-names", with_changes(("data.reader", {"name": "txt_list", "options": {
+        "train": "lists/names.txt", "val": "lists/names-val.txt"}})), [],
+     ["names.txt: no label is an integer class index (labels such as 'daisy', 'rose')",
+      "set data.reader.options.labels to 'names'"]),
+    ("weights-file-does-not-fit", with_changes(("backbone", {"name": "efficientnet_lite0",
+                                                             "weights": {"path": "misfit.safetensors"}})), [],
+     ["backbone.weights.path: weights file", "misfit.safetensors: tensor 'conv_stem.weight' has shape (5, 5)"]),
+    ("augment-preset-behind-another-error", with_changes(("train.epochs", 0), ("data.augment", "lite")), [],
+     ["train.epochs: Input should be greater than 0", "data.augment: unknown augmentation preset 'lite'"]),
+    ("imagefolder-one-folder-without-val-split", with_changes(("data.reader.options.root", "data/train")), [],
+     ["data.reader.options.train: folder", "itself holds folders (a)", "set data.reader.options.val_split (e.g. 0.2)"]),
+    ("imagefolder-train-dot-without-val-split", with_changes(("data.reader.options", {"root": "data/train",
+                                                                                        "train": "."})), [],
+     ["data.reader.options.val: folder", "or set data.reader.options.val_split (e.g. 0.2)"]),
 ]
 
 
@@ -149,11 +172,23 @@ def validate_in_process(capsys, *args: str) -> tuple[int, str]:
 
 
 def make_spec_folder(folder: Path) -> None:
-    """What BASE's paths name: a one-class ImageFolder (validate lists files, never decodes them)."""
+    """What BASE's paths name: a one-class ImageFolder (validate lists files, never decodes them), txt lists
+    of it, and a weights file that does not fit efficientnet_lite0."""
+    import torch
+    from safetensors.torch import save_file
+
     for split, image in (("train", "x.png"), ("val", "y.png")):
         (folder / "data" / split / "a").mkdir(parents=True)
         (folder / "data" / split / "a" / image).write_bytes(b"not decoded by validate")
     (folder / "taken").write_text("a file where a folder is expected\n")
+    lists = folder / "lists"
+    lists.mkdir()
+    x, y = "../data/train/a/x.png", "../data/val/a/y.png"
+    (lists / "bad.txt").write_text(f"{x} -1\n{x} 1.5\n{x}\n{x} 0\n")
+    (lists / "val.txt").write_text(f"{y} 0\n")
+    (lists / "names.txt").write_text(f"{x} daisy\n../data/train/a/z.png rose\n")
+    (lists / "names-val.txt").write_text(f"{y} daisy\n")
+    save_file({"conv_stem.weight": torch.zeros(5, 5)}, str(folder / "misfit.safetensors"))
 
 
 @pytest.mark.parametrize("case", BAD_SPECS, ids=[case[0] for case in BAD_SPECS])

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import torch
 
+from tlzoo.data.decode_size import RULE as DECODE_RULE
 from tlzoo.runtime import distributed
 from tlzoo.runtime.paths import default_cache_root
 from tlzoo.cache.prefix import CacheSettings, FrozenPrefixSource
@@ -132,6 +133,7 @@ def attach_caches(setup, train_source, val_source, log):
         "weights": setup.built.weights,
         "data_config": setup.built.data_config.to_dict(),
         "background": list(spec.data.background),
+        "decode": DECODE_RULE,
         "torch": torch.__version__,
         "tlzoo": tlzoo_version(),
     }

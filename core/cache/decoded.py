@@ -6,7 +6,8 @@ transform keeps only its final crop, seed 001's pipeline its 300x300 resize.
 Every later access rebuilds the PIL image from those bytes and runs the rest
 of the transform, so the result is bit-identical to decoding the file again.
 A pipeline that starts with a random op (random_resized_crop) gets the decoded
-image at its own size instead, when the data scan measured every image.
+image at the size decoding leaves it (tlzoo.data.decode_size: a large photo at
+1/2 to 1/8) instead, when the data scan measured every image.
 
 Images live in one file per run, one slot per image, read and written with
 pread/pwrite: DataLoader workers (separate processes) fill slots and every
@@ -26,6 +27,7 @@ from PIL import Image
 from torchvision import transforms as T
 
 from tlzoo.data.dataset import ImageDataset
+from tlzoo.data.decode_size import reduced_size
 from tlzoo.data.sample_errors import SampleError
 from tlzoo.data.images import BadImage, load_rgb
 from tlzoo.data.transforms import Pipeline
@@ -107,7 +109,7 @@ class DecodedImageDataset(ImageDataset):
         pixels = self.slots.get(index)
         if pixels is None:
             try:
-                image = self.leading(load_rgb(path, self.background))
+                image = self.leading(load_rgb(path, self.background, self.need))
             except BadImage as exc:
                 raise SampleError(f"{path}: {exc.reason}") from None
             except Exception as exc:  # noqa: BLE001 - name the file whatever the transform raised
@@ -129,8 +131,9 @@ def decoded_dataset(setup, sizes: dict, folder: Path, log, role: str) -> Decoded
         shapes = [(size[0], size[1], 3)] * len(setup.items)
         what = f"{size[1]}x{size[0]} after {', '.join(type(op).__name__ for op in leading)}"
     elif all(path in sizes for path, _ in setup.items):
-        shapes = [(sizes[path][1], sizes[path][0], 3) for path, _ in setup.items]
-        what = "at their decoded size"
+        need = setup.transform.decode_need() if isinstance(setup.transform, Pipeline) else None
+        shapes = [(height, width, 3) for width, height in (reduced_size(need, sizes[path]) for path, _ in setup.items)]
+        what = "at their decoded size" if need is None else "at the size decoding leaves them (1/2 to 1/8 if larger)"
     else:
         log(f"cache: decoded {role} images not kept: the transform starts with a random op and the image "
             "sizes are unknown")

@@ -27,8 +27,9 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
-from tlzoo.data.batches import Batch, epoch_seed
+from tlzoo.data.batches import Batch, epoch_seed, real_rows
 from tlzoo.runtime.device import release_freed_memory
+from tlzoo.runtime.heartbeat import Heartbeat, eta
 from tlzoo.runtime.fast_pass import InferencePath, Stages
 from tlzoo.runtime.interrupts import ignore_stop_signals
 from tlzoo.cache.byte_inputs import byte_variant
@@ -129,8 +130,9 @@ class FrozenPrefixSource:
             return
         self.order_generator.manual_seed(epoch_seed(self.base.seed, epoch))
         views = (self.view_offsets + epoch) % self.views_at(frozen_stages)
-        for rows in self.order:
-            yield Batch(store.read(rows, views[rows]), self.labels[rows], frozen_stages)
+        for index, rows in enumerate(self.order):
+            yield Batch(store.read(rows, views[rows]), self.labels[rows], frozen_stages,
+                        real_rows(self.order, index, len(rows)))
 
     # -- the store for one boundary ------------------------------------------------------------
 
@@ -205,6 +207,7 @@ class FrozenPrefixSource:
         base, settings, view_count = self.base, self.settings, self.views_at(k)
         pairs = [(row, view) for view in range(view_count) for row in range(len(base.items))]
         started, store = time.perf_counter(), None
+        heartbeat = Heartbeat(settings.log, len(pairs))  # a line every few seconds: a build can take minutes
         try:
             with contextlib.closing(self.prefix_outputs(k, pairs)) as outputs:
                 for rows, views, out, x in outputs:
@@ -213,6 +216,9 @@ class FrozenPrefixSource:
                         if store is None:
                             return None
                     store.write(rows, views, out)
+                    heartbeat.advance(len(rows), lambda done, total, seconds: (
+                        f"cache: stage-{k} {self.role} activations: {done}/{total} computed, "
+                        f"{eta(done, total, seconds)}"))
         except BaseException:
             if store is not None:
                 store.close()

@@ -16,6 +16,7 @@ from typing import Optional
 import typer
 
 from tlzoo.cli.app import app
+from tlzoo.errors import TlzooError
 
 cache_app = typer.Typer(no_args_is_help=True, help="Show or clear the cache of frozen-layer activations.")
 app.add_typer(cache_app, name="cache")
@@ -53,6 +54,15 @@ def info(folder: Optional[Path] = typer.Option(None, "--dir", help=DIR_HELP)):
         typer.echo(f"{len(building)} build(s) in progress or killed, {mib(sum(folder_bytes(p) for p in building))}")
 
 
+def no_entry_matches(pattern: str, root: Path, entries: list) -> TlzooError:
+    held = sorted({entry.backbone for entry in entries})
+    if not held:
+        return TlzooError(f"no cache entry matches {pattern!r}: {root} holds no entries", "nothing to clear")
+    return TlzooError(f"no cache entry matches {pattern!r} in {root}",
+                      f"patterns are shell-style and match a whole backbone name or key; the cache holds "
+                      f"entries of {', '.join(held[:8])}{' and more' if len(held) > 8 else ''} (tlzoo cache info)")
+
+
 @cache_app.command("clear")
 def clear(pattern: Optional[str] = typer.Argument(None, help="only entries whose backbone or key matches this "
                                                              "glob, e.g. 'timm/resnet*'"),
@@ -61,8 +71,11 @@ def clear(pattern: Optional[str] = typer.Argument(None, help="only entries whose
     from tlzoo.cache.store import list_entries, remove_dead_builds, remove_idle_locks
 
     root = activations_folder(folder)
-    chosen = [e for e in list_entries(root)
+    entries = list_entries(root)
+    chosen = [e for e in entries
               if pattern is None or fnmatch.fnmatchcase(e.backbone, pattern) or fnmatch.fnmatchcase(e.key, pattern)]
+    if pattern is not None and not chosen:  # as `tlzoo list backbones PATTERN`: an empty match is a user error
+        raise no_entry_matches(pattern, root, entries)
     for entry in chosen:  # a run that has an entry mapped keeps reading it: unlinked files live on until closed
         shutil.rmtree(entry.path, ignore_errors=True)
     dead = remove_dead_builds(root) if pattern is None else []

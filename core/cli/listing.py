@@ -70,7 +70,8 @@ def weights_status(row: dict) -> str:
 
 
 def matching_backbones(pattern: str | None, pretrained: bool = False, offline: bool = False) -> list[dict]:
-    """Rows as dicts (name, plugin, weights, params, input) of the backbones that pass the filters."""
+    """Rows as dicts (name, plugin, weights, input, and params where the plugin states it) of the backbones
+    that pass the filters."""
     out = []
     for row in all_rows():
         if pattern and not fnmatch.fnmatch(row["name"], pattern):
@@ -80,8 +81,10 @@ def matching_backbones(pattern: str | None, pretrained: bool = False, offline: b
             continue
         if offline and weights not in ("shipped", "cached"):
             continue
-        out.append({"name": row["name"], "plugin": row["plugin"], "weights": weights,
-                    "params": row.get("params"), "input": row.get("input")})
+        found = {"name": row["name"], "plugin": row["plugin"], "weights": weights, "input": row.get("input")}
+        if row.get("params") is not None:  # only where the plugin states it: no model is built to count
+            found["params"] = row["params"]
+        out.append(found)
     return out
 
 

@@ -13,7 +13,8 @@ from tlzoo.cli.app import app, registry
 from tlzoo.errors import TlzooError
 
 
-@app.command("lr-find", help=(
+@app.command("lr-find", short_help="Find a learning rate by fastai's range test; plot it and suggest train.optimizer.lr.",
+             help=(
     "Find a learning rate: fastai's range test on the spec's trainable part (the lr grows exponentially over "
     "--steps steps of the spec's own training step, through the activation cache when the backbone is frozen), "
     "a plot of loss against lr, and a suggestion by the steepest-descent rule (where the smoothed loss falls "

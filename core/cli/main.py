@@ -90,7 +90,10 @@ def validate(
     """Check a run spec and report at once every problem that `run` would refuse before training."""
     from tlzoo.cli.preflight import validate_everything
 
-    resolved = validate_everything(spec, registry(), set_)
+    notes: list[str] = []
+    resolved = validate_everything(spec, registry(), set_, notes)
+    for note in notes:
+        typer.echo(f"tlzoo: note: {note}", err=True)
     typer.echo(f"{spec}: ok (backbone {resolved.backbone.name}, reader {resolved.reader.name}, "
                f"strategy {resolved.strategy.name})")
     if resolved.strategy.name == "head_only" and resolved.spec.backbone.weights == "none":

@@ -18,7 +18,8 @@ FORMATS = ("table", "json", "csv")
 COLUMNS = ["backbone", "parameters", "input_size", "features_per_s", "probe_top1", "knn_top1", "logme", "seconds"]
 
 
-@app.command(help=(
+@app.command(short_help="Rank pretrained backbones on a spec's data without training (linear probe, kNN, LogME).",
+             help=(
     "Rank backbones for a spec's data: one pass of frozen, pooled features per backbone (kept in the activation "
     "cache, so a second rank is near-instant), then a linear probe (logistic regression, L2 chosen by "
     "cross-validation on the training split), a kNN (cosine) and LogME, sorted by probe top-1 on the validation "
@@ -31,8 +32,8 @@ def rank(
     backbones: List[str] = typer.Option([], "--backbones", "-b",
                                         help="shell-style backbone patterns, e.g. 'efficientnet_lite*' 'timm/resnet*'"),
     offline: bool = typer.Option(False, "--offline", help="skip backbones whose weights are not on this machine"),
-    budget: Optional[float] = typer.Option(None, "--budget", min=0,
-                                           help="minutes: start no further backbone after this long"),
+    budget: Optional[float] = typer.Option(None, "--budget",
+                                           help="minutes (more than 0): start no further backbone after this long"),
     fmt: str = typer.Option("table", "--format", help="table, json or csv"),
     write_spec: Optional[Path] = typer.Option(None, "--write-spec",
                                               help="write the spec with the winning backbone here"),
@@ -47,6 +48,9 @@ def rank(
 
     if fmt not in FORMATS:
         raise TlzooError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    if budget is not None and not budget > 0:  # 0 would rank nothing and still exit 0
+        raise TlzooError(f"--budget {budget:g}: give minutes greater than 0",
+                         "leave --budget out to rank every matching backbone")
     wanted = list(backbones) + list(patterns or [])
     if not wanted:
         raise TlzooError("tlzoo rank needs backbone patterns",

@@ -33,5 +33,7 @@ def report(
     loaded = load_run(run_dir, registry(), which)
     result, _ = evaluate_run(loaded, registry(), data)
     where = f"{data} ({which} model)" if data is not None else f"the run's validation split ({which} model)"
-    path = write_run_report(run_dir, result.extra["records"], out, top_losses, evaluated_on=where)
+    other = None if data is None else {"what": f"images of {data}", "images": result.count, "top1": result.top1,
+                                       "top5": result.top5, "loss": result.loss}
+    path = write_run_report(run_dir, result.extra["records"], out, top_losses, evaluated_on=where, other_data=other)
     typer.echo(str(path))

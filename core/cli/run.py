@@ -45,9 +45,15 @@ def run(
     allowed = [name.strip() for item in allow_changes for name in item.split(",") if name.strip()]
     resolved = load_spec(spec, registry(), set_) if spec is not None else load_resumed_spec(resume, registry(), set_)
     if nproc is not None and nproc > 1:  # the spec was checked above, once, before any worker starts
-        from tlzoo.cli.launch import launch_local, run_arguments
+        from tlzoo.cli.launch import check_job, job_run_dir, launch_local, run_arguments
 
-        launch_local(nproc, run_arguments(spec, set_, output, resume, allow_changes))
+        check_job(resolved, nproc)
+        run_dir, created, finished = job_run_dir(resolved, output, resume, allowed)
+        if finished is not None:  # a resume with nothing left to train said so; no worker is needed
+            typer.echo(best_line(finished.summary))
+            return
+        launch_local(nproc, run_arguments(spec, set_, run_dir if resume is None else None, resume, allow_changes),
+                     run_dir, created)
         return
     result = run_spec(resolved, output, resume=resume, allow_changes=allowed)
     if os.environ.get("RANK", "0") == "0":  # under torchrun, rank 0 speaks for the job
@@ -72,30 +78,51 @@ def check_tta(tta: str) -> None:
         raise TlzooError(f"--tta {tta!r}: choose one of {', '.join(TTA_CHOICES)}")
 
 
+def check_model_option(which: Optional[str], target: Path) -> str:
+    """--model names best or last of a run directory; an exported file is one model, so it takes none."""
+    from tlzoo.export.predicting import is_exported_file
+
+    if which is not None and is_exported_file(target):
+        raise TlzooError(f"--model {which} applies to run directories; {target} is an exported file, one model",
+                         "drop --model, or export the other model: tlzoo export RUN_DIR --model last")
+    if which not in (None, "best", "last"):
+        raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
+    return which or "best"
+
+
 @app.command()
 def evaluate(
-    run_dir: Path = typer.Argument(..., help="a run directory written by `tlzoo run`"),
+    run_dir: Path = typer.Argument(..., help="a run directory written by `tlzoo run`, "
+                                             "or a .onnx/.pt2 file from `tlzoo export`"),
     data: Optional[Path] = typer.Option(None, "--data", help="a folder of class sub-folders (default: the run's "
                                                              "validation split)"),
-    which: str = typer.Option("best", "--model", help="best or last"),
+    which: Optional[str] = typer.Option(None, "--model", help="best or last (default best; run directories only)"),
     as_json: bool = typer.Option(False, "--json", help="print the metrics as JSON"),
     per_image: Optional[Path] = typer.Option(None, "--per-image", help="write one CSV row per image: path, true, "
                                                                        "predicted, probability, loss"),
     tta: str = typer.Option("none", "--tta", help="test-time augmentation: none, flip (2 views) or flip_crops "
                                                   "(flips and 4 corner crops: 6 views); probabilities averaged"),
 ):
-    """Evaluate a run's model on its validation split or on another folder."""
+    """Evaluate a run's model (or an exported file) on its validation split or on another folder."""
     from tlzoo.engine.evaluation import evaluate_run
     from tlzoo.engine.inference import load_run
+    from tlzoo.export.predicting import is_exported_file
     from tlzoo.runtime.interrupts import StopRequest
 
-    if which not in ("best", "last"):
-        raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
+    which = check_model_option(which, run_dir)
     check_tta(tta)
     with StopRequest(what="during evaluation"):  # SIGTERM and Ctrl-C stop at once, exit 143 / 130
-        loaded = load_run(run_dir, registry(), which)
-        loaded.tta = tta
-        result, report = evaluate_run(loaded, registry(), data)
+        if is_exported_file(run_dir):  # FILE.onnx / FILE.pt2: --data, or the validation split of its run directory
+            from tlzoo.export.evaluating import evaluate_exported
+
+            if tta != "none":
+                raise TlzooError("--tta works with a run directory, not an exported file",
+                                 "pass the run directory the file was exported from")
+            result, report = evaluate_exported(run_dir, registry(), data)
+        else:
+            loaded = load_run(run_dir, registry(), which)
+            loaded.tta = tta
+            result, report = evaluate_run(loaded, registry(), data)
     if per_image is not None:
         from tlzoo.engine.reporting import write_per_image_csv
 
@@ -132,7 +159,7 @@ def predict(
     inputs: List[Path] = typer.Argument(..., help="image files or folders"),
     top_k: int = typer.Option(5, "--top-k", min=1, help="classes to show per image"),
     fmt: str = typer.Option("table", "--format", help="table, csv or json"),
-    which: str = typer.Option("best", "--model", help="best or last"),
+    which: Optional[str] = typer.Option(None, "--model", help="best or last (default best; run directories only)"),
     tta: str = typer.Option("none", "--tta", help="test-time augmentation: none, flip (2 views) or flip_crops "
                                                   "(flips and 4 corner crops: 6 views); probabilities averaged"),
     no_reject: bool = typer.Option(False, "--no-reject", help="never mark an image unknown (scores still shown)"),
@@ -156,8 +183,7 @@ def predict(
     if fmt not in ("table", "csv", "json"):
         raise TlzooError(f"--format {fmt!r}: choose table, csv or json")
     check_tta(tta)
-    if which not in ("best", "last"):
-        raise TlzooError(f"--model {which!r}: choose 'best' or 'last'")
+    which = check_model_option(which, run_dir)
     with StopRequest(what="during prediction"):  # SIGTERM and Ctrl-C stop at once, exit 143 / 130
         paths = collect_images(list(inputs))
         if not paths:

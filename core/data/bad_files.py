@@ -7,15 +7,19 @@ from tlzoo.data.problem_list import listed
 from tlzoo.data.samples import Problem
 
 
-def check_bad_files(problems: list[Problem], total: int, bad_files: str, max_bad_fraction: float) -> None:
-    """Raise TlzooError when the bad inputs must stop the run ('error', or more than the allowed fraction)."""
+def check_bad_files(problems: list[Problem], total: int, bad_files: str, max_bad_fraction: float,
+                    tolerated: int = 0) -> None:
+    """Raise TlzooError when the bad inputs must stop the run: 'error', or more than the allowed fraction of
+    `total` and more than `tolerated` of them (a floor, so one broken file never stops a small data set)."""
     lines = [f"{problem.origin}: {problem.reason}" for problem in problems]
     if bad_files == "error":
         raise TlzooError(f"{len(problems)} bad input(s) found before training (data.bad_files is 'error'):\n"
                          + listed(lines), "fix or remove them, or set data.bad_files to 'skip'")
     fraction = len(problems) / max(total, 1)
-    if fraction > max_bad_fraction:
+    if fraction > max_bad_fraction and len(problems) > tolerated:
         raise TlzooError(
             f"{len(problems)} of {total} inputs ({fraction:.1%}) are bad, more than data.max_bad_fraction "
-            f"({max_bad_fraction:.1%}); training did not start:\n" + listed(lines),
-            "fix or remove the files, or raise data.max_bad_fraction if skipping them is fine")
+            f"({max_bad_fraction:.1%}) and more than data.tolerated_bad_files ({tolerated}); training did not "
+            "start:\n" + listed(lines),
+            "fix or remove the files, or raise data.max_bad_fraction (or data.tolerated_bad_files) if skipping "
+            "them is fine")

@@ -34,6 +34,7 @@ class Batch:
     x: torch.Tensor  # images (start 0) or stage-`start` activations
     y: torch.Tensor  # class indices
     start: int = 0  # stage index x enters at
+    real: int | None = None  # under torchrun: the leading rows that are images, the rest padding; None: all
 
 
 @runtime_checkable
@@ -84,24 +85,45 @@ def seed_worker(worker_id: int) -> None:
     np.random.seed(worker_seed)
 
 
+def kept_images(count: int, global_batch: int, world: int) -> int:
+    """The images an epoch trains on: all, less a last partial batch that would leave each process a
+    BatchNorm batch of one image (one process: a last batch of one image, dropped as before)."""
+    rest = count % global_batch
+    return count - rest if 0 < rest <= world and count > rest else count
+
+
 class GlobalOrderSampler(DistributedSampler):
     """This rank's share of the single-process shuffle, so the job's global batches are the single-process ones.
 
     The permutation comes from the loader's own generator, as RandomSampler's does
     (seeded per epoch by the source, after the loader's one draw for worker seeds),
-    then DistributedSampler's split: padded to a multiple of N, rank r takes
-    positions r, r + N, ... . Local batch j of every rank together is global batch j.
+    cut to `kept_images`, then DistributedSampler's split: padded to a multiple of N
+    by repeating its first images, rank r takes positions r, r + N, ... . Local batch j
+    of every rank together is global batch j; padding only ever ends the last one, and
+    `real_rows` says where, so that the loss counts every image once (tlzoo.engine.shared_loss).
     """
 
-    def __init__(self, count: int, generator: torch.Generator):
-        super().__init__(range(count), num_replicas=distributed.world_size(), rank=distributed.rank(),
+    def __init__(self, count: int, generator: torch.Generator, global_batch: int):
+        self.count, self.kept = count, kept_images(count, global_batch, distributed.world_size())
+        super().__init__(range(self.kept), num_replicas=distributed.world_size(), rank=distributed.rank(),
                          shuffle=True, drop_last=False)
         self.generator = generator
 
     def __iter__(self):
-        indices = torch.randperm(len(self.dataset), generator=self.generator).tolist()
+        indices = torch.randperm(self.count, generator=self.generator).tolist()[:self.kept]
         indices += indices[:self.total_size - len(indices)]  # DistributedSampler's padding
         return iter(indices[self.rank:self.total_size:self.num_replicas])
+
+    def real_rows(self, index: int, rows: int, local_batch: int) -> int:
+        """How many leading rows of this rank's batch `index` (of `rows` rows) are images, not padding."""
+        first = index * local_batch
+        return sum(1 for k in range(first, first + rows) if self.rank + k * self.num_replicas < self.kept)
+
+
+def real_rows(loader: DataLoader, index: int, rows: int) -> int | None:
+    """Batch.real for batch `index` of `loader`: None unless its sampler pads (GlobalOrderSampler)."""
+    sampler = loader.sampler
+    return sampler.real_rows(index, rows, loader.batch_size) if isinstance(sampler, GlobalOrderSampler) else None
 
 
 class ShardSampler(Sampler):
@@ -117,8 +139,9 @@ class ShardSampler(Sampler):
         return iter(self.rows)
 
 
-def local_batch_size(global_batch: int) -> int:
-    world = distributed.world_size()
+def local_batch_size(global_batch: int, world: int | None = None) -> int:
+    """Each process's share of the global batch; `world`: the job's size (default: this job's)."""
+    world = distributed.world_size() if world is None else world
     if global_batch % world:
         raise TlzooError(f"data.batch_size is {global_batch}, which the {world} processes of the job cannot "
                          f"share equally (it is the global batch, split across processes)",
@@ -133,11 +156,8 @@ def batch_plan(setup: SourceSetup, generator: torch.Generator) -> dict:
                 "generator": generator}
     if not setup.shuffle:
         return {"batch_size": setup.batch_size, "sampler": ShardSampler(len(setup.items)), "generator": generator}
-    local = local_batch_size(setup.batch_size)
-    sampler = GlobalOrderSampler(len(setup.items), generator)
-    # a local last batch of one image cannot train a BatchNorm: dropped, as the single process drops one
-    drop_last = sampler.num_samples % local == 1 and sampler.num_samples > 1
-    return {"batch_size": local, "sampler": sampler, "drop_last": drop_last, "generator": generator}
+    sampler = GlobalOrderSampler(len(setup.items), generator, setup.batch_size)
+    return {"batch_size": local_batch_size(setup.batch_size), "sampler": sampler, "generator": generator}
 
 
 class LoaderSource:
@@ -206,8 +226,8 @@ class LoaderSource:
             self.loader.sampler.set_epoch(epoch)  # its order comes from the generator seeded just above
         if self.setup.num_workers:
             release_freed_memory()  # workers fork as the loop below starts
-        for x, y in self.loader:
-            yield Batch(x, y, 0)
+        for index, (x, y) in enumerate(self.loader):
+            yield Batch(x, y, 0, real_rows(self.loader, index, len(y)))
 
 
 def train_source(setup: SourceSetup) -> BatchSource:

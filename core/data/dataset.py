@@ -1,5 +1,6 @@
 """The torch Dataset of a labelled split: (path, class index) pairs -> (transformed tensor, class index).
 
+Each image is decoded no larger than its transform needs (Pipeline.decode_need).
 A file that fails raises SampleError naming it, also from a DataLoader worker.
 """
 
@@ -24,6 +25,7 @@ class ImageDataset(Dataset):
         self.items = list(items)
         self.transform = transform
         self.background = tuple(background)
+        self.need = transform.decode_need() if isinstance(transform, Pipeline) else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -39,7 +41,7 @@ class ImageDataset(Dataset):
     def __getitem__(self, index: int):
         path, label = self.items[index]
         try:
-            image = load_rgb(path, self.background)
+            image = load_rgb(path, self.background, self.need)
         except BadImage as exc:
             raise SampleError(f"{path}: {exc.reason}") from None
         try:

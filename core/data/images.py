@@ -10,24 +10,35 @@ Conversions (PIL modes):
 - F (float, e.g. a float TIFF): values already in 0..1 are scaled by 255; any
   other range is scaled by the image's own min..max. NaN becomes 0.
 - Animated images (GIF, APNG, WebP): the first frame.
-- JPEG/TIFF with an EXIF orientation tag: rotated upright (ImageOps.exif_transpose).
+- JPEG/TIFF/PNG/WebP with an EXIF orientation tag: turned upright (as ImageOps.exif_transpose turns them).
 
 Every failure raises BadImage, whose message names the file and the reason.
-The image is decoded fully, so truncated files fail here and not later. Images
-over MAX_PIXELS or MAX_ASPECT are refused from their header; a decoder warning
-is a failure; JPEGs also pass the marker walk of tlzoo.data.jpeg_structure.
+All the compressed data is decoded, so truncated files fail here and not later.
+Images over MAX_PIXELS or MAX_ASPECT are refused from their header; JPEGs also
+pass the marker walk of tlzoo.data.jpeg_structure.
+
+`need` (tlzoo.data.decode_size) lets a large image come out smaller: a JPEG is
+decoded at 1/2, 1/4 or 1/8 scale by libjpeg itself (every coefficient is still
+entropy-decoded, so damage is found as in a full decode), anything else is
+reduced by a power of two after decoding; the result still meets the need.
+
+Decoder warnings are not errors. Pillow warns about metadata it skips (EXIF
+tags, an invalid APNG or MPO that falls back to its first image) and raises
+for damaged pixel data; turning warnings into errors needs
+warnings.catch_warnings, which swaps process-wide state and is not
+thread-safe (the scan's threads left the process with every warning an error).
 """
 
 from __future__ import annotations
 
 import os
 import stat
-import warnings
 from pathlib import Path
 
 import numpy as np
-from PIL import Image, ImageFile, ImageOps, UnidentifiedImageError
+from PIL import Image, ImageFile, UnidentifiedImageError
 
+from tlzoo.data.decode_size import SizeNeed, reduction
 from tlzoo.data.jpeg_structure import jpeg_damage
 from tlzoo.errors import TlzooError
 
@@ -56,29 +67,84 @@ class BadImage(TlzooError):
         return (BadImage, (self.path, self.reason))
 
 
-def load_rgb(path: Path | str, background: Background = (255, 255, 255)) -> Image.Image:
-    """Open, fully decode and convert one image to upright RGB (see the module docstring)."""
+def load_rgb(path: Path | str, background: Background = (255, 255, 255), need: SizeNeed | None = None) -> Image.Image:
+    """Open, decode and convert one image to upright RGB, no smaller than `need` asks (see the module docstring)."""
+    return decode_rgb(path, background, need)[0]
+
+
+def decode_rgb(path: Path | str, background: Background = (255, 255, 255),
+               need: SizeNeed | None = None) -> tuple[Image.Image, tuple[int, int]]:
+    """(upright RGB image, the upright (width, height) of the file at full size): load_rgb and the scan's check."""
     path = Path(path)
     # another library may have switched this on process-wide; truncated files must fail here
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("error")  # a decoder's warning means damaged data: the file is bad
-            warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # the hard limit still applies
-            _require_regular_file(path)
-            with Image.open(path) as image:
-                _check_shape(path, image.size)  # before decoding: the header alone tells
-                if getattr(image, "n_frames", 1) > 1:
-                    image.seek(0)
-                image.load()
-                if image.format == "JPEG" and (damage := jpeg_damage(path.read_bytes())):
-                    raise BadImage(path, f"corrupt JPEG data: {damage}")
-                upright = ImageOps.exif_transpose(image)
-                return to_rgb(upright, background)
+        _require_regular_file(path)
+        with Image.open(path) as image:
+            _check_shape(path, image.size)  # before decoding: the header alone tells
+            if getattr(image, "n_frames", 1) > 1:
+                image.seek(0)
+            turn = _TRANSPOSE.get(image.getexif().get(_ORIENTATION, 1))
+            full = _upright(image.size, turn)
+            factor = reduction(need, *full)
+            if factor > 1 and image.format in _DRAFTS:
+                size = image.size
+                image.draft(image.mode, _shrunk(size, factor))
+                if image.size != size:
+                    factor = 1  # libjpeg decodes at 1/factor
+            image.load()
+            if image.format in _DRAFTS and (damage := jpeg_damage(path.read_bytes())):
+                raise BadImage(path, f"corrupt JPEG data: {damage}")
+            rgb = to_rgb(image, background, copy=False)
+        if factor > 1:
+            rgb = rgb.reduce(factor)
+        return (rgb if turn is None else rgb.transpose(turn)), full
     except BadImage:
         raise
     except Exception as exc:  # noqa: BLE001 - every decoder failure becomes one named error
         raise BadImage(path, describe_failure(path, exc)) from None
+
+
+def rgb_from_memory(image: Image.Image, background: Background = (255, 255, 255), name: str = "image",
+                    need: SizeNeed | None = None) -> Image.Image:
+    """An image already in memory (a PIL image handed to predict): the caps of a file, then RGB, reduced for
+    `need`; BadImage names it `name`. EXIF orientation is the caller's business, as for any decoded image."""
+    if not isinstance(image, Image.Image):
+        raise BadImage(name, f"not a PIL image ({type(image).__name__})")
+    _check_shape(Path(name), image.size)
+    try:
+        rgb = to_rgb(image, background)
+    except Exception as exc:  # noqa: BLE001 - a mode Pillow cannot convert
+        raise BadImage(name, f"cannot convert to RGB ({type(exc).__name__}: {exc})") from None
+    factor = reduction(need, *rgb.size)
+    return rgb.reduce(factor) if factor > 1 else rgb
+
+
+_DRAFTS = ("JPEG", "MPO")  # Pillow formats that decode at a reduced scale (MPO: a phone camera's JPEG)
+
+# EXIF orientation -> the transpose that makes the image upright (ImageOps.exif_transpose's table)
+_ORIENTATION = 0x0112
+_TRANSPOSE = {
+    2: Image.Transpose.FLIP_LEFT_RIGHT,
+    3: Image.Transpose.ROTATE_180,
+    4: Image.Transpose.FLIP_TOP_BOTTOM,
+    5: Image.Transpose.TRANSPOSE,
+    6: Image.Transpose.ROTATE_270,
+    7: Image.Transpose.TRANSVERSE,
+    8: Image.Transpose.ROTATE_90,
+}
+_SWAPS_SIDES = {Image.Transpose.TRANSPOSE, Image.Transpose.ROTATE_270, Image.Transpose.TRANSVERSE,
+                Image.Transpose.ROTATE_90}
+
+
+def _upright(size: tuple[int, int], turn) -> tuple[int, int]:
+    return (size[1], size[0]) if turn in _SWAPS_SIDES else size
+
+
+def _shrunk(size: tuple[int, int], factor: int) -> tuple[int, int]:
+    """The size to ask Pillow's JPEG draft for so that it picks exactly 1/factor (it picks the largest
+    scale s in 8, 4, 2, 1 with s <= min(width // asked width, height // asked height))."""
+    return max(1, size[0] // factor), max(1, size[1] // factor)
 
 
 def _check_shape(path: Path, size: tuple[int, int]) -> None:
@@ -112,8 +178,6 @@ def _require_regular_file(path: Path) -> None:
 
 def describe_failure(path: Path, exc: BaseException) -> str:
     """A short reason for a failed open/decode, for messages and skipped-file lists."""
-    if isinstance(exc, Warning):
-        return f"decoder warning, damaged image data ({type(exc).__name__}: {exc})"
     if isinstance(exc, Image.DecompressionBombError):
         return f"decompression bomb refused ({exc})"
     if isinstance(exc, FileNotFoundError):
@@ -137,13 +201,13 @@ def _size(path: Path) -> int | None:
         return None
 
 
-def to_rgb(image: Image.Image, background: Background = (255, 255, 255)) -> Image.Image:
-    """Convert a decoded image of any mode to 8-bit RGB."""
+def to_rgb(image: Image.Image, background: Background = (255, 255, 255), copy: bool = True) -> Image.Image:
+    """Convert a decoded image of any mode to 8-bit RGB; an RGB image itself when `copy` is false."""
     mode = image.mode
     if mode in ("P", "L", "RGB") and "transparency" in image.info:  # a tRNS colour or palette entry
         image, mode = image.convert("RGBA"), "RGBA"
     if mode == "RGB":
-        return image.copy()
+        return image.copy() if copy else image
     if mode.startswith("I;16") or mode == "I":
         return Image.fromarray(_scale_integers(np.asarray(image), mode)).convert("RGB")
     if mode == "F":

@@ -8,7 +8,7 @@ The engine's entry points:
         and allow_empty_classes. Raises TlzooError for what the user must fix.
 
     labelled_from(output, bad_files="skip", max_bad_fraction=0.01,
-                  allow_empty_classes=False) -> LabelledData
+                  allow_empty_classes=False, tolerated_bad_files=5) -> LabelledData
         The same from a ReaderOutput already in hand (tests, other tools).
 
 Its parts live beside it: class mapping in tlzoo.data.class_mapping, the scan in
@@ -51,11 +51,12 @@ def load_labelled(resolved) -> LabelledData:
     if not isinstance(output, ReaderOutput):
         raise TlzooError(f"dataset reader {resolved.reader.name!r} returned {type(output).__name__}, "
                          "not a ReaderOutput", "this is a bug in the reader plugin; report it to its author")
-    return labelled_from(output, data.bad_files, data.max_bad_fraction, data.allow_empty_classes)
+    return labelled_from(output, data.bad_files, data.max_bad_fraction, data.allow_empty_classes,
+                         data.tolerated_bad_files)
 
 
 def labelled_from(output: ReaderOutput, bad_files: str = "skip", max_bad_fraction: float = 0.01,
-                  allow_empty_classes: bool = False) -> LabelledData:
+                  allow_empty_classes: bool = False, tolerated_bad_files: int = 5) -> LabelledData:
     classes, splits = map_splits(output)
     train, val, test = splits["train"], splits["val"], splits.get("test")
     samples = train + val + (test or [])
@@ -66,7 +67,7 @@ def labelled_from(output: ReaderOutput, bad_files: str = "skip", max_bad_fractio
     problems = list(output.problems) + bad_images
     total = len(samples) + len(output.problems)
     if problems:
-        check_bad_files(problems, total, bad_files, max_bad_fraction)
+        check_bad_files(problems, total, bad_files, max_bad_fraction, tolerated_bad_files)
     good = {path for path, result in results.items() if not result.problem}
     train_items = [(sample.path, index) for sample, index in train if sample.path in good]
     val_items = [(sample.path, index) for sample, index in val if sample.path in good]

@@ -28,6 +28,7 @@ from pydantic import ValidationError
 from torchvision import transforms as T
 
 from tlzoo.data.augment_ops import OPS, Normalize, Op
+from tlzoo.data.decode_size import CropArea, FixedSize, ShorterSide, SizeNeed
 from tlzoo.model.backbone import DataConfig
 from tlzoo.errors import SpecError
 
@@ -129,6 +130,17 @@ def fixed_size(op) -> tuple[int, int] | None:
     return None
 
 
+def size_need(op) -> SizeNeed | None:
+    """What a resize or a random resized crop needs of the image it gets; None for any other op."""
+    if isinstance(op, T.RandomResizedCrop):
+        height, width = op.size
+        return CropArea(width, height, tuple(op.scale), tuple(op.ratio))
+    if isinstance(op, T.Resize):
+        size = [op.size] if isinstance(op.size, int) else list(op.size)
+        return ShorterSide(size[0]) if len(size) == 1 else FixedSize(size[1], size[0])
+    return None
+
+
 class Pipeline:
     """image -> tensor in two parts: `image_part` (PIL -> PIL) and `tensor_part` (PIL -> normalized tensor).
 
@@ -159,6 +171,12 @@ class Pipeline:
             if fixed_size(op) is not None:
                 cut, size = index + 1, fixed_size(op)
         return ops[:cut], size, Pipeline(T.Compose(ops[cut:]), self.tensor_part)
+
+    def decode_need(self) -> SizeNeed | None:
+        """How small an image may be decoded for this pipeline (tlzoo.data.decode_size): what its first op
+        takes from the image; None (decode at full size) when that op needs every pixel (a crop, a rotation)."""
+        ops = list(self.image_part.transforms)
+        return size_need(ops[0]) if ops else None
 
     def byte_split(self) -> tuple[Pipeline, tuple, tuple] | None:
         """(this pipeline ending in an 8-bit tensor, mean, std) when its tensor part is exactly ToTensor then

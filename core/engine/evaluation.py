@@ -55,14 +55,20 @@ def evaluate_run(loaded: LoadedRun, registry, data: Path | None = None, option: 
         items, workers = folder_items(Path(data), loaded.classes, registry, option), "auto"
     if not items:
         raise TlzooError("there are no images to evaluate", f"check {option} or the run's validation split")
-    from tlzoo.report.per_class import per_class_metrics
-
     result, records, trust = evaluate_records(loaded, items, workers, log=log)
     result.extra["records"] = records  # per image (tlzoo.report.records.ImageRecord): --per-image, tlzoo report
-    report = {"images": result.count, **result.metrics("")}
+    report = metrics_report(result, loaded.classes)
     if trust is not None:  # `loss` stays the model's own cross-entropy, as in training; calibration.after is T's
         report.update(trust)
-    report["per_class_accuracy"] = dict(zip(loaded.classes, result.per_class_accuracy))
-    report["per_class"] = per_class_metrics(loaded.classes, result.confusion)  # precision, recall, F1, support
-    report["confusion_matrix"] = result.confusion
     return result, report
+
+
+def metrics_report(result, classes: list[str]) -> dict:
+    """What `tlzoo evaluate --json` prints for an EvalResult: metrics, per-class figures, confusion matrix."""
+    from tlzoo.report.per_class import per_class_metrics
+
+    report = {"images": result.count, **result.metrics("")}
+    report["per_class_accuracy"] = dict(zip(classes, result.per_class_accuracy))
+    report["per_class"] = per_class_metrics(classes, result.confusion)  # precision, recall, F1, support
+    report["confusion_matrix"] = result.confusion
+    return report

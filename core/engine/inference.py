@@ -8,7 +8,10 @@ validation numbers.
 
 from __future__ import annotations
 
+import itertools
 import sys
+from collections import deque
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -26,7 +29,7 @@ from tlzoo.data.batches import SourceSetup, eval_source
 from tlzoo.engine.metrics import EvalResult, evaluate
 from tlzoo.engine.tta import tta_logits
 from tlzoo.data.images import IMAGE_EXTENSIONS
-from tlzoo.runtime.device import allocator_scope, configure_threads, resolve_device, resolve_workers
+from tlzoo.runtime.device import allocator_scope, available_cpus, configure_threads, resolve_device, resolve_workers
 
 @dataclass
 class LoadedRun:
@@ -142,21 +145,12 @@ def evaluate_records(run: LoadedRun, items: list[tuple[Path, int]], num_workers=
 
 def trust_figures(run: LoadedRun, features: torch.Tensor, logits: torch.Tensor, labels: torch.Tensor) -> dict | None:
     """Calibration before/after on these images, and how many the unknown threshold keeps (they are known)."""
-    from tlzoo.trust import calibration
-    from tlzoo.trust.threshold import kept_share
+    from tlzoo.trust.record import evaluation_figures
 
-    trust = run.trust
-    if trust is None or not len(labels):
+    if run.trust is None or not len(labels):
         return None
-    figures = {"calibration": {"method": trust.record["calibration"]["method"], "temperature": trust.temperature,
-                               **calibration.before_after(logits, labels, trust.temperature, "evaluated images")}}
-    scores = trust.scores(features.to(run.device), logits.to(run.device))
-    if scores is not None:
-        unknown = trust.record["unknown"]
-        figures["unknown"] = {"method": unknown["method"], "keep": unknown["keep"], "threshold": unknown["threshold"],
-                              "kept": kept_share(scores.cpu(), unknown["threshold"]), "images": len(labels),
-                              "val_kept": unknown["val_kept"]}
-    return figures
+    return evaluation_figures(run.trust.record, logits, labels,
+                              run.trust.scores(features.to(run.device), logits.to(run.device)))
 
 
 def collect_images(paths: list[Path]) -> list[Path]:
@@ -226,7 +220,6 @@ def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None, reject: bool 
     """
     from PIL import Image
 
-    from tlzoo.data.images import load_rgb, to_rgb
     from tlzoo.data.transforms import build_eval_transform
     from tlzoo.engine.features import FeatureForward
 
@@ -256,17 +249,50 @@ def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None, reject: bool 
         pending.clear()
 
     run.model.eval()
-    for path in paths:
-        in_memory = isinstance(path, Image.Image)
-        results.append(Prediction(None if in_memory else path, []))
-        try:
-            image = to_rgb(path, run.background) if in_memory else load_rgb(path, background=run.background)
-        except (TlzooError, OSError, ValueError) as exc:
-            # the reason alone: the path is in the row, and BadImage's hint is about data.bad_files, for runs
-            results[-1].error = getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
+    inputs = prepared_inputs(paths, transform, run.background, transform.decode_need(), ahead=2 * run.batch_size)
+    for path, (tensor, error) in zip(paths, inputs):
+        results.append(Prediction(None if isinstance(path, Image.Image) else path, [], error))
+        if tensor is None:
             continue
-        pending.append((len(results) - 1, transform(image)))
+        pending.append((len(results) - 1, tensor))
         if len(pending) == run.batch_size:
             flush()
     flush()
     return results
+
+
+def prepared_inputs(items: list, transform, background, need=None, ahead: int = 64):
+    """(transformed tensor, None) or (None, why not) for each item (a path or a PIL image), in order.
+
+    Each image is decoded no larger than `need` (tlzoo.data.decode_size) and an image in memory meets the
+    caps a file does (50:1 aspect, 64 Mpx) from its size alone. Decoding runs in threads up to `ahead` items
+    before the consumer (Pillow releases the GIL while it decodes), so the model's pass over one batch and
+    the decoding of the next overlap.
+    """
+    from PIL import Image
+
+    from tlzoo.data.images import load_rgb, rgb_from_memory
+
+    def prepare(numbered):
+        number, item = numbered
+        try:
+            image = (rgb_from_memory(item, background, f"image {number}", need) if isinstance(item, Image.Image)
+                     else load_rgb(item, background, need))
+            return transform(image), None
+        except (TlzooError, OSError, ValueError) as exc:
+            # the reason alone: the caller names the input, and BadImage's hint is about data.bad_files, for runs
+            return None, getattr(exc, "reason", None) or getattr(exc, "message", None) or str(exc)
+
+    numbered = iter(enumerate(items))
+    workers = min(4, available_cpus(), len(items))
+    if workers < 2:
+        yield from map(prepare, numbered)
+        return
+    with ThreadPoolExecutor(max_workers=workers, thread_name_prefix="tlzoo-decode") as pool:
+        window = deque(pool.submit(prepare, pair) for pair in itertools.islice(numbered, max(1, ahead)))
+        while window:
+            done = window.popleft().result()
+            following = next(numbered, None)
+            if following is not None:
+                window.append(pool.submit(prepare, following))
+            yield done

@@ -20,9 +20,11 @@ from tlzoo.errors import TlzooError
 from tlzoo.data.batches import Batch, BatchSource, epoch_seed, seed_everything
 from tlzoo.engine.metrics import evaluate
 from tlzoo.engine.optim import set_learning_rates
+from tlzoo.engine.shared_loss import ShareOfGlobalMean
 from tlzoo.model.backbone import count_parameters
 from tlzoo.model.freeze import EpochPlan, apply_plan, plan_epoch
 from tlzoo.runtime.device import autocast
+from tlzoo.runtime.distributed import world_size
 from tlzoo.engine.state import TrainState
 
 
@@ -67,6 +69,7 @@ class Trainer:
     # the run's EpochPlan per epoch, worked out once by the engine (tlzoo.model.freeze.plan_run); a Trainer
     # made without one (a test, the lr finder) plans each epoch itself from `strategy`
     plans: list = field(default_factory=list)
+    step_images: float = 0.0  # what the last step's loss counts for in the epoch's mean loss (its images)
 
     def fit(self) -> TrainState:
         state = self.state
@@ -164,8 +167,8 @@ class Trainer:
             set_learning_rates(state.optimizer, scale)
             value = self.train_step(batch, plan.frozen_stages, epoch)
             state.step += 1
-            total += value * batch.y.numel()
-            count += batch.y.numel()
+            total += value * self.step_images
+            count += self.step_images
             self.position = (index + 1, total, count)
             self.progress.advance(value)
             for hook in self.step_hooks:
@@ -192,9 +195,13 @@ class Trainer:
         start = max(batch.start, frozen_stages)
         if self.sync is None:
             logits = model.head(model.forward_stages(x, start))
+            criterion, self.step_images = self.criterion, batch.y.numel()
         else:  # DDP averages the gradients of every rank's share of the global batch in backward()
             logits = self.sync(x, start)
-        loss = self.criterion(logits, y) if mixed is None else mixed.loss(self.criterion, logits, y)
+            criterion = ShareOfGlobalMean(self.criterion, batch.real)
+        loss = criterion(logits, y) if mixed is None else mixed.loss(criterion, logits, y)
+        if self.sync is not None:  # this rank's part of the epoch's loss: the ranks' values average to the mean
+            self.step_images = criterion.images / world_size()
         value = loss.item()
         bad = not math.isfinite(value)
         if self.sync is not None:

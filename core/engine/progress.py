@@ -1,8 +1,10 @@
-"""Progress reporting: rich bars on a terminal, one plain line per epoch otherwise."""
+"""Progress reporting: rich bars on a terminal; otherwise a line per epoch and one every few seconds inside it."""
 
 from __future__ import annotations
 
 import sys
+
+from tlzoo.runtime.heartbeat import Heartbeat, eta
 
 
 def format_metrics(record: dict) -> str:
@@ -20,10 +22,15 @@ def format_metrics(record: dict) -> str:
 
 
 class PlainProgress:
-    """For logs and pipes: a line at the start and at the end of every epoch."""
+    """For logs and pipes: a line at the end of every epoch, and one every few seconds inside it
+    (tlzoo.runtime.heartbeat; TLZOO_PROGRESS_SECONDS)."""
 
-    def __init__(self, stream=None):
+    def __init__(self, stream=None, clock=None):
         self.stream = stream or sys.stderr
+        self.clock = clock  # None: the heartbeat's own monotonic clock
+        self.heartbeat: Heartbeat | None = None
+        self.where = ""
+        self.loss_total = 0.0
 
     def __enter__(self):
         return self
@@ -35,10 +42,17 @@ class PlainProgress:
         print(text, file=self.stream, flush=True)
 
     def start_epoch(self, epoch: int, epochs: int, batches: int, description: str) -> None:
-        pass
+        kwargs = {} if self.clock is None else {"clock": self.clock}
+        self.heartbeat = Heartbeat(self.message, batches, **kwargs)
+        self.where, self.loss_total = f"epoch {epoch + 1}/{epochs} {description}", 0.0
 
     def advance(self, loss: float) -> None:
-        pass
+        if self.heartbeat is None:
+            return
+        self.loss_total += loss
+        self.heartbeat.advance(1, lambda done, total, seconds: (
+            f"{self.where}: batch {done}/{total}, loss {loss:.4f} (mean {self.loss_total / done:.4f}), "
+            f"{eta(done, total, seconds)}"))
 
     def end_epoch(self, record: dict) -> None:
         self.message(format_metrics(record))

@@ -44,7 +44,8 @@ def read_skipped(path: Path) -> list[tuple[str, str]]:
     return rows
 
 
-def collect_run_data(run_dir: Path, records: list[ImageRecord], evaluated_on: str) -> RunData:
+def collect_run_data(run_dir: Path, records: list[ImageRecord], evaluated_on: str,
+                     other_data: dict | None = None) -> RunData:
     run_dir = Path(run_dir)
     best_sidecar = run_dir / "best.json"
     return RunData(
@@ -56,15 +57,20 @@ def collect_run_data(run_dir: Path, records: list[ImageRecord], evaluated_on: st
         skipped=read_skipped(run_dir / outputs.SKIPPED_FILE),
         records=records,
         evaluated_on=evaluated_on,
+        other_data=other_data,
     )
 
 
 def write_run_report(run_dir: Path, records: list[ImageRecord], out: Path | None = None, top_losses: int = 16,
-                     evaluated_on: str = "the run's validation split") -> Path:
-    """report.html (default: in the run directory) and its PNG figures beside it."""
+                     evaluated_on: str = "the run's validation split", other_data: dict | None = None) -> Path:
+    """report.html (default: in the run directory) and its PNG figures beside it.
+
+    `other_data`: for records of data other than the run's validation split (`tlzoo report --data`), what
+    they are ("what": "images of photos/") and their metrics ("images", "top1", "top5", "loss").
+    """
     from tlzoo.report.page import write_report
 
-    data = collect_run_data(run_dir, records, evaluated_on)
+    data = collect_run_data(run_dir, records, evaluated_on, other_data)
     return write_report(data, Path(out) if out is not None else Path(run_dir) / REPORT_FILE, top_losses)
 
 

@@ -7,6 +7,8 @@ the loop, and the outputs (spec.json, metrics.jsonl, best/last, summary.json).
 
 from __future__ import annotations
 
+import contextlib
+import os
 import sys
 import time
 from dataclasses import dataclass
@@ -18,6 +20,7 @@ from tlzoo.model.backbone import count_parameters
 from tlzoo.cache import attach_caches, run_cache_scope
 from tlzoo.runtime.precision import precision_note, resolve_precision
 from tlzoo.rundir import outputs
+from tlzoo.rundir.lock import writer_lock
 from tlzoo.rundir.sidecar import MODEL_FORMAT
 from tlzoo.data.batches import seed_everything
 from tlzoo.engine.loop import LoopConfig, Trainer
@@ -56,13 +59,16 @@ class RunSetup(ModelSetup):
     loggers: object  # tlzoo.engine.loggers.Loggers, built for this run directory
 
 
-def choose_run_dir(resolved, output: Path | None, claimed: list) -> Path:
-    """A new run directory, noted in `claimed` so that a run failing before its first checkpoint removes it."""
+def choose_run_dir(resolved, output: Path | None, claimed: list, writers: contextlib.ExitStack | None = None) -> Path:
+    """A new run directory, noted in `claimed` so that a run failing before its first checkpoint removes it;
+    held in `writers` (tlzoo.rundir.lock) first, so that a second run claiming it at once is refused untouched."""
     existed = output is not None and Path(output).is_dir()
     if output is not None:
         run_dir = outputs.claim_run_dir(Path(output))
     else:
         run_dir = outputs.new_run_dir(resolved.path(resolved.spec.output), resolved.spec.name or "run")
+    if writers is not None:
+        writers.enter_context(writer_lock(run_dir))
     claimed.append((run_dir, not existed))
     return run_dir
 
@@ -102,7 +108,8 @@ def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
     }
 
 
-def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | None = None) -> RunSetup:
+def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | None = None,
+            writers: contextlib.ExitStack | None = None) -> RunSetup:
     from tlzoo.data.labelled import load_labelled
     from tlzoo.data.skipped import write_skipped
     spec = resolved.spec
@@ -123,7 +130,7 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
     if resumed is None:
         run_dir = None
         if distributed.is_main():  # under torchrun rank 0 alone writes the run directory; the others learn its name
-            run_dir = choose_run_dir(resolved, output, [] if claimed is None else claimed)
+            run_dir = choose_run_dir(resolved, output, [] if claimed is None else claimed, writers)
             outputs.write_json(run_dir / outputs.SPEC_FILE, spec_json)
         run_dir = Path(distributed.broadcast_object(str(run_dir)))
     else:  # the run's record stays as it was; resumes.jsonl notes what changed
@@ -259,6 +266,10 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
              allow_changes=()) -> RunResult:
     """`train_and_report`, in the process group of a torchrun job when WORLD_SIZE > 1 (else exactly as is)."""
     asked = resolved.spec.train.distributed
+    if distributed.env_world_size() > 1 and os.environ.get("TORCHELASTIC_RUN_ID"):  # a worker of torch's launcher
+        from tlzoo.runtime.interrupts import stop_when_orphaned
+
+        stop_when_orphaned()
     with distributed.process_group(asked.backend, asked.timeout_s, resolve_device(resolved.spec.train.device).type):
         if not distributed.active():
             return train_and_report(resolved, output, stream, resume, allow_changes)
@@ -284,15 +295,22 @@ def train_and_report(resolved, output: Path | None = None, stream=None, resume: 
     `allow_changes`: spec fields (`epochs`, `train.scheduler`) that may differ from the run's.
     SIGTERM and Ctrl-C save a resumable `last` and raise `Interrupted`.
     """
-    from tlzoo.runtime.interrupts import StopRequest
-    from tlzoo.rundir.resume import guard_training, open_resume
-
     stream = stream or sys.stderr
     started = time.perf_counter()
     configure_threads(keep_buffers=False)  # decided in make_trainer, once the model's groups are known
     if distributed.active():  # the ranks of one machine share its cores
         torch.set_num_threads(distributed.threads_per_process(torch.get_num_threads()))
     progress = make_progress(resolved.spec.train.epochs, stream)
+    with contextlib.ExitStack() as writers:  # the run directory's writer lock, held to the last write
+        if resume is not None and distributed.is_main() and Path(resume).is_dir():
+            writers.enter_context(writer_lock(Path(resume)))
+        return _train_and_report(resolved, output, stream, resume, allow_changes, progress, writers, started)
+
+
+def _train_and_report(resolved, output, stream, resume, allow_changes, progress, writers, started) -> RunResult:
+    from tlzoo.runtime.interrupts import StopRequest
+    from tlzoo.rundir.resume import guard_training, open_resume
+
     resumed, claimed = None, []
     if resume is not None:
         resumed = open_resume(resume, outputs.resolved_spec_json(resolved), allow_changes)
@@ -303,7 +321,7 @@ def train_and_report(resolved, output: Path | None = None, stream=None, resume: 
         # the allocator setting and a run-only cache folder end with the run (a notebook's process goes on)
         with StopRequest(stream) as stop, allocator_scope(), run_cache_scope():
             stop.duplicate_seconds = 2.0 if distributed.active() else 0.0  # torchrun forwards a terminal's Ctrl-C
-            setup = prepare(resolved, output, progress.message, resumed, claimed)
+            setup = prepare(resolved, output, progress.message, resumed, claimed, writers)
             setup.loggers.start(setup.spec_json, setup.data.classes)
             with progress:
                 trainer = make_trainer(setup, progress)

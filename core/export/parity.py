@@ -82,7 +82,7 @@ def prepare(paths: list[Path], config: DataConfig, background, with_preprocessin
     reference, exported = [], []
     for path in paths:
         try:
-            image = load_rgb(path, background=background)
+            image = load_rgb(path, background, transform.decode_need())  # as predict decodes it
         except (TlzooError, OSError, ValueError):
             continue  # a bad file is the scan's business; parity needs readable images only
         reference.append(transform(image))

@@ -111,7 +111,7 @@ def predict_exported(model: ExportedModel, paths: list[Path], top_k: int = 5, re
     for path in paths:
         results.append(Prediction(path, []))
         try:
-            image = load_rgb(path, background=model.background)
+            image = load_rgb(path, model.background, model.host.pipeline.decode_need())  # as predict decodes it
         except (TlzooError, OSError, ValueError) as exc:
             results[-1].error = str(exc)
             continue

@@ -71,6 +71,9 @@ class Backbone:
     split: Callable[[nn.Module], Split]
     weights: str = "none"  # where the weights came from, for humans and sidecars
     notes: list[str] = field(default_factory=list)
+    # for `weights: {"path": ...}`: (model, state, source) -> state under the model's own names, for a plugin
+    # whose weights circulate in another layout (the lite packages' files); None: names must match as they are
+    adapt_state: Callable[[nn.Module, dict, str], dict] | None = None
 
 
 def get_submodule(model: nn.Module, dotted: str) -> nn.Module | None:

@@ -119,6 +119,20 @@ def not_available(what: str, source: dict, reason: str) -> WeightsError:
     )
 
 
+def check_obtainable(sources: list[dict], what: str) -> None:
+    """Raise what fetch_url/fetch_hf would raise before downloading: no source cached, and offline or the
+    first source's host unreachable. Downloads nothing (for `tlzoo validate`)."""
+    if not sources or any(cached_file(source) for source in sources):
+        return
+    first = sources[0]
+    where = "HF cache" if "hf" in first else "cache"
+    if offline():
+        raise not_available(what, first, f"not in the {where} and TLZOO_OFFLINE/HF_HUB_OFFLINE is set")
+    url = first["url"] if "url" in first else os.environ.get("HF_ENDPOINT", "https://huggingface.co")
+    if not reachable(url):
+        raise not_available(what, first, f"not in the {where} and {urlparse(url).hostname} cannot be reached")
+
+
 def download(url: str, dst: Path, hash_prefix: str | None = None) -> None:
     """Fetch `url` into `dst` through torch.hub (a temporary file renamed into place; sha256 prefix checked)."""
     from torch.hub import download_url_to_file

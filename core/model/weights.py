@@ -33,6 +33,21 @@ def load_state_file(path: str | Path) -> dict[str, torch.Tensor]:
     )
 
 
+def made_by_tlzoo(path: str | Path) -> bool:
+    """True for a checkpoint a tlzoo run wrote (best/last.safetensors): its tensors carry the names of the
+    run's model (`stages.N...`, `head...`), not those of the original network."""
+    path = Path(path)
+    if path.suffix.lower() not in SAFE_SUFFIXES or not path.is_file():
+        return False
+    from safetensors import SafetensorError, safe_open
+
+    try:
+        with safe_open(str(path), framework="pt") as handle:
+            return (handle.metadata() or {}).get("producer") == "tlzoo"
+    except (SafetensorError, OSError, ValueError, RuntimeError):
+        return False  # load_state_file says what is wrong with it
+
+
 def _not_a_file(path: Path) -> str:
     """Why `path` cannot be read as a weights file (it is not a regular file)."""
     if path.is_dir():
@@ -149,8 +164,10 @@ def _check_overlap(own: dict, state: dict, dropped: list[str], source: str) -> N
             f"weights file {source} matches {matched} of the network's {len(expected)} tensors by name; "
             f"the backbone would stay mostly random. Expected names such as {', '.join(expected[:3])}; "
             f"the file has {', '.join(found[:3]) or 'no other names'}",
-            "use a state dict of this backbone's original network (strip any 'module.' or 'model.' prefix), "
-            "or pick the backbone the file was made for",
+            "give a state dict of this backbone's original network under its own names (strip any 'module.' "
+            "or 'model.' prefix), a best.safetensors or last.safetensors of an earlier tlzoo run of this "
+            "backbone, or for efficientnet_lite0/1/2 the .pth their PyPI packages ship; or pick the backbone "
+            "the file was made for",
         )
 
 

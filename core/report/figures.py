@@ -16,6 +16,9 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 # 100 labelled rows are unreadable in a page-wide figure.
 MAX_MATRIX_CLASSES = 30
 DPI = 100
+# Tick labels longer than this are cut in the middle: a 1000-character class name would leave the
+# matrix no room at all (matplotlib refuses margins that cross); the tables keep the whole name.
+MAX_LABEL = 32
 
 
 def _png(figure) -> bytes:
@@ -104,6 +107,14 @@ def matrix_classes_for(size: int, limit: int = MAX_MATRIX_CLASSES) -> range:
     return range(min(size, limit))
 
 
+def short_label(name: str, limit: int = MAX_LABEL) -> str:
+    """`name` as it fits a tick label: its start and end around an ellipsis when longer than `limit`."""
+    if len(name) <= limit:
+        return name
+    tail = (limit - 1) // 3
+    return name[:limit - 1 - tail] + "\u2026" + name[len(name) - tail:]
+
+
 def confusion_png(classes: list[str], confusion: list[list[int]], normalise: bool) -> bytes:
     """Counts, or rows divided by their total (recall on the diagonal); large sets keep the most-confused classes."""
     matrix = np.asarray(confusion, dtype=float).reshape(len(classes), len(classes))
@@ -111,7 +122,7 @@ def confusion_png(classes: list[str], confusion: list[list[int]], normalise: boo
     rows = matrix.sum(1, keepdims=True)
     shown = np.divide(matrix, rows, out=np.zeros_like(matrix), where=rows > 0) if normalise else matrix
     shown = shown[np.ix_(keep, keep)]
-    names = [classes[i] for i in keep]
+    names = [short_label(classes[i]) for i in keep]
     side = min(11.0, max(4.5, 0.32 * len(keep) + 2.5))
     label_inches = 0.075 * max(len(name) for name in names) + 0.6  # room for the longest tick label
     figure = Figure(figsize=(side + 1.2 + label_inches, side + label_inches))

@@ -60,10 +60,22 @@ def glance(data: RunData) -> list[dict]:
         ("versions", f"tlzoo {versions.get('tlzoo', '?')}, torch {versions.get('torch', '?')}", False),
         ("evaluated on", data.evaluated_on, False),
     ]
+    if data.other_data:  # `tlzoo report --data`: the figures and counts of that data lead; the run's follow
+        tiles = other_data_tiles(data.other_data, best) + tiles[3:]
+        tiles[[label for label, _, _ in tiles].index("data")] = (
+            "data", f"{data.other_data['images']} images evaluated, {len(data.classes)} classes (the run: "
+                    f"{summary.get('num_train', '-')} train, {summary.get('num_val', '-')} val)", False)
     test = summary.get("test")
     if test:  # a held-out test split, scored once with the best model
         tiles.insert(3, (f"test top-1 ({test.get('count', '?')} held-out images)", _fixed(test.get("top1")), True))
     return [{"label": label, "value": value, "key": key} for label, value, key in tiles]
+
+
+def other_data_tiles(other: dict, best: dict) -> list[tuple[str, str, bool]]:
+    """The evaluated data's top-1, top-5 and loss, then the run's own validation top-1 beside them."""
+    return [("top-1", _fixed(other.get("top1")), True), ("top-5", _fixed(other.get("top5")), True),
+            ("loss", _fixed(other.get("loss")), False),
+            ("the run's val top-1 (best epoch)", _fixed(best.get("val_top1")), False)]
 
 
 def class_rows(classes: list[str], confusion: list[list[int]]) -> tuple[list[dict], dict]:
@@ -118,6 +130,7 @@ def build_context(data: RunData, top_count: int) -> tuple[dict, dict[str, bytes]
         "macro": macro,
         "weak_f1": WEAK_F1,
         "top_losses": losses,
+        "top_losses_of": data.images_shown,
         "top_losses_note": "No per-image records: the run has no best model to evaluate."
                            if not data.records else "top_losses is 0 in the spec's report settings.",
         "skipped": data.skipped,

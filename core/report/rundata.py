@@ -20,6 +20,14 @@ class RunData:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (origin, reason)
     records: list[ImageRecord] = field(default_factory=list)  # per validation image, from the best model
     evaluated_on: str = "the run's validation split"
+    # `tlzoo report --data`: what the records are of ("images of photos/") and their metrics (images, top1, top5,
+    # loss); None when the records are the run's own validation split, whose figures the summary holds
+    other_data: dict | None = None
+
+    @property
+    def images_shown(self) -> str:
+        """What the per-image sections are about, for headings."""
+        return self.other_data["what"] if self.other_data else "validation images"
 
     @property
     def classes(self) -> list[str]:

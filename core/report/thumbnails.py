@@ -8,6 +8,7 @@ from pathlib import Path
 
 from PIL import Image
 
+from tlzoo.data.decode_size import LongerSide
 from tlzoo.data.images import load_rgb
 from tlzoo.errors import TlzooError
 
@@ -22,7 +23,7 @@ def data_uri(data: bytes, mime: str) -> str:
 def thumbnail_uri(path: Path, size: int = THUMBNAIL_SIZE) -> str | None:
     """A JPEG data: URI at most `size` pixels a side; None when the image can no longer be read."""
     try:
-        image = load_rgb(Path(path))
+        image = load_rgb(Path(path), need=LongerSide(size))  # a phone photo decodes at 1/8 for a thumbnail
     except (TlzooError, OSError, ValueError):  # gone or damaged since the run: the report renders without it
         return None
     image.thumbnail((size, size), Image.Resampling.LANCZOS)

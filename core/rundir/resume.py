@@ -250,7 +250,7 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
 
     run_dir, state = setup.run_dir, trainer.state
     generator = getattr(trainer.train_source, "generator", None)
-    hint = f"continue with: tlzoo run --resume {run_dir}"
+    hint = f"continue with: {distributed.resume_command(run_dir)}"
 
     def save_last(position: EpochPosition | None, record: dict) -> str:
         # under torchrun a stop inside an epoch keeps every rank's RNG and loss so far (a collective: all ranks

@@ -124,11 +124,22 @@ def collective_failure(exc: BaseException) -> bool:
         "Connection closed by peer", "Connection reset by peer", "Gloo", "gloo", "NCCL", "timed out", "Broken pipe"))
 
 
+def resume_command(run_dir) -> str:
+    """The command that continues `run_dir` with this job's processes (inside an epoch only that many can)."""
+    world = world_size()
+    if world <= 1:
+        return f"tlzoo run --resume {run_dir}"
+    if local_world_size() == world:
+        return f"tlzoo run --resume {run_dir} --nproc {world}"
+    return f"tlzoo run --resume {run_dir} under the same torchrun command ({world} processes)"
+
+
 def lost_peer_error(exc: BaseException) -> TlzooError:
     return TlzooError(f"rank {rank()} of {world_size()}: another process of the distributed job stopped or stopped "
                       f"answering ({str(exc).splitlines()[0] if str(exc) else type(exc).__name__}); this process "
                       "stops too, and the run directory keeps its last complete checkpoint",
-                      "see the first failing rank's message above; continue with tlzoo run --resume RUN_DIR")
+                      "see the first failing rank's message above; continue with "
+                      + resume_command("RUN_DIR"))
 
 
 def _device_for_collectives() -> torch.device:

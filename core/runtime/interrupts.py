@@ -58,6 +58,31 @@ def ignore_stop_signals(worker_id: int | None = None) -> None:
         signal.signal(signum, signal.SIG_IGN)
 
 
+_watching_launcher = False
+
+
+def stop_when_orphaned(interval: float = 1.0) -> None:
+    """Under a launcher (torchrun, `tlzoo run --nproc`): SIGTERM this worker once its launcher is gone.
+
+    torch starts each worker in a session of its own, so a launcher killed outright (SIGKILL, OOM) left
+    its workers training and writing the run directory. A worker's parent is its launcher; when the
+    parent changes the worker stops itself as the launcher's SIGTERM would have: every rank saves `last`
+    at the same step (the stop request is agreed across ranks) and exits 143.
+    """
+    global _watching_launcher
+    if _watching_launcher:
+        return
+    _watching_launcher = True
+    launcher = os.getppid()
+
+    def watch() -> None:
+        while os.getppid() == launcher:
+            time.sleep(interval)
+        os.kill(os.getpid(), signal.SIGTERM)
+
+    threading.Thread(target=watch, name="tlzoo-launcher-watch", daemon=True).start()
+
+
 class Interrupted(TlzooError):
     """The run stopped on a signal; exits with 128 + the signal number."""
 

@@ -18,10 +18,16 @@ import torch
 from tlzoo.errors import TlzooError
 
 
+def forced_bf16() -> bool | None:
+    """What TLZOO_CPU_BF16 forces (True: '1', False: '0'), or None when the CPU probe decides."""
+    value = os.environ.get("TLZOO_CPU_BF16")
+    return None if value not in ("0", "1") else value == "1"
+
+
 def cpu_has_fast_bf16() -> bool:
     """oneDNN has native bf16 kernels here (AVX512-BF16/AMX, or AVX512 cores it counts as bf16-capable)."""
-    if os.environ.get("TLZOO_CPU_BF16") in ("0", "1"):  # for experiments and tests on other machines
-        return os.environ["TLZOO_CPU_BF16"] == "1"
+    if forced_bf16() is not None:  # for experiments and tests on other machines
+        return forced_bf16()
     if not torch.backends.mkldnn.is_available():
         return False
     try:
@@ -59,9 +65,13 @@ def precision_note(value: str, resolved: str, device: torch.device) -> str | Non
     """A line for the run log when `auto` chose fp32, or an explicit choice is known to be slow."""
     if device.type != "cpu":
         return None
+    if value == "auto" and resolved == "fp32" and forced_bf16() is False:
+        return "precision: fp32 (auto: TLZOO_CPU_BF16=0 forces the fp32 path; unset it to let the CPU decide)"
     if value == "auto" and resolved == "fp32":
         return (f"precision: fp32 (auto: this CPU ({torch.backends.cpu.get_cpu_capability()}) has no native "
                 "bfloat16, where bf16 autocast is slower than fp32)")
+    if value == "bf16" and forced_bf16() is False:
+        return "precision: bf16 as asked (TLZOO_CPU_BF16=0 treats this CPU as one without native bfloat16)"
     if value == "bf16" and not cpu_has_fast_bf16():
         return ("precision: bf16 as asked, but this CPU has no native bfloat16 and emulates it slowly; "
                 "HINT: train.precision 'auto' or 'fp32' is faster here")

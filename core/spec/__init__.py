@@ -15,4 +15,5 @@ from tlzoo.spec.problems import blame_overrides, format_loc, problems_from, shor
 from tlzoo.spec.reading import MAX_SPEC_BYTES, apply_overrides, load_raw, parse_json, parse_override, read_spec_text  # noqa: F401
 from tlzoo.spec.resolve import (  # noqa: F401
     COMPONENT_FIELDS, Resolved, ResolvedComponent, default_name, load_spec, resolve_components, resolve_spec,
+    spec_base_dir,
 )

@@ -73,7 +73,12 @@ class DataSpec(StrictModel):
         "light", description="a preset name (none, light, rotate_flip, strong) or a list of {'op': ..., ...}"
     )
     bad_files: Literal["skip", "error"] = "skip"
-    max_bad_fraction: Number = Field(0.01, ge=0.0, le=1.0)
+    max_bad_fraction: Number = Field(0.01, ge=0.0, le=1.0, description=(
+        "the run stops before training when more than this fraction of the inputs are bad "
+        "(and more than tolerated_bad_files)"))
+    tolerated_bad_files: StrictInteger = Field(5, ge=0, le=1_000_000, description=(
+        "this many bad inputs are skipped whatever max_bad_fraction says, so that one broken file does not "
+        "stop a small data set; 0 leaves max_bad_fraction alone to decide"))
     background: tuple[Annotated[int, Strict(), Field(ge=0, le=255)], ...] = Field(
         (255, 255, 255), min_length=3, max_length=3, description="RGB, each 0-255")
     allow_empty_classes: bool = False

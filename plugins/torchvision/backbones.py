@@ -76,6 +76,16 @@ def choose_weights(name: str, weights: str):
                        f"use 'pretrained', 'none', one of {names} or {{\"path\": ...}}")
 
 
+def check_weights(name: str, options, weights: str) -> None:
+    """What build would refuse about `weights`, downloading nothing (for `tlzoo validate`): an unknown
+    variant, or weights neither in the torch hub cache nor downloadable."""
+    from tlzoo.model.hub import check_obtainable
+
+    chosen = choose_weights(name, weights)
+    if chosen is not None:
+        check_obtainable([{"url": chosen.url}], PREFIX + name)
+
+
 # What torchvision's builders do with a weights enum besides loading its state dict (they take
 # weights=None plus these arguments instead; tlzoo then loads the file itself, through its safe
 # loader, from the torch hub cache). tests/test_hub_torchvision.py checks the result against
@@ -170,4 +180,4 @@ def register_backbones(register):
         default = get_model_weights(name).DEFAULT
         register(Component(name=PREFIX + name, description=describe(name, default), build=make_build(name),
                            options=options_for(name), info=make_info(name, default),
-                           extra={"check_weights": lambda options, weights, name=name: choose_weights(name, weights)}))
+                           extra={"check_weights": lambda options, weights, name=name: check_weights(name, options, weights)}))
