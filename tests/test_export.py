@@ -118,6 +118,10 @@ def test_evaluate_an_exported_file_on_its_runs_validation_split(exported, capsys
     assert ours["confusion_matrix"] == theirs["confusion_matrix"] and ours["top1"] == theirs["top1"]
     assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
     assert set(ours["per_class"]) == {"class0", "class1", "class2"}
+    # the file's temperature and OOD score give the run directory's calibration and kept share
+    assert ours["calibration"]["temperature"] == theirs["calibration"]["temperature"]
+    assert ours["calibration"]["after"]["nll"] == pytest.approx(theirs["calibration"]["after"]["nll"], abs=1e-4)
+    assert ours["unknown"]["kept"] == theirs["unknown"]["kept"]
     import tlzoo
 
     assert tlzoo.load(run_dir / name).evaluate() == ours  # the Python API gives what --json prints
