@@ -205,7 +205,7 @@ def pass_over(loaded, items, frozen: bool = False):
     once per image in this process, the head applied to them (as tlzoo's cached passes do)."""
     from tlzoo.data.batches import SourceSetup, eval_source
     from tlzoo.data.transforms import build_eval_transform
-    from tlzoo.engine.features import features_over
+    from tlzoo.engine.pooled_pass import features_over
 
     missing = [(p, y) for p, y in items if str(p) not in FROZEN_FEATURES] if frozen else items
     if missing:

@@ -14,7 +14,7 @@ import torch
 
 from tlzoo.data.batches import SourceSetup, eval_source
 from tlzoo.data.transforms import build_eval_transform
-from tlzoo.engine.features import features_over
+from tlzoo.engine.pooled_pass import features_over
 from tlzoo.engine.metrics import summarize
 from tlzoo.rundir.trust_store import load_best_weights
 from tlzoo.runtime.device import resolve_workers

@@ -128,7 +128,7 @@ def evaluate_records(run: LoadedRun, items: list[tuple[Path, int]], num_workers=
     """Metrics, per-image records (tlzoo.report.records.ImageRecord, calibrated probabilities) and the trust
     figures (calibration before/after, unknown share; None without trust data) from one pass over `items`."""
     from tlzoo.data.transforms import build_eval_transform
-    from tlzoo.engine.features import features_over
+    from tlzoo.engine.pooled_pass import features_over
     from tlzoo.engine.metrics import summarize
     from tlzoo.engine.per_image import records_from_logits
 
@@ -210,54 +210,95 @@ def check_keep(keep: float | None) -> None:
                          "(0.95 keeps 95 %)")
 
 
-@allocator_scope()
+class RunPredictor:
+    """A run's predict path one batch at a time: `predict` below and `tlzoo serve` both run it.
+
+    `prepare` turns an RGB image, decoded no smaller than `need`, into the
+    model's input (the run's eval transform); `score` runs a batch of them
+    through the fast path. The head and the OOD score run one image at a time: a
+    matrix product picks its kernel by batch size, so a batched head would let an
+    image's last digits depend on the images it shares a batch with (the folded
+    stages are per-image already), and a server's batches differ from predict's.
+    With the run's trust record the probabilities are calibrated and each image
+    gets an OOD score; it is `unknown` above the threshold for `keep` (the run's
+    own share when None) unless `reject` is False.
+    """
+
+    def __init__(self, run: LoadedRun, log=None, reject: bool = True, keep: float | None = None):
+        from tlzoo.data.transforms import build_eval_transform
+        from tlzoo.engine.pooled_pass import FeatureForward
+
+        check_keep(keep)
+        configure_threads()
+        log = log or note
+        if run.trust is None:
+            note_no_trust(run, log)
+        self.run, self.reject, self.keep = run, reject, keep
+        self.classes = run.classes
+        self.background = run.background
+        self.batch_size = run.batch_size
+        self.transform = build_eval_transform(run.data_config)
+        self.need = self.transform.decode_need()
+        self.forward = FeatureForward(run.model, 0, run.fast, run.precision, run.device, log, "prediction model",
+                                      per_row=True)
+        run.model.eval()
+
+    def prepare(self, image) -> torch.Tensor:
+        return self.transform(image)
+
+    def score(self, rows: list[torch.Tensor], top_ks: list[int]) -> list[Prediction]:
+        """One Prediction (path None) per row, each with its own number of top classes."""
+        batch = torch.stack(rows)
+        features, logits = self.forward(batch)
+        if self.run.tta != "none":  # the views' averaged probabilities; the score reads the centre view's features
+            logits = tta_logits(lambda x: self.forward(x)[1], batch, self.run.tta)
+        probs, scores, flags = decide(self.run, features, logits, self.reject, self.keep)
+        out = []
+        for row, top_k, score, flag in zip(probs.cpu(), top_ks, scores, flags):
+            values, indices = row.topk(max(1, min(top_k, len(self.classes))))
+            out.append(Prediction(None, [(self.classes[i], v) for i, v in zip(indices.tolist(), values.tolist())],
+                                  unknown=flag, ood_score=score))
+        return out
+
+
+@allocator_scope()  # configure_threads keeps freed buffers for the pass; a notebook gets glibc's defaults back
 def predict(run: LoadedRun, paths: list, top_k: int = 5, log=None, reject: bool = True,
             keep: float | None = None) -> list[Prediction]:
-    """Top-k classes of each image (a path or a PIL image), batched; unreadable ones come back with `error` set.
+    """Top-k classes of each image (a path or a PIL image), batched; unreadable ones come back with `error` set;
+    calibrated and marked unknown as RunPredictor says."""
+    return predict_with(RunPredictor(run, log, reject, keep), paths, top_k)
 
-    With the run's trust record the probabilities are calibrated and each image gets an OOD score; it is
-    `unknown` above the threshold for `keep` (the run's own share when None) unless `reject` is False.
+
+def predict_with(predictor, paths: list, top_k: int) -> list[Prediction]:
+    """Decode, prepare and score `paths` (paths or PIL images) in batches of `predictor.batch_size`.
+
+    `predictor` is a RunPredictor or an exported model (tlzoo.export.predicting): `classes`,
+    `background`, `need` (how small an image may be decoded, tlzoo.data.decode_size), `batch_size`,
+    `prepare(image)`, `score(rows, top_ks)`. Decoding runs ahead in threads (prepared_inputs).
     """
     from PIL import Image
 
-    from tlzoo.data.transforms import build_eval_transform
-    from tlzoo.engine.features import FeatureForward
-
-    check_keep(keep)
-    configure_threads()
-    log = log or note
-    if run.trust is None:
-        note_no_trust(run, log)
-    transform = build_eval_transform(run.data_config)
-    forward = FeatureForward(run.model, 0, run.fast, run.precision, run.device, log, "prediction model")
-    k = max(1, min(top_k, len(run.classes)))
     results: list[Prediction] = []
-    pending: list[tuple[int, torch.Tensor]] = []
+    pending: list[tuple[int, object]] = []
 
     def flush():
-        if not pending:
-            return
-        batch = torch.stack([tensor for _, tensor in pending])
-        features, logits = forward(batch)
-        if run.tta != "none":  # the views' averaged probabilities; the score reads the centre view's features
-            logits = tta_logits(lambda x: forward(x)[1], batch, run.tta)
-        probs, scores, flags = decide(run, features, logits, reject, keep)
-        values, indices = probs.cpu().topk(k, dim=1)
-        for (slot, _), vals, idxs, score, flag in zip(pending, values.tolist(), indices.tolist(), scores, flags):
-            results[slot].top = [(run.classes[i], v) for i, v in zip(idxs, vals)]
-            results[slot].ood_score, results[slot].unknown = score, flag
+        scored = predictor.score([row for _, row in pending], [top_k] * len(pending))
+        for (slot, _), prediction in zip(pending, scored):
+            prediction.path = results[slot].path
+            results[slot] = prediction
         pending.clear()
 
-    run.model.eval()
-    inputs = prepared_inputs(paths, transform, run.background, transform.decode_need(), ahead=2 * run.batch_size)
-    for path, (tensor, error) in zip(paths, inputs):
+    inputs = prepared_inputs(paths, predictor.prepare, predictor.background, predictor.need,
+                             ahead=2 * predictor.batch_size)
+    for path, (row, error) in zip(paths, inputs):
         results.append(Prediction(None if isinstance(path, Image.Image) else path, [], error))
-        if tensor is None:
+        if row is None:
             continue
-        pending.append((len(results) - 1, tensor))
-        if len(pending) == run.batch_size:
+        pending.append((len(results) - 1, row))
+        if len(pending) == predictor.batch_size:
             flush()
-    flush()
+    if pending:
+        flush()
     return results
 
 

@@ -16,17 +16,16 @@ from __future__ import annotations
 import dataclasses
 import time
 
-import torch
 
 from tlzoo.cache import FrozenPrefixSource
-from tlzoo.engine.features import features_over
+from tlzoo.engine.pooled_pass import features_over
 from tlzoo.engine.held_out import SplitPass, eval_items_source
 from tlzoo.runtime import distributed
 from tlzoo.rundir.trust_store import load_best_weights, store_trust
 from tlzoo.trust import calibration
 from tlzoo.trust.options import METHOD_OPTIONS, needs_training_features
 from tlzoo.trust.record import FORMAT, calibration_only
-from tlzoo.trust.scores import build_scorer, fit_tensors, subset_rows
+from tlzoo.trust.scores import build_scorer, fit_tensors, score_rows, subset_rows
 from tlzoo.trust.threshold import kept_share, score_table, threshold_for
 
 
@@ -109,8 +108,7 @@ def fit_trust(setup, trainer, test: SplitPass | None, log) -> dict | None:
         tensors = fit_tensors(unknown.method, options, train_features, train_labels, len(setup.data.classes))
         dumped = options.model_dump(mode="json")
         scorer = build_scorer(unknown.method, dumped, temperature, tensors)
-        with torch.inference_mode():
-            val_scores = scorer(val.features, val.logits)
+        val_scores = score_rows(scorer, val.features, val.logits)
         table = score_table(val_scores)
         threshold = threshold_for(unknown.keep, table)
         record["unknown"] = {"method": unknown.method, "options": dumped, "keep": unknown.keep,
@@ -121,8 +119,7 @@ def fit_trust(setup, trainer, test: SplitPass | None, log) -> dict | None:
                               "threshold": threshold, "val_kept": record["unknown"]["val_kept"],
                               "val_images": len(val.labels)}
         if test is not None:
-            with torch.inference_mode():
-                summary["unknown"]["test_kept"] = kept_share(scorer(test.features, test.logits), threshold)
+            summary["unknown"]["test_kept"] = kept_share(score_rows(scorer, test.features, test.logits), threshold)
             summary["unknown"]["test_images"] = len(test.labels)
     store_trust(setup.run_dir / "best", record, tensors)
     timing["seconds"] = round(time.perf_counter() - started, 3)

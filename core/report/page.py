@@ -10,6 +10,7 @@ import jinja2
 
 from tlzoo.errors import TlzooError
 from tlzoo.report import figures
+from tlzoo.report.findings_section import render_section
 from tlzoo.report.per_class import macro_average, most_confused, per_class_metrics
 from tlzoo.report.records import top_losses
 from tlzoo.report.rundata import RunData
@@ -136,6 +137,9 @@ def build_context(data: RunData, top_count: int) -> tuple[dict, dict[str, bytes]
         "skipped": data.skipped,
         "trust": trust,
         "reliability": data_uri(reliability, "image/png") if reliability is not None else None,
+        "findings_section": None if data.findings is None else render_section(data.findings, "issues.csv", (
+            "The run's own data (not the images evaluated above), from" if data.other_data else "From")
+            + " the pretrained backbone's pooled features and perceptual hashes:"),
     }
     return context, pngs
 

@@ -18,7 +18,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tlzoo.trust import calibration
 from tlzoo.trust.options import METHOD_OPTIONS
-from tlzoo.trust.scores import TENSORS, build_scorer
+from tlzoo.trust.scores import TENSORS, build_scorer, score_rows
 from tlzoo.trust.threshold import TABLE_LIMIT, is_unknown, threshold_for
 
 FORMAT = "tlzoo-trust/1"
@@ -143,8 +143,7 @@ class Trust:
     def scores(self, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor | None:
         if self.scorer is None:
             return None
-        with torch.inference_mode():
-            return self.scorer(features.float(), logits.float())
+        return score_rows(self.scorer, features, logits)
 
     def unknown(self, scores: torch.Tensor | None, keep: float | None = None) -> list[bool]:
         threshold = self.threshold(keep)

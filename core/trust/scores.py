@@ -73,6 +73,15 @@ class Mahalanobis(nn.Module):
         return distances.amin(1)
 
 
+def score_rows(scorer: nn.Module, features: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """The scores one image at a time: a matrix product picks its kernel by batch size, so a batched score
+    could differ in its last digits with the images beside it; predict, serve and the fit agree this way."""
+    with torch.inference_mode():
+        if not len(features):
+            return torch.empty(0)
+        return torch.cat([scorer(f, z) for f, z in zip(features.float().split(1), logits.float().split(1))])
+
+
 def subset_rows(count: int, size: int, seed: int) -> torch.Tensor:
     """Indices of at most `size` of `count` rows: all of them, or a seeded random subset (sorted)."""
     if count <= size:
