@@ -16,7 +16,6 @@ from __future__ import annotations
 import dataclasses
 import time
 
-
 from tlzoo.cache import FrozenPrefixSource
 from tlzoo.engine.pooled_pass import features_over
 from tlzoo.engine.held_out import SplitPass, eval_items_source
