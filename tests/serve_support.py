@@ -155,6 +155,16 @@ def predicted(run_dir: Path, paths: list[Path], top_k: int) -> list[list[dict]]:
     return [[{"class": c, "probability": p} for c, p in r.top] for r in results]
 
 
+def predicted_trust(run_dir: Path, paths: list[Path]) -> list[tuple[bool, float | None]]:
+    """`tlzoo predict`'s (unknown, ood_score) of each image (issue 22), computed in this process."""
+    from support import TINY_CNN
+    from tlzoo.engine.inference import load_run, predict
+    from tlzoo.registry import get_registry
+
+    TINY_CNN.register()
+    return [(r.unknown, r.ood_score) for r in predict(load_run(run_dir, get_registry()), paths, 1)]
+
+
 if __name__ == "__main__":
     from support import TINY_CNN
 

@@ -24,7 +24,8 @@ import pytest
 from PIL import Image
 
 from reliability_support import cli_output
-from serve_support import multipart, post_images, predicted, read_answer, request, start_server, train_tiny_run
+from serve_support import (multipart, post_images, predicted, predicted_trust, read_answer, request, start_server,
+                           train_tiny_run)
 
 BROWSER = "/usr/bin/chromium" if Path("/usr/bin/chromium").exists() else None
 FLAGS = ["--headless", "--no-sandbox", "--disable-gpu", "--no-first-run", "--disable-background-networking",
@@ -54,7 +55,9 @@ def test_predict_answers_equal_tlzoo_predict_in_upload_order(server, tiny_run, o
     assert status == 200, answer
     assert [p["name"] for p in answer["predictions"]] == [p.name for p in chosen]
     assert [p["top"] for p in answer["predictions"]] == predicted(run_dir, chosen, 3)  # exactly, every digit
-    assert all(p["unknown"] is False and p["ood_score"] is None for p in answer["predictions"])  # until issue 22
+    # the run's unknown threshold and OOD score (issue 22), exactly as tlzoo predict gives them
+    assert [(p["unknown"], p["ood_score"]) for p in answer["predictions"]] == predicted_trust(run_dir, chosen)
+    assert all(isinstance(p["ood_score"], float) for p in answer["predictions"])
 
     status, _, raw = request(server.url + "predict", "POST", chosen[1].read_bytes(), {"Content-Type": "image/png"})
     assert status == 200

@@ -59,22 +59,28 @@ def final_head_s(speed: Speed, sizes: Sizes, epochs: int) -> float:
     """A head-only final run whose features are in the cache: build, scan (test included), epochs, end."""
     scanned = sizes.searched + sizes.test
     return (speed.build_s + scanned * speed.load_s + epochs * sizes.searched * HEAD_EPOCH_IMAGE_S
-            + checkpoints_s(speed, epochs) + finish_s(speed, sizes) + RUN_OVERHEAD_S)
+            + checkpoints_s(speed, epochs) + trust_s(speed, sizes, False) + finish_s(speed, sizes) + RUN_OVERHEAD_S)
 
 
 def finetune_epoch_s(tune: FinetuneSpeed, sizes: Sizes) -> float:
     return sizes.train * tune.step_s + sizes.val * tune.top_s
 
 
+def trust_s(speed: Speed, sizes: Sizes, fine_tuned: bool) -> float:
+    """Every run's calibration after training (tlzoo.engine.trust_fit): from the cache for a head, else a pass
+    over the validation images and a subset of the training ones (counted whole, to err long)."""
+    return FOLD_S + sizes.searched * (speed.forward_s + speed.load_s) if fine_tuned else 2.0
+
+
 def finetune_trial_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int) -> float:
-    """A fine-tune trial: its frozen prefix once over train and val (then cached), its epochs."""
+    """A fine-tune trial: its frozen prefix once over train and val (then cached), its epochs, its calibration."""
     prefix = FOLD_S + sizes.searched * (tune.prefix_s + speed.load_s)
     return (speed.build_s + prefix + epochs * finetune_epoch_s(tune, sizes) + checkpoints_s(speed, epochs)
-            + RUN_OVERHEAD_S)
+            + trust_s(speed, sizes, True) + RUN_OVERHEAD_S)
 
 
 def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int) -> float:
     """The final fine-tune, its prefix in the cache since its trial: build, scan, epochs, test, report."""
     scanned = sizes.searched + sizes.test
     return (speed.build_s + scanned * speed.load_s + epochs * finetune_epoch_s(tune, sizes)
-            + checkpoints_s(speed, epochs) + finish_s(speed, sizes) + RUN_OVERHEAD_S)
+            + checkpoints_s(speed, epochs) + trust_s(speed, sizes, True) + finish_s(speed, sizes) + RUN_OVERHEAD_S)
