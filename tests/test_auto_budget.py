@@ -182,3 +182,26 @@ def test_a_budget_that_cannot_pay_for_one_pass_says_how_long_that_pass_needs(tmp
     assert f"with slow, the fastest candidate, that pass and the final run need about {need:.0f} s" in str(caught.value)
     assert caught.value.hint.startswith("give --time ")
     check_one_pass(make_search(FakeClock(), 3600, tmp_path, estimates.Sizes(800, 200, 0, 4)), [speed("slow", 0.5)])
+
+
+def test_no_fine_tune_is_measured_when_the_final_run_would_lose_its_time(monkeypatch, tmp_path):
+    """Measuring a fine-tune costs a model build and a few passes: with the final run's time at stake, it is
+    not started (a measurement that ate that time once left a head trained for one epoch)."""
+    from tlzoo.auto.recipes import Recipe
+    from tlzoo.auto.search import choose_recipe
+
+    def never(*args, **kwargs):
+        raise AssertionError("a fine-tune was measured")
+
+    monkeypatch.setattr(search_module, "measure_finetune", never)
+    monkeypatch.setattr(Search, "resolve", lambda self, spec: spec)
+    clock = FakeClock()
+    search = make_search(clock, 100, tmp_path)
+    fast = speed("fast", 0.05)
+    head = Recipe(0, 3e-3, 10)
+    clock.advance(100 - estimates.final_head_s(fast, search.sizes, 10) - 2)  # the final run and 2 s are left
+    choice = choose_recipe(search, fast, head, 18)
+    assert choice.recipe == head
+    row = search.decisions.rows[-1]
+    assert row.step == "fine-tune trial" and row.reason.startswith("not measured:") and not row.kept
+    assert any("could not pay for a fine-tune" in note for note in search.decisions.notes)

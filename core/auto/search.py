@@ -209,19 +209,31 @@ def choose_head(search: Search, speed: Speed, features) -> tuple[Recipe, int]:
 def choose_recipe(search: Search, speed: Speed, head: Recipe, head_correct: int) -> Choice:
     """Head only, or the top groups fine-tuned: each fine-tune trial is a real run, kept when it wins."""
     sizes = search.sizes
-    finish = estimates.finish_s(speed, sizes)
-    best = Choice(speed.backbone, head, head_correct, speed, estimates.final_head_s(speed, sizes, head.epochs), finish)
+    finish = estimates.finish_s(speed, sizes)  # what follows the last epoch: calibration, test split, report
+    best = Choice(speed.backbone, head, head_correct, speed, estimates.final_head_s(speed, sizes, head.epochs),
+                  finish + estimates.trust_s(speed, sizes, False))
     epochs, lr = finetune_epochs(sizes.train), finetune_lr(head.lr)
     for groups in FINETUNE_GROUPS:
         if groups >= speed.groups:
             break
         recipe = Recipe(groups, lr, epochs)
+        name = f"{speed.backbone}, {recipe.describe()}"
+        # measuring a fine-tune builds the model and times 3 prefix passes and 3 steps of 32: about twice this
+        measuring = search.scaled(2 * (speed.build_s + 3 * BATCH * speed.forward_s))
+        if not search.budget.affords(measuring, search.scaled(best.final_s)):
+            search.decisions.add(Row("fine-tune trial", name, None, None, False,
+                                     f"not measured: {max(0.0, search.budget.left()):.0f} s were left, the final "
+                                     f"run needs about {search.scaled(best.final_s):.0f} s", measuring))
+            if groups == FINETUNE_GROUPS[0]:
+                search.decisions.notes.append("The budget could not pay for a fine-tune, so the head was trained "
+                                              "on the frozen backbone.")
+                search.log("the budget cannot pay for a fine-tune: training the head")
+            break
         resolved = search.resolve(trial_spec(search, speed.backbone, recipe))
-        search.budget.charge(search.scaled(speed.build_s + 3 * BATCH * speed.forward_s))  # measuring it
+        search.budget.charge(measuring)
         tune = measure_finetune(resolved, search.data, groups)
         raw_trial = estimates.finetune_trial_s(speed, tune, sizes, epochs)
         trial_s, final_s = search.scaled(raw_trial), estimates.final_finetune_s(speed, tune, sizes, epochs)
-        name = f"{speed.backbone}, {recipe.describe()}"
         if not search.budget.affords(trial_s, search.scaled(max(final_s, best.final_s))):
             final_s = search.scaled(final_s)
             why = (f"not tried: its trial needs about {trial_s:.0f} s and its final run about {final_s:.0f} s; "
@@ -249,7 +261,8 @@ def choose_recipe(search: Search, speed: Speed, head: Recipe, head_correct: int)
         if correct > best.correct:  # a trial measures the candidate itself: one image more is a real gain
             row.kept, row.reason = True, (f"{correct - best.correct} images better than "
                                           f"{best.recipe.describe()}" + (" (cut short by the budget)" if cut else ""))
-            best = Choice(speed.backbone, recipe, correct, speed, final_s, finish)
+            best = Choice(speed.backbone, recipe, correct, speed, final_s,
+                          finish + estimates.trust_s(speed, sizes, True))
             continue
         row.reason = f"not better than {best.recipe.describe()} ({search.images(best.correct)})"
         break
