@@ -17,7 +17,8 @@ VAL_FOLDERS = ("val", "valid", "validation")
 OWN_SPLIT = 0.2  # of each class, when the folder has no validation split: merged back, see data_spec
 
 
-@app.command(help=(
+@app.command(short_help="Find likely mislabelled images, near-duplicates and leaks, outliers and class imbalance.",
+             help=(
     "Find what may be wrong with a data set: likely mislabelled images (out-of-fold linear probe on pooled "
     "features, per-class thresholds), near-duplicates within a split and leaks across splits (feature "
     "similarity plus a perceptual hash), outliers (k-nearest-neighbour distance) and class balance. Reads a "

@@ -298,6 +298,8 @@ def train_and_report(resolved, output: Path | None = None, stream=None, resume: 
         torch.set_num_threads(distributed.threads_per_process(torch.get_num_threads()))
     progress = make_progress(resolved.spec.train.epochs, stream)
     with contextlib.ExitStack() as writers:  # the run directory's writer lock, held to the last write
+        # a run-only cache folder lives until the report is written: the test pass, trust fit and findings read it
+        writers.enter_context(run_cache_scope())
         if resume is not None and distributed.is_main() and Path(resume).is_dir():
             writers.enter_context(writer_lock(Path(resume)))
         return _train_and_report(resolved, output, stream, resume, allow_changes, progress, writers, started, extras)
@@ -315,8 +317,8 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
         if finished is not None:
             return finished
     try:
-        # the allocator setting and a run-only cache folder end with the run (a notebook's process goes on)
-        with StopRequest(stream) as stop, allocator_scope(), run_cache_scope():
+        # the allocator setting ends with the training (a notebook's process goes on)
+        with StopRequest(stream) as stop, allocator_scope():
             stop.duplicate_seconds = 2.0 if distributed.active() else 0.0  # torchrun forwards a terminal's Ctrl-C
             setup = prepare(resolved, output, progress.message, resumed, claimed, writers, extras)
             setup.loggers.start(setup.spec_json, setup.data.classes)
