@@ -66,7 +66,7 @@ def backbone_component(registry, name: str, options: dict) -> ResolvedComponent:
     from tlzoo.registry import UnknownComponent
 
     try:
-        component = registry.catalog("backbones").get_component(name)
+        component = registry.component("backbones", name)  # runs only the plugins that may hold the name
     except UnknownComponent as exc:
         raise TlzooError(f"the run's backbone is not available here: {exc.args[0]}",
                          "install the plugin that provides it") from None
