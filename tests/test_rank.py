@@ -11,7 +11,8 @@ import torch
 
 from support import make_image_folder, write_spec
 from tlzoo.probe.logme import Spectrum, log_evidence, logme, maximise_evidence
-from tlzoo.probe.scores import knn_top1, linear_probe, stratified_folds
+from tlzoo.findings.logistic import stratified_folds
+from tlzoo.probe.scores import knn_top1, linear_probe
 
 
 def test_log_evidence_matches_a_hand_computed_gaussian():

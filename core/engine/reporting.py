@@ -9,6 +9,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from tlzoo.engine.data_findings import ISSUES_FILE, read_findings
 from tlzoo.errors import TlzooError
 from tlzoo.report.records import ImageRecord, records_csv
 from tlzoo.report.rundata import RunData
@@ -57,6 +58,7 @@ def collect_run_data(run_dir: Path, records: list[ImageRecord], evaluated_on: st
         skipped=read_skipped(run_dir / outputs.SKIPPED_FILE),
         records=records,
         evaluated_on=evaluated_on,
+        findings=read_findings(run_dir),
         other_data=other_data,
     )
 
@@ -124,6 +126,8 @@ def report_after_run(setup, log, best_eval=None) -> Path | None:
     settings = setup.resolved.spec.report
     if not settings.enabled:
         return None
+    if settings.findings:
+        run_findings(setup, log)
     try:
         records = best_model_records(setup, log, best_eval)
         if records:
@@ -135,3 +139,22 @@ def report_after_run(setup, log, best_eval=None) -> Path | None:
         return None
     log(f"report: {path}")
     return path
+
+
+def run_findings(setup, log) -> None:
+    """findings.json and issues.csv in the run directory (tlzoo.engine.data_findings); a problem is logged, never
+    fatal: the run is complete and saved."""
+    from tlzoo.engine.data_findings import data_findings, summary_line, write_findings
+    from tlzoo.runtime import distributed
+
+    hint = f"HINT: tlzoo inspect {setup.run_dir / outputs.SPEC_FILE} looks at the same data"
+    if distributed.active():  # the feature pass would wait on the other processes, which have finished
+        log(f"findings: not computed in a job of {distributed.world_size()} processes\n  {hint}")
+        return
+    try:
+        findings = data_findings(setup.resolved, setup.data, lambda line: log(f"findings: {line}"))
+        write_findings(setup.run_dir, findings)
+    except TlzooError as exc:
+        log(f"findings: not computed: {exc.message}\n  {hint}")
+        return
+    log(f"findings: {summary_line(findings)}; listed in {setup.run_dir / ISSUES_FILE}")

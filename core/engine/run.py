@@ -23,6 +23,7 @@ from tlzoo.rundir import outputs
 from tlzoo.rundir.lock import writer_lock
 from tlzoo.rundir.sidecar import MODEL_FORMAT
 from tlzoo.data.batches import seed_everything
+from tlzoo.data.class_balance import class_weights
 from tlzoo.engine.loop import LoopConfig, Trainer
 from tlzoo.engine.setup import ModelSetup, batch_sources, eval_batch_size, model_setup
 from tlzoo.engine.metrics import per_class_accuracy
@@ -70,15 +71,6 @@ def choose_run_dir(resolved, output: Path | None, claimed: list, writers: contex
         writers.enter_context(writer_lock(run_dir))
     claimed.append((run_dir, not existed))
     return run_dir
-
-
-def class_weights(train: list[tuple[Path, int]], num_classes: int) -> torch.Tensor:
-    """'balanced': N / (C x n_c), as scikit-learn defines it; 0 for a class with no images."""
-    counts = torch.bincount(torch.tensor([label for _, label in train], dtype=torch.long), minlength=num_classes)
-    weights = torch.zeros(num_classes)
-    present = counts > 0
-    weights[present] = len(train) / (num_classes * counts[present].float())
-    return weights
 
 
 def trains_whole_backbone(plans) -> bool:

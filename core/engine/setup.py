@@ -63,14 +63,15 @@ def batch_sources(setup: ModelSetup, sharded: bool = False, for_training: bool =
     """(train, val) batch sources of the spec's data, before any cache is put in front of them.
 
     `sharded`: under torchrun, each rank its share of the global batch and of the validation images.
-    `for_training` False keeps every training image (features for `rank`, not batches to train on).
+    `for_training` False keeps every training image in file order (features for `rank` and `inspect`, not
+    batches to train on).
     """
     spec, data = setup.resolved.spec, setup.data
     # a last batch of one image cannot train a BatchNorm; it is dropped (a different one each epoch)
     drop_last = for_training and len(data.train) % spec.data.batch_size == 1 and len(data.train) > 1
     train = train_source(SourceSetup(
         data.train, build_train_transform(spec.data.augment, setup.built.data_config), spec.data.batch_size,
-        resolve_workers(spec.data.num_workers, len(data.train)), spec.train.seed, shuffle=True,
+        resolve_workers(spec.data.num_workers, len(data.train)), spec.train.seed, shuffle=for_training,
         background=spec.data.background, drop_last=drop_last, deterministic=is_deterministic(spec.data.augment),
         sharded=sharded))
     val = eval_source(SourceSetup(

@@ -163,7 +163,7 @@ def trainer_for(setup, train, epoch: int):
     """A Trainer (for its train_step) with the spec's optimizer and loss, its model in `epoch`'s freeze phase."""
     from tlzoo.engine.loop import LoopConfig, Trainer
     from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer
-    from tlzoo.engine.run import class_weights
+    from tlzoo.data.class_balance import class_weights
     from tlzoo.engine.state import TrainState
     from tlzoo.model.freeze import apply_plan, plan_epoch
 

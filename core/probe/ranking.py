@@ -1,7 +1,7 @@
 """`tlzoo rank`: score several backbones on one spec's data from their frozen, pooled features.
 
 Each backbone gets the spec as a head_only run with `augment: "none"` would see it
-(tlzoo.probe.features), one feature pass through the cache, then three scores:
+(tlzoo.engine.features), one feature pass through the cache, then three scores:
 the linear probe's and the kNN's validation top-1 (tlzoo.probe.scores) and LogME
 on the training features (tlzoo.probe.logme). The probe is a heuristic for the
 accuracy after fine-tuning: published rank correlations of such scores with
@@ -10,19 +10,17 @@ fine-tuned accuracy are 0.5-0.8.
 
 from __future__ import annotations
 
-import contextlib
 import copy
 import json
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import torch
-
+from tlzoo.engine.features import pooled_features
 from tlzoo.errors import TlzooError
-from tlzoo.probe.features import pooled_features
 from tlzoo.probe.logme import logme
 from tlzoo.probe.scores import KNN_K, knn_top1, linear_probe
+from tlzoo.runtime.device import one_thread
 from tlzoo.spec import resolve_spec
 
 HONESTY_NOTE = ("probe top-1: logistic regression on frozen pooled features, a heuristic for the accuracy after "
@@ -132,18 +130,6 @@ def score_backbone(resolved, data, log, knn_k: int = KNN_K) -> dict:
         "logme": score,
         "seconds": time.perf_counter() - started,
     }
-
-
-@contextlib.contextmanager
-def one_thread():
-    """The scores multiply small matrices: a second thread gains little there and, on a busy machine,
-    costs much (the cached lite0 features scored in 70 s with two threads, 25 s with one, at load 12)."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        yield
-    finally:
-        torch.set_num_threads(before)
 
 
 def write_winner_spec(raw: dict, name: str, base_dir: Path, registry, path: Path) -> None:

@@ -10,6 +10,7 @@ import jinja2
 
 from tlzoo.errors import TlzooError
 from tlzoo.report import figures
+from tlzoo.report.findings_section import render_section
 from tlzoo.report.per_class import macro_average, most_confused, per_class_metrics
 from tlzoo.report.records import top_losses
 from tlzoo.report.rundata import RunData
@@ -130,6 +131,9 @@ def build_context(data: RunData, top_count: int) -> tuple[dict, dict[str, bytes]
         "top_losses_note": "No per-image records: the run has no best model to evaluate."
                            if not data.records else "top_losses is 0 in the spec's report settings.",
         "skipped": data.skipped,
+        "findings_section": None if data.findings is None else render_section(data.findings, "issues.csv", (
+            "The run's own data (not the images evaluated above), from" if data.other_data else "From")
+            + " the pretrained backbone's pooled features and perceptual hashes:"),
     }
     return context, pngs
 

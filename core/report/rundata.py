@@ -5,6 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from tlzoo.findings.issues import Findings
 from tlzoo.report.records import ImageRecord
 
 
@@ -20,6 +21,7 @@ class RunData:
     skipped: list[tuple[str, str]] = field(default_factory=list)  # (origin, reason)
     records: list[ImageRecord] = field(default_factory=list)  # per validation image, from the best model
     evaluated_on: str = "the run's validation split"
+    findings: Findings | None = None  # what tlzoo.findings found in the run's data (findings.json)
     # `tlzoo report --data`: what the records are of ("images of photos/") and their metrics (images, top1, top5,
     # loss); None when the records are the run's own validation split, whose figures the summary holds
     other_data: dict | None = None

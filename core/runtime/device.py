@@ -156,3 +156,15 @@ def autocast(precision: str, device: torch.device):
         return contextlib.nullcontext()
     dtype = torch.bfloat16 if precision == "bf16" else torch.float16
     return torch.autocast(device_type=device.type, dtype=dtype)
+
+
+@contextlib.contextmanager
+def one_thread():
+    """Scores on fixed features multiply small matrices: a second thread gains little there and, on a busy
+    machine, costs much (rank's cached lite0 features scored in 70 s with two threads, 25 s with one, at load 12)."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)

@@ -190,6 +190,9 @@ class CacheSpec(StrictModel):
 class ReportSpec(StrictModel):
     enabled: bool = Field(True, description="write report.html (and its figures) into the run directory at the end")
     top_losses: StrictInteger = Field(16, ge=0, le=1000, description="validation images with the highest loss shown")
+    findings: bool = Field(True, description="look for likely mislabelled images, duplicates and leaks, outliers "
+                                            "and class imbalance (as tlzoo inspect); writes issues.csv and a "
+                                            "report section")
 
 
 ALWAYS_ON_LOGGER = "metrics"  # metrics.jsonl/csv: the run directory's record of its epochs, read by the report
