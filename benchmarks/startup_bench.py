@@ -11,7 +11,8 @@ with the load average before each round:
 - `tlzoo predict RUN_DIR one.jpg` of the code at `--before` (default: the last commit
   before the lite network became plain torch), exported with `git archive` to a
   temporary folder that shadows the installed tlzoo through PYTHONPATH;
-- the same command of this tree.
+- the same command of this tree, and again with OpenMP's threads waiting passively
+  (OMP_WAIT_POLICY=PASSIVE: on a loaded machine spinning threads wait for each other).
 
 Then one `python -X importtime` of each predict, summed by top-level package. Without
 --run-dir it first trains the demo (examples/flowers12.json) into a temporary folder.
@@ -64,18 +65,16 @@ def timed(command: list[str], env: dict | None = None) -> float:
 
 
 def import_breakdown(code: str, env: dict | None = None) -> dict[str, float]:
-    """Seconds of `python -X importtime -c code` by top-level package (tlzoo's own rooms together)."""
+    """Seconds of `python -X importtime -c code` by package: each module's own time, summed by its top name."""
     result = subprocess.run([sys.executable, "-X", "importtime", "-c", code], capture_output=True, text=True,
                             env=env, check=True)
     totals: dict[str, float] = {}
     for line in result.stderr.splitlines():
         if not line.startswith("import time:") or "cumulative" in line:
             continue
-        _, cumulative, name = line[len("import time:"):].split("|")
-        if name.startswith("  "):  # nested: counted in its top-level import
-            continue
+        own, _, name = line[len("import time:"):].split("|")
         package = name.strip().split(".")[0]
-        totals[package] = totals.get(package, 0.0) + int(cumulative) / 1e6
+        totals[package] = totals.get(package, 0.0) + int(own) / 1e6
     return totals
 
 
@@ -107,6 +106,8 @@ def main() -> None:
             "import torch, timm (the old floor)": ([sys.executable, "-c", "import torch, timm"], None),
             f"tlzoo predict, before ({args.before})": (predict, before_env),
             "tlzoo predict, now": (predict, None),
+            # two intra-op threads on shared cores spin-wait for each other; passive waiting shows what that costs
+            "tlzoo predict, now, OMP_WAIT_POLICY=PASSIVE": (predict, {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}),
         }
         for command, env in cases.values():  # warm the page cache and .pyc files before timing
             timed(command, env)
@@ -129,6 +130,8 @@ def main() -> None:
                       key=lambda p: -max(breakdown["before"].get(p, 0), breakdown["now"].get(p, 0)))
     import_rows = [f"| {p} | {breakdown['before'].get(p, 0):.2f} | {breakdown['now'].get(p, 0):.2f} |"
                    for p in packages[:8]]
+    import_rows.append(f"| all imports | {sum(breakdown['before'].values()):.2f} | "
+                       f"{sum(breakdown['now'].values()):.2f} |")
     section = "\n".join([
         f"## tlzoo predict start-up, one image ({time.strftime('%Y-%m-%d %H:%M')})",
         "",
@@ -142,7 +145,8 @@ def main() -> None:
         "|---|---:|---:|---:|",
         *rows,
         "",
-        "One `python -X importtime` of each predict, seconds by top-level package (cumulative, first import):",
+        "One `python -X importtime` of each predict: seconds spent importing each package's modules (their own "
+        "time, summed by top-level name):",
         "",
         "| package | before | now |",
         "|---|---:|---:|",
