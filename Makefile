@@ -10,7 +10,7 @@ STAMP := $(VENV)/.tlzoo-installed
 $(STAMP): pyproject.toml examples/tlzoo-plugin-example/pyproject.toml
 	test -x $(PY) || python3 -m venv $(VENV)
 	$(PIP) 'torch>=2.6' 'torchvision>=0.21'
-	$(PIP) -e '.[dev,tensorboard]'
+	$(PIP) -e '.[dev,tensorboard,serve]'
 	$(PIP) -e examples/tlzoo-plugin-example
 	@# builds the listing cache once (timm and torchvision imported), so later listings answer in under a second
 	$(VENV)/bin/tlzoo list backbones > /dev/null

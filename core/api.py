@@ -175,12 +175,14 @@ class Model:
         """The torch module (eval mode): the backbone's stages and the new head."""
         return self._loaded.model
 
-    def predict(self, images, top_k: int = 5) -> list:
+    def predict(self, images, top_k: int = 5, reject: bool = True, keep: float | None = None) -> list:
         """Top-k (class, probability) of each image, in input order.
 
         `images`: a path, a PIL image, a folder (searched for image files) or a list of these.
-        Returns tlzoo.engine.inference.Prediction objects (.path, .top, .error); an image that
-        cannot be read has `error` set instead of failing the others.
+        Returns tlzoo.engine.inference.Prediction objects (.path, .top, .error, .unknown, .ood_score);
+        an image that cannot be read has `error` set instead of failing the others. Probabilities are
+        calibrated; `unknown` is True when `ood_score` is above the run's threshold (`keep`: the
+        threshold that keeps that share of the validation images instead; `reject=False`: never).
         """
         from PIL import Image
 
@@ -200,7 +202,7 @@ class Model:
                 raise TlzooError(f"predict() takes paths or PIL images, not {type(item).__name__}")
         if not expanded:
             raise TlzooError(f"no image files found in {images}", "pass image files, folders of them or PIL images")
-        return predict(self._loaded, expanded, top_k)
+        return predict(self._loaded, expanded, top_k, reject=reject, keep=keep)
 
     def evaluate(self, data: str | Path | None = None) -> dict:
         """Top-1, top-5, loss, per-class accuracy and confusion matrix, as `tlzoo evaluate --json` prints them.
@@ -248,8 +250,9 @@ class ExportedModel:
     def data_config(self):
         return importlib.import_module("tlzoo.export.metadata").data_config_of(self._exported.metadata)
 
-    def predict(self, images, top_k: int = 5) -> list:
-        """Like Model.predict, for image files and folders (the file carries its own preprocessing)."""
+    def predict(self, images, top_k: int = 5, reject: bool = True, keep: float | None = None) -> list:
+        """Like Model.predict, for image files and folders (the file carries its own preprocessing, temperature
+        and unknown threshold)."""
         from tlzoo.engine.inference import collect_images
 
         expect("predict", "top_k", top_k, (int,), "an integer")
@@ -262,7 +265,7 @@ class ExportedModel:
         paths = collect_images([Path(item) for item in items])
         if not paths:
             raise TlzooError(f"no image files found in {images}", "pass image files or folders of them")
-        return self._predicting.predict_exported(self._exported, paths, top_k)
+        return self._predicting.predict_exported(self._exported, paths, top_k, reject=reject, keep=keep)
 
     def evaluate(self, data: str | Path | None = None) -> dict:
         """As Model.evaluate: `data`, a folder of class folders; None: the validation split of the run

@@ -74,6 +74,29 @@ def test_predict_on_exported_file_equals_predict_on_run_dir(exported, capsys, na
 
 
 @pytest.mark.parametrize("name", ["best.onnx", "best.pt2", "../pre.onnx"])
+def test_unknown_decisions_of_exported_files_equal_the_run_directory(exported, capsys, name, tmp_path):
+    """The graph's ood_score and the metadata's threshold give the run directory's unknown answers, at the
+    run's own kept share and at another one chosen from the stored validation scores."""
+    from PIL import Image
+
+    run_dir, val = exported
+    images = tmp_path / "images"
+    shutil.copytree(val, images / "val")
+    Image.new("RGB", (16, 16), (0, 0, 0)).save(images / "black.png")
+    Image.fromarray((np.indices((16, 16)).sum(0) % 2 * 255).astype(np.uint8)).convert("RGB").save(
+        images / "checkers.png")
+    for keep in ([], ["--keep", "0.5"]):
+        ours, theirs = (json.loads(cli_output(capsys, "predict", str(model), str(images), "--format", "json",
+                                              *keep)[1]) for model in (run_dir / name, run_dir))
+        assert [r["unknown"] for r in ours] == [r["unknown"] for r in theirs]
+        assert np.allclose([r["ood_score"] for r in ours], [r["ood_score"] for r in theirs], atol=1e-4)
+        assert_same(ours, theirs)
+    assert {r["unknown"] for r in theirs} == {True, False}  # both answers occur at keep 0.5
+    report = json.loads((run_dir / (name + ".parity.json")).read_text())["parity"]
+    assert report["unknown_agreement"] == 1.0 and report["max_abs_score_diff"] < 1e-4
+
+
+@pytest.mark.parametrize("name", ["best.onnx", "best.pt2", "../pre.onnx"])
 def test_parity_is_stored_beside_the_file(exported, name):
     run_dir, _ = exported
     report = json.loads((run_dir / (name + ".parity.json")).read_text())
@@ -95,6 +118,10 @@ def test_evaluate_an_exported_file_on_its_runs_validation_split(exported, capsys
     assert ours["confusion_matrix"] == theirs["confusion_matrix"] and ours["top1"] == theirs["top1"]
     assert ours["loss"] == pytest.approx(theirs["loss"], abs=1e-4)
     assert set(ours["per_class"]) == {"class0", "class1", "class2"}
+    # the file's temperature and OOD score give the run directory's calibration and kept share
+    assert ours["calibration"]["temperature"] == theirs["calibration"]["temperature"]
+    assert ours["calibration"]["after"]["nll"] == pytest.approx(theirs["calibration"]["after"]["nll"], abs=1e-4)
+    assert ours["unknown"]["kept"] == theirs["unknown"]["kept"]
     import tlzoo
 
     assert tlzoo.load(run_dir / name).evaluate() == ours  # the Python API gives what --json prints
@@ -173,6 +200,21 @@ def changed_mean(meta):
     return meta
 
 
+def raised_threshold(meta):
+    meta["trust"]["unknown"]["threshold"] *= 10
+    return meta
+
+
+def resealed(change):
+    """The change, with every checksum computed again: what a deliberate edit would do."""
+    from tlzoo.export.metadata import seal
+
+    def edit(meta):
+        model = meta["checksums"]["model"]
+        return seal(change(meta), model)
+    return edit
+
+
 def dropped_classes(meta):
     del meta["classes"]
     return meta
@@ -187,6 +229,8 @@ def swapped_classes(meta):
     (changed_mean, "metadata key 'preprocessing' was changed after export"),
     (swapped_classes, "metadata key 'classes' was changed after export"),
     (dropped_classes, "metadata key(s) missing: classes"),
+    (raised_threshold, "metadata key 'trust' was changed after export"),
+    (resealed(raised_threshold), "is not the one its validation scores give"),
     (lambda meta: None, "has no tlzoo metadata"),
 ])
 def test_tampered_onnx_metadata_is_refused(exported, capsys, tmp_path, change, expected):
@@ -408,8 +452,9 @@ def test_disagreeing_export_fails_and_leaves_no_file(exported, capsys, tmp_path,
     from tlzoo.export import parity
 
     run_dir, _ = exported
-    real = parity.exported_logits
-    monkeypatch.setattr(parity, "exported_logits", lambda run, inputs: real(run, inputs)[:, ::-1].copy())
+    real = parity.exported_outputs
+    monkeypatch.setattr(parity, "exported_outputs",
+                        lambda run, inputs: [real(run, inputs)[0][:, ::-1].copy(), *real(run, inputs)[1:]])
     target = tmp_path / "bad.onnx"
     code, out, err = cli_output(capsys, "export", str(run_dir), "--out", str(target), "--exporter", "torchscript")
     assert code == 2 and "disagrees with the eager model" in err and "BELOW the required 0.9950" in err
@@ -420,11 +465,17 @@ def test_disagreeing_export_fails_and_leaves_no_file(exported, capsys, tmp_path,
 def test_parity_numbers():
     from tlzoo.export.parity import compare, spread
 
-    reference = np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.2, 0.1]])
-    exported = np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.2, 0.1]])
+    reference = [np.array([[1.0, 0.0], [0.0, 1.0], [1.0, 0.0], [0.2, 0.1]])]
+    exported = [np.array([[1.0, 0.0], [0.0, 1.0], [0.0, 1.0], [0.2, 0.1]])]
     report = compare(reference, exported, "four", 0.995)
     assert report.top1_agreement == 0.75 and report.max_abs_logit_diff == 1.0 and not report.passed
     assert compare(reference, reference, "four", 0.995).passed
+    # with OOD scores: the unknown decisions at the threshold must agree as well as the classes
+    scores = np.array([0.1, 0.5, 0.29, 0.9])
+    moved = np.array([0.1, 0.5, 0.31, 0.9])  # the third image crosses the threshold 0.3
+    unknown = compare(reference + [scores], reference + [moved], "four", 0.7, threshold=0.3)
+    assert unknown.unknown_agreement == 0.75 and abs(unknown.max_abs_score_diff - 0.02) < 1e-12
+    assert unknown.passed and not compare(reference + [scores], reference + [moved], "four", 0.8, 0.3).passed
     assert spread(list(range(10)), 4) == [0, 2, 5, 7] and spread([1, 2], 0) == [1, 2]
 
 

@@ -54,3 +54,27 @@ def test_predict_names_the_classes_of_test_images(demo_run):
     summary = json.loads((demo_run / "summary.json").read_text())
     # predict runs the same model through the same batched fast path as evaluate
     assert correct == round(summary["best"]["val_top1"] * 240)
+
+
+def test_predict_marks_images_of_another_domain_unknown_and_keeps_the_flowers(demo_run, tmp_path):
+    """The run's unknown threshold keeps about 95 % of flowers and rejects noise, stripes and a text page."""
+    import numpy as np
+    from PIL import Image, ImageDraw
+
+    rng = np.random.default_rng(0)
+    far = tmp_path / "far"
+    far.mkdir()
+    Image.fromarray(rng.integers(0, 256, (224, 224, 3), dtype=np.uint8)).save(far / "noise.png")
+    Image.fromarray((np.indices((224, 224))[1] // 16 % 2 * 255).astype(np.uint8)).convert("RGB").save(
+        far / "stripes.png")
+    page = Image.new("RGB", (224, 224), (250, 250, 248))
+    for line in range(14):
+        ImageDraw.Draw(page).text((10, 8 + 15 * line), "invoice total amount due account", fill=(20, 20, 20))
+    page.save(far / "page.png")
+    result = run_cli("predict", str(demo_run), str(far), "--format", "json")
+    assert result.returncode == 0, result.stderr
+    assert all(p["unknown"] for p in json.loads(result.stdout)), result.stdout
+    result = run_cli("predict", str(demo_run), str(FLOWERS12 / "test"), "--format", "json")
+    kept = sum(not p["unknown"] for p in json.loads(result.stdout)) / 240
+    summary = json.loads((demo_run / "summary.json").read_text())
+    assert abs(kept - summary["trust"]["unknown"]["val_kept"]) <= 2 / 240  # the same images chose the threshold

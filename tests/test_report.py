@@ -103,14 +103,18 @@ def test_a_run_writes_its_report_per_image_csv_and_per_class_summary(tmp_path, t
     result = run_tiny(tmp_path, report={"top_losses": 4})
     run_dir = result.run_dir
     html = (run_dir / "report.html").read_text()
-    for name in ("glance", "curves", "confusion", "per-class", "top-losses", "skipped"):
+    for name in ("glance", "curves", "confusion", "per-class", "trust", "top-losses", "skipped"):
         assert f'<section id="{name}">' in html
     assert "http://" not in html and "https://" not in html  # self-contained: nothing fetched
     images = decoded_images(html.replace(section(html, "data-findings"), ""))  # test_inspect.py covers that one
-    # curves, two matrices, four thumbnails
-    assert len(images) == 7
+    # curves, two matrices, the reliability diagram, four thumbnails
+    assert len(images) == 8
     assert len(DATA_URI.findall(section(html, "top-losses"))) == 4
-    for figure in ("curves", "confusion", "confusion-normalised"):
+    trust = section(html, "trust")
+    assert len(DATA_URI.findall(trust)) == 1 and "ECE before" in trust
+    unknown = result.summary["trust"]["unknown"]
+    assert f"{unknown['val_kept']:.1%} of the {unknown['val_images']} validation images" in trust
+    for figure in ("curves", "confusion", "confusion-normalised", "reliability"):
         with Image.open(run_dir / f"report-{figure}.png") as image:
             image.load()
     with open(run_dir / "per_image.csv", newline="") as handle:
@@ -121,7 +125,8 @@ def test_a_run_writes_its_report_per_image_csv_and_per_class_summary(tmp_path, t
     correct = sum(row["true"] == row["predicted"] for row in rows)
     assert correct / len(rows) == pytest.approx(summary["best"]["val_top1"])
     mean_loss = sum(float(row["loss"]) for row in rows) / len(rows)
-    assert mean_loss == pytest.approx(summary["best"]["val_loss"], abs=1e-4)
+    # at the run's fitted temperature: the calibrated NLL of the validation split
+    assert mean_loss == pytest.approx(summary["trust"]["calibration"]["val"]["after"]["nll"], abs=1e-4)
     assert summary["per_class"] == per_class_metrics(summary["classes"], summary["confusion_matrix"])
     assert set(summary["per_class"]["class0"]) == {"precision", "recall", "f1", "support"}
     # the page's highest-loss caption is the CSV's highest loss
@@ -231,7 +236,8 @@ def test_a_100_class_report_stays_readable_and_small(tmp_path, tiny_backbone, on
     for figure in ("confusion", "confusion-normalised"):
         with Image.open(run_dir / f"report-{figure}.png") as image:
             assert image.width <= 1400 and image.height <= 1300, (figure, image.size)
-    assert len(decoded_images(html.replace(section(html, "data-findings"), ""))) == 3 + 16
+    # curves, matrices, reliability diagram; thumbnails
+    assert len(decoded_images(html.replace(section(html, "data-findings"), ""))) == 4 + 16
 
 
 class BlocksTheReportFile:

@@ -133,8 +133,23 @@ def evaluate(
         return
     top5 = f"  top-5 {result.top5:.4f}" if result.top5 is not None else ""
     typer.echo(f"{result.count} images  top-1 {result.top1:.4f}{top5}  loss {result.loss:.4f}")
+    if "calibration" in report:
+        typer.echo(calibration_line(report))
     for name, accuracy in report["per_class_accuracy"].items():
         typer.echo(f"  {name}: {'-' if accuracy is None else f'{accuracy:.4f}'}")
+
+
+def calibration_line(report: dict) -> str:
+    """evaluate's trust figures in one line: ECE/NLL/Brier before and after the temperature, the share kept."""
+    from tlzoo.trust.calibration import change_text
+
+    cal = report["calibration"]
+    line = f"calibrated (temperature {cal['temperature']:.3f}): {change_text(cal['before'], cal['after'])}"
+    unknown = report.get("unknown")
+    if unknown:
+        line += (f"\nunknown ({unknown['method']}, threshold {unknown['threshold']:.4g}): {unknown['kept']:.1%} of these "
+                 f"{unknown['images']} images kept (validation: {unknown['val_kept']:.1%})")
+    return line
 
 
 @app.command()
@@ -147,11 +162,17 @@ def predict(
     which: Optional[str] = typer.Option(None, "--model", help="best or last (default best; run directories only)"),
     tta: str = typer.Option("none", "--tta", help="test-time augmentation: none, flip (2 views) or flip_crops "
                                                   "(flips and 4 corner crops: 6 views); probabilities averaged"),
+    no_reject: bool = typer.Option(False, "--no-reject", help="never mark an image unknown (scores still shown)"),
+    keep: Optional[float] = typer.Option(None, "--keep", help="share of known images to keep, e.g. 0.99: the "
+                                                              "unknown threshold for it, chosen on the run's "
+                                                              "validation scores (default: the run's own, 0.95)"),
 ):
     """Predict the classes of images with a run's model.
 
-    An input that is missing or not an image is reported and the others are still
-    predicted; the exit status is then 1 (2 when none could be predicted).
+    An image whose out-of-distribution score is above the run's threshold is marked
+    unknown (its best classes still shown). An input that is missing or not an image
+    is reported and the others are still predicted; the exit status is then 1 (2 when
+    none could be predicted).
     """
     from tlzoo.data.escaping import line_safe
     from tlzoo.data.images import IMAGE_EXTENSIONS
@@ -172,11 +193,11 @@ def predict(
             if tta != "none":
                 raise TlzooError("--tta works with a run directory, not an exported file",
                                  "pass the run directory the file was exported from")
-            results = predict_exported(load_exported(run_dir), paths, top_k)
+            results = predict_exported(load_exported(run_dir), paths, top_k, reject=not no_reject, keep=keep)
         else:
             loaded = load_run(run_dir, registry(), which)
             loaded.tta = tta
-            results = predict_images(loaded, paths, top_k)
+            results = predict_images(loaded, paths, top_k, reject=not no_reject, keep=keep)
     typer.echo(render(results, fmt), nl=False)
     failed = [r for r in results if r.error]
     for item in failed:
@@ -197,22 +218,27 @@ def render(results, fmt: str) -> str:
     from tlzoo.data.escaping import line_safe
 
     if fmt == "json":
-        return json.dumps([{"path": str(r.path), "error": r.error,
+        return json.dumps([{"path": str(r.path), "error": r.error, "unknown": r.unknown, "ood_score": r.ood_score,
                             "top": [{"class": c, "probability": p} for c, p in r.top]} for r in results],
                           indent=2) + "\n"
-    if fmt == "csv":
+    if fmt == "csv":  # unknown and ood_score repeat on each of an image's rows, so each row stands alone
         buffer = io.StringIO()
         writer = csv.writer(buffer, lineterminator="\n")
-        writer.writerow(["path", "rank", "class", "probability", "error"])
+        writer.writerow(["path", "rank", "class", "probability", "error", "unknown", "ood_score"])
         for r in results:
             if r.error:
-                writer.writerow([r.path, "", "", "", r.error])
+                writer.writerow([r.path, "", "", "", r.error, "", ""])
+            score = "" if r.ood_score is None else f"{r.ood_score:.6g}"
             for rank, (name, prob) in enumerate(r.top, 1):
-                writer.writerow([r.path, rank, name, f"{prob:.6f}", ""])
+                writer.writerow([r.path, rank, name, f"{prob:.6f}", "", str(r.unknown).lower(), score])
         return buffer.getvalue()
     lines = []
     width = max(len(line_safe(r.path)) for r in results)
     for r in results:
         text = f"ERROR {line_safe(r.error)}" if r.error else "  ".join(f"{line_safe(c)} {p:.3f}" for c, p in r.top)
+        if not r.error and r.unknown:
+            text = f"UNKNOWN  {text}"
+        if not r.error and r.ood_score is not None:
+            text += f"  ood {r.ood_score:.4g}"
         lines.append(f"{line_safe(r.path).ljust(width)}  {text}")
     return "\n".join(lines) + "\n"

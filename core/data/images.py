@@ -12,7 +12,8 @@ Conversions (PIL modes):
 - Animated images (GIF, APNG, WebP): the first frame.
 - JPEG/TIFF/PNG/WebP with an EXIF orientation tag: turned upright (as ImageOps.exif_transpose turns them).
 
-Every failure raises BadImage, whose message names the file and the reason.
+Every failure raises BadImage, whose message names the file and the reason;
+`rgb_from_bytes` does all of this for an encoded image held in memory (an upload).
 All the compressed data is decoded, so truncated files fail here and not later.
 Images over MAX_PIXELS or MAX_ASPECT are refused from their header; JPEGs also
 pass the marker walk of tlzoo.data.jpeg_structure.
@@ -31,6 +32,7 @@ thread-safe (the scan's threads left the process with every warning an error).
 
 from __future__ import annotations
 
+import io
 import os
 import stat
 from pathlib import Path
@@ -76,11 +78,27 @@ def decode_rgb(path: Path | str, background: Background = (255, 255, 255),
                need: SizeNeed | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """(upright RGB image, the upright (width, height) of the file at full size): load_rgb and the scan's check."""
     path = Path(path)
+
+    def opened() -> Image.Image:
+        _require_regular_file(path)
+        return Image.open(path)
+
+    return _decode(path, opened, path.read_bytes, background, need, None)
+
+
+def rgb_from_bytes(data: bytes, name: str, background: Background = (255, 255, 255),
+                   need: SizeNeed | None = None) -> Image.Image:
+    """load_rgb for an encoded image held in memory (an upload): the same caps, checks, reduction and
+    conversion, so the result is what load_rgb gives for a file of these bytes; BadImage names it `name`."""
+    return _decode(Path(name), lambda: Image.open(io.BytesIO(data)), lambda: data, background, need, len(data))[0]
+
+
+def _decode(path: Path, opened, raw_bytes, background: Background, need: SizeNeed | None,
+            size: int | None) -> tuple[Image.Image, tuple[int, int]]:
     # another library may have switched this on process-wide; truncated files must fail here
     ImageFile.LOAD_TRUNCATED_IMAGES = False
     try:
-        _require_regular_file(path)
-        with Image.open(path) as image:
+        with opened() as image:
             _check_shape(path, image.size)  # before decoding: the header alone tells
             if getattr(image, "n_frames", 1) > 1:
                 image.seek(0)
@@ -88,12 +106,12 @@ def decode_rgb(path: Path | str, background: Background = (255, 255, 255),
             full = _upright(image.size, turn)
             factor = reduction(need, *full)
             if factor > 1 and image.format in _DRAFTS:
-                size = image.size
-                image.draft(image.mode, _shrunk(size, factor))
-                if image.size != size:
+                size_before = image.size
+                image.draft(image.mode, _shrunk(size_before, factor))
+                if image.size != size_before:
                     factor = 1  # libjpeg decodes at 1/factor
             image.load()
-            if image.format in _DRAFTS and (damage := jpeg_damage(path.read_bytes())):
+            if image.format in _DRAFTS and (damage := jpeg_damage(raw_bytes())):
                 raise BadImage(path, f"corrupt JPEG data: {damage}")
             rgb = to_rgb(image, background, copy=False)
         if factor > 1:
@@ -102,7 +120,7 @@ def decode_rgb(path: Path | str, background: Background = (255, 255, 255),
     except BadImage:
         raise
     except Exception as exc:  # noqa: BLE001 - every decoder failure becomes one named error
-        raise BadImage(path, describe_failure(path, exc)) from None
+        raise BadImage(path, describe_failure(path, exc, size)) from None
 
 
 def rgb_from_memory(image: Image.Image, background: Background = (255, 255, 255), name: str = "image",
@@ -176,8 +194,11 @@ def _require_regular_file(path: Path) -> None:
         raise BadImage(path, f"not a regular file ({kind})")
 
 
-def describe_failure(path: Path, exc: BaseException) -> str:
-    """A short reason for a failed open/decode, for messages and skipped-file lists."""
+def describe_failure(path: Path, exc: BaseException, size: int | None = None) -> str:
+    """A short reason for a failed open/decode, for messages and skipped-file lists.
+
+    `size`: the byte count of data decoded from memory (a file's own size is looked up otherwise).
+    """
     if isinstance(exc, Image.DecompressionBombError):
         return f"decompression bomb refused ({exc})"
     if isinstance(exc, FileNotFoundError):
@@ -187,7 +208,8 @@ def describe_failure(path: Path, exc: BaseException) -> str:
     if isinstance(exc, PermissionError):
         return "unreadable file (permission denied)"
     if isinstance(exc, UnidentifiedImageError):
-        return "empty file (0 bytes)" if _size(path) == 0 else "not an image (unknown format)"
+        empty = (_size(path) if size is None else size) == 0
+        return "empty file (0 bytes)" if empty else "not an image (unknown format)"
     text = str(exc) or type(exc).__name__
     if "truncated" in text.lower() or isinstance(exc, EOFError):
         return f"truncated or corrupt image data ({text})"

@@ -55,9 +55,12 @@ def evaluate_run(loaded: LoadedRun, registry, data: Path | None = None, option: 
         items, workers = folder_items(Path(data), loaded.classes, registry, option), "auto"
     if not items:
         raise TlzooError("there are no images to evaluate", f"check {option} or the run's validation split")
-    result, records = evaluate_records(loaded, items, workers, log=log)
+    result, records, trust = evaluate_records(loaded, items, workers, log=log)
     result.extra["records"] = records  # per image (tlzoo.report.records.ImageRecord): --per-image, tlzoo report
-    return result, metrics_report(result, loaded.classes)
+    report = metrics_report(result, loaded.classes)
+    if trust is not None:  # `loss` stays the model's own cross-entropy, as in training; calibration.after is T's
+        report.update(trust)
+    return result, report
 
 
 def metrics_report(result, classes: list[str]) -> dict:

@@ -67,12 +67,19 @@ def logits_over(model, source, device, precision: str, frozen_stages: int = 0, f
     return torch.cat(all_logits), torch.cat(all_labels)
 
 
-def head_after(model, stages: Callable[[torch.Tensor], torch.Tensor]) -> Callable[[torch.Tensor], torch.Tensor]:
-    """x -> fp32 logits: `stages` (an InferencePath, in the run's precision), then the model's head in fp32."""
+def head_after(model, stages: Callable[[torch.Tensor], torch.Tensor],
+               per_row: bool = False) -> Callable[[torch.Tensor], torch.Tensor]:
+    """x -> fp32 logits: `stages` (an InferencePath, in the run's precision), then the model's head in fp32.
+
+    `per_row`: the head one image at a time, so an image's logits never depend on its batch (see
+    tlzoo.engine.inference.RunPredictor); the head is a sliver of the pass's cost.
+    """
     def forward(x: torch.Tensor) -> torch.Tensor:
-        features = stages(x)
+        features = stages(x).float()
         with torch.inference_mode():
-            return model.head(features.float())
+            if per_row:
+                return torch.cat([model.head(row) for row in features.split(1)])
+            return model.head(features)
     return forward
 
 

@@ -86,7 +86,7 @@ def write_per_image_csv(path: Path, records: list[ImageRecord]) -> None:
         raise TlzooError(f"cannot write {path}: {exc.strerror}", "pick a path you can write to") from None
 
 
-def best_model_records(setup, log, best_eval=None) -> list[ImageRecord]:
+def best_model_records(setup, log, best_eval=None, temperature: float = 1.0) -> list[ImageRecord]:
     """Per-image records of the run's validation split from its best model.
 
     `setup` is the run's tlzoo.engine.run.RunSetup. `best_eval`, the best epoch's
@@ -95,13 +95,14 @@ def best_model_records(setup, log, best_eval=None) -> list[ImageRecord]:
     (a resumed run whose best epoch came before the resume, `tlzoo report`)
     best.safetensors is loaded into the run's model for one uncached pass, with
     the run's eval transform, batch size and precision; either way the records
-    agree with the best epoch's metrics.
+    agree with the best epoch's metrics. Probabilities and losses are at the run's fitted
+    `temperature`, as `tlzoo evaluate --per-image` gives them.
     """
     from tlzoo.data.batches import SourceSetup, eval_source
     from tlzoo.data.transforms import build_eval_transform
     from tlzoo.engine.metrics import logits_over
     from tlzoo.engine.per_image import records_from_logits
-    from tlzoo.model.weights import load_state_file
+    from tlzoo.rundir.trust_store import load_best_weights
     from tlzoo.runtime.device import resolve_workers
 
     best = setup.run_dir / "best.safetensors"
@@ -110,18 +111,18 @@ def best_model_records(setup, log, best_eval=None) -> list[ImageRecord]:
         return []
     if best_eval is not None and best_eval.logits is not None and best_eval.labels.tolist() == [
             label for _, label in items]:
-        return records_from_logits(items, best_eval.logits, best_eval.labels, setup.data.classes)
+        return records_from_logits(items, best_eval.logits / temperature, best_eval.labels, setup.data.classes)
     spec = setup.resolved.spec
-    setup.built.model.load_state_dict(load_state_file(best), strict=True)
+    load_best_weights(setup.built.model, best)
     source = eval_source(SourceSetup(items, build_eval_transform(setup.built.data_config), setup.eval_batch_size,
                                      resolve_workers(spec.data.num_workers, len(items)), spec.train.seed,
                                      shuffle=False, background=spec.data.background))
     logits, labels = logits_over(setup.built.model, source, setup.device, setup.precision,
                                  fast=setup.fast, log=log)
-    return records_from_logits(items, logits, labels, setup.data.classes)
+    return records_from_logits(items, logits / temperature, labels, setup.data.classes)
 
 
-def report_after_run(setup, log, best_eval=None) -> Path | None:
+def report_after_run(setup, log, best_eval=None, temperature: float = 1.0) -> Path | None:
     """The end of `tlzoo run`: per_image.csv and report.html in the run directory, unless the spec says no."""
     settings = setup.resolved.spec.report
     if not settings.enabled:
@@ -129,7 +130,7 @@ def report_after_run(setup, log, best_eval=None) -> Path | None:
     if settings.findings:
         run_findings(setup, log)
     try:
-        records = best_model_records(setup, log, best_eval)
+        records = best_model_records(setup, log, best_eval, temperature)
         if records:
             write_per_image_csv(setup.run_dir / PER_IMAGE_FILE, records)
         path = write_run_report(setup.run_dir, records, top_losses=settings.top_losses,

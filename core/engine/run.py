@@ -30,6 +30,7 @@ from tlzoo.engine.metrics import per_class_accuracy
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer, layer_decay_factors
 from tlzoo.engine.progress import make_progress
 from tlzoo.engine.held_out import score_test
+from tlzoo.engine.trust_fit import fit_trust
 from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_workers
 from tlzoo.engine.state import TrainState
 from tlzoo.engine.loggers import build_loggers
@@ -325,11 +326,15 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
     summary = run_summary(setup, state, time.perf_counter() - started)
     if not distributed.is_main():  # rank 0 alone scores the test split and writes the summary and report
         return RunResult(setup.run_dir, summary)
-    test = score_test(setup, progress.message)
-    if test is not None:
-        summary["test"] = test
+    held_out = score_test(setup, progress.message)
+    if held_out is not None:
+        summary["test"] = held_out[0]
+    trust = fit_trust(setup, trainer, held_out[1] if held_out is not None else None, progress.message)
+    if trust is not None:
+        summary["trust"] = trust
     outputs.write_json(setup.run_dir / outputs.SUMMARY_FILE, summary)
     best_path = setup.run_dir / "best.safetensors"
     setup.loggers.end(summary, best_path if best_path.is_file() else None)
-    report_after_run(setup, progress.message, trainer.best_eval)
+    report_after_run(setup, progress.message, trainer.best_eval,
+                     trust["calibration"]["temperature"] if trust is not None else 1.0)
     return RunResult(setup.run_dir, summary)

@@ -21,6 +21,7 @@ from tlzoo.errors import TlzooError
 from tlzoo.export.predicting import BATCH, ExportedModel, load_exported
 from tlzoo.rundir import outputs
 from tlzoo.rundir.sidecar import read_model_sidecar
+from tlzoo.trust.record import evaluation_figures
 
 
 def exported_items(model: ExportedModel, registry, data: Path | None, option: str) -> list[tuple[Path, int]]:
@@ -41,17 +42,21 @@ def exported_items(model: ExportedModel, registry, data: Path | None, option: st
     return validation_items(run_dir, meta, registry)[0]
 
 
-def exported_logits(model: ExportedModel, items: list[tuple[Path, int]]) -> torch.Tensor:
-    """The file's logits for each image, in order; an image that cannot be read stops the evaluation."""
-    chunks, rows = [], []
+def exported_outputs(model: ExportedModel, items: list[tuple[Path, int]]) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """The file's logits for each image, in order, and its OOD scores when it gives them; an image that cannot
+    be read stops the evaluation."""
+    chunks, scores, rows = [], [], []
 
     def flush():
         if rows:
-            logits = np.asarray(model.run(np.stack(rows)), dtype=np.float32)
+            outputs = [np.asarray(o, dtype=np.float32) for o in model.run(np.stack(rows))]
+            logits = outputs[0]
             if logits.ndim != 2 or logits.shape[1] != len(model.classes):
                 raise TlzooError(f"{model.path} gives logits of shape {logits.shape} for {len(model.classes)} "
                                  "classes", "the file does not match its metadata; export the run again")
             chunks.append(torch.from_numpy(logits.copy()))
+            if len(outputs) == 2:
+                scores.append(torch.from_numpy(outputs[1].reshape(-1).copy()))
             rows.clear()
 
     for path, _ in items:
@@ -64,7 +69,8 @@ def exported_logits(model: ExportedModel, items: list[tuple[Path, int]]) -> torc
         if len(rows) == BATCH:
             flush()
     flush()
-    return torch.cat(chunks) if chunks else torch.empty(0, len(model.classes))
+    return (torch.cat(chunks) if chunks else torch.empty(0, len(model.classes)),
+            torch.cat(scores) if scores else None)
 
 
 def evaluate_exported(path: Path | str | ExportedModel, registry, data: Path | None = None, option: str = "--data"):
@@ -73,8 +79,13 @@ def evaluate_exported(path: Path | str | ExportedModel, registry, data: Path | N
     items = exported_items(model, registry, data, option)
     if not items:
         raise TlzooError("there are no images to evaluate", f"check {option} or the run's validation split")
-    logits = exported_logits(model, items)
+    logits, scores = exported_outputs(model, items)
     labels = torch.tensor([label for _, label in items], dtype=torch.long)
     result = summarize(logits, labels, len(model.classes))
-    result.extra["records"] = records_from_logits(items, logits, labels, model.classes)
-    return result, metrics_report(result, model.classes)
+    trust = model.trust
+    temperature = float(trust["calibration"]["temperature"]) if trust else 1.0
+    result.extra["records"] = records_from_logits(items, logits / temperature, labels, model.classes)
+    report = metrics_report(result, model.classes)
+    if trust is not None:  # as for a run directory: the model's own loss, calibration and the share kept beside it
+        report.update(evaluation_figures(trust, logits, labels, scores))
+    return result, report

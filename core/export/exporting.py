@@ -22,6 +22,7 @@ from tlzoo.engine.inference import collect_images, load_run, note
 from tlzoo.errors import TlzooError
 from tlzoo.export import metadata, metadata_fields, onnx_file, parity, pt2_file
 from tlzoo.export.preprocess import WithPreprocessing
+from tlzoo.export.trusted import SCORE_OUTPUT, WithScore
 from tlzoo.rundir import outputs
 from tlzoo.runtime.device import configure_threads
 from tlzoo.version import __version__
@@ -86,6 +87,7 @@ def base_metadata(loaded, which: str, with_preprocessing: bool, layout: str, exp
         "exporter": exporter,
         "opset": opset,
         "quantized": None,
+        **({"trust": loaded.trust.record} if loaded.trust is not None else {}),
     }
 
 
@@ -118,18 +120,24 @@ def export_run(run_dir: Path | str, format: str = "onnx", model: str = "best", o
     configure_threads()
     loaded = load_run(run_dir, registry, model, device="cpu")
     net = loaded.model.float().to(memory_format=torch.contiguous_format).eval()
+    scorer = loaded.trust.scorer if loaded.trust is not None else None
+    if loaded.trust is None:
+        log(f"{run_dir}: its {model} model has no calibration or unknown threshold; the file predicts without them")
+    scored = WithScore(net, scorer.cpu()).eval() if scorer is not None else net
+    threshold = loaded.trust.threshold() if scorer is not None else None
     paths, sample = parity_sample(run_dir, loaded.sidecar, registry,
                                   Path(parity_data) if parity_data is not None else None, parity_images)
     inputs = parity.prepare(paths, loaded.data_config, loaded.background, with_preprocessing, layout, sample)
-    module = WithPreprocessing(net, loaded.data_config.mean, loaded.data_config.std, layout).eval() \
-        if with_preprocessing else net
+    module = WithPreprocessing(scored, loaded.data_config.mean, loaded.data_config.std, layout).eval() \
+        if with_preprocessing else scored
+    names = (onnx_file.OUTPUT_NAME, SCORE_OUTPUT) if scorer is not None else (onnx_file.OUTPUT_NAME,)
     # two images: a batch of one would let the exporter fix the batch size at 1
     example = torch.from_numpy(np.stack((inputs.exported * 2)[:2]))
     path = Path(out) if out is not None else run_dir / f"{model}.{format}"
     path.parent.mkdir(parents=True, exist_ok=True)
 
     if format == "onnx":
-        used = onnx_file.write_graph(module, example, path, opset, exporter, log)
+        used = onnx_file.write_graph(module, example, path, opset, exporter, log, names)
         meta = onnx_file.embed(path, base_metadata(loaded, model, with_preprocessing, layout, used, opset))
         run_exported = onnx_file.runner(path, torch.get_num_threads())
     else:
@@ -138,12 +146,13 @@ def export_run(run_dir: Path | str, format: str = "onnx", model: str = "best", o
                                                                      used, None))
         run_exported = pt2_file.runner(path, meta)
     _refuse_out_of_range(meta, path)
-    reference = parity.eager_logits(net, inputs)
-    report = parity.compare(reference, parity.exported_logits(run_exported, inputs), sample, min_agreement)
+    reference = parity.eager_outputs(scored, inputs)
+    report = parity.compare(reference, parity.exported_outputs(run_exported, inputs), sample, min_agreement,
+                            threshold)
     log(f"{path.name} ({used}): {report.line()}")
     result = ExportResult(path, format, used, meta, report, report_path_of(path))
     if report.passed and quantize:
-        result.quantized = _quantized(path, meta, reference, inputs, log)
+        result.quantized = _quantized(path, meta, reference, inputs, log, threshold)
     _write_report(result)
     if not report.passed:
         path.unlink(missing_ok=True)
@@ -165,7 +174,8 @@ def _refuse_out_of_range(meta: dict, path: Path) -> None:
                          "check the backbone's data config (its mean, std, crop_pct and input size)")
 
 
-def _quantized(path: Path, meta: dict, reference: np.ndarray, inputs: parity.ParityInputs, log) -> dict:
+def _quantized(path: Path, meta: dict, reference: list[np.ndarray], inputs: parity.ParityInputs, log,
+               threshold: float | None) -> dict:
     """int8 weights beside the fp32 file, kept only when it agrees well enough; reported either way."""
     target = path.with_name(path.stem + ".int8.onnx")
     try:
@@ -177,9 +187,9 @@ def _quantized(path: Path, meta: dict, reference: np.ndarray, inputs: parity.Par
         return {"path": None, "kept": False, "error": reason}
     body = {k: v for k, v in meta.items() if k != "checksums"}
     onnx_file.embed(target, {**body, "quantized": "dynamic-int8"})
-    report = parity.compare(reference, parity.exported_logits(onnx_file.runner(target, torch.get_num_threads()),
-                                                              inputs),
-                            inputs.sample, parity.QUANTIZED_MIN_AGREEMENT)
+    report = parity.compare(reference, parity.exported_outputs(onnx_file.runner(target, torch.get_num_threads()),
+                                                               inputs),
+                            inputs.sample, parity.QUANTIZED_MIN_AGREEMENT, threshold)
     kept = report.passed
     if not kept:
         target.unlink(missing_ok=True)
@@ -191,5 +201,6 @@ def _write_report(result: ExportResult) -> None:
     outputs.write_json(result.report_path, {
         "file": str(result.path), "format": result.format, "exporter": result.exporter,
         "parity": result.parity.to_dict(), "quantized": result.quantized,
-        "reference": "eager fp32 model of the run on its eval transform", "tlzoo_version": __version__,
+        "reference": "eager fp32 model of the run (and its OOD score) on its eval transform",
+        "tlzoo_version": __version__,
     })

@@ -100,8 +100,10 @@ def verify(meta, where: Path, model_bytes_checksum: str | None) -> dict:
     return meta
 
 
-def check_graph(meta: dict, where: Path, dtype: str, shape: list, logits: int | None) -> None:
-    """The graph itself must take the declared input and give one logit per class."""
+def check_graph(meta: dict, where: Path, dtype: str, shape: list, logits: int | None, outputs: int | None = None
+                ) -> None:
+    """The graph itself must take the declared input and give one logit per class; with the run's unknown
+    threshold in `trust` it gives the OOD score as a second output, and without it the logits alone."""
     declared = meta["input"]
     if dtype != declared["dtype"] or len(shape) != 4 or list(shape[1:]) != declared["shape"][1:]:
         raise TlzooError(f"{where}: the graph takes {dtype} {_shape(shape)} but metadata key 'input' declares "
@@ -109,6 +111,11 @@ def check_graph(meta: dict, where: Path, dtype: str, shape: list, logits: int | 
     if logits is not None and logits != len(meta["classes"]):
         raise TlzooError(f"{where}: the graph gives {logits} logits but metadata key 'classes' names "
                          f"{len(meta['classes'])}", "export the run again")
+    scored = ((meta.get("trust") or {}).get("unknown")) is not None
+    if outputs is not None and outputs != (2 if scored else 1):
+        raise TlzooError(f"{where}: the graph has {outputs} output(s), but metadata key 'trust' "
+                         + ("names an unknown threshold (it needs logits and an ood_score)" if scored else
+                            "names no unknown threshold (it expects the logits alone)"), "export the run again")
 
 
 def _shape(shape) -> str:

@@ -14,10 +14,11 @@ from __future__ import annotations
 import math
 from typing import Annotated, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints, ValidationError, field_validator, model_validator
 
 from tlzoo.model.backbone import DataConfig
 from tlzoo.rundir.sidecar import MAX_SIDE
+from tlzoo.trust.record import validate_record
 
 FORMAT = "tlzoo-export/1"
 INTERPOLATIONS = ("nearest", "nearest-exact", "bilinear", "bicubic", "box", "hamming", "lanczos")
@@ -91,7 +92,14 @@ class ExportMetadata(_Strict):
     exporter: Literal["dynamo", "torchscript", "torch.export"]
     opset: Annotated[int, Field(ge=7, le=40)] | None = None
     quantized: Literal["dynamic-int8"] | None = None
+    trust: dict | None = None  # temperature, unknown threshold and its validation scores (tlzoo.trust.record)
     checksums: dict[str, Text]
+
+    @field_validator("trust")
+    @classmethod
+    def _trust_record(cls, value: dict | None) -> dict | None:
+        # bounded, and the threshold the one its own validation scores give for its kept share
+        return value if value is None else validate_record(value)
 
     @model_validator(mode="after")
     def _input_is_the_crop(self):

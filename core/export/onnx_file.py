@@ -60,13 +60,13 @@ def _first_line(error: BaseException) -> str:
     return f"{type(error).__name__}: {lines[0] if lines else ''}"[:300]
 
 
-def _dynamo(module, example, path: Path, opset: int) -> None:
+def _dynamo(module, example, path: Path, opset: int, outputs: list[str]) -> None:
     import onnxscript  # noqa: F401  (the dynamo exporter needs it; ImportError means: fall back)
 
     batch = torch.export.Dim("batch", min=1)
     with _quiet():
         torch.onnx.export(module, (example,), str(path), dynamo=True, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
+                          input_names=[INPUT_NAME], output_names=outputs,
                           dynamic_shapes=({0: batch},), external_data=False, verbose=False)
 
 
@@ -99,22 +99,26 @@ def _quiet():
         logging.disable(logging.NOTSET)
 
 
-def _torchscript(module, example, path: Path, opset: int) -> None:
+def _torchscript(module, example, path: Path, opset: int, outputs: list[str]) -> None:
     with _quiet():
         torch.onnx.export(module, (example,), str(path), dynamo=False, opset_version=opset,
-                          input_names=[INPUT_NAME], output_names=[OUTPUT_NAME],
-                          dynamic_axes={INPUT_NAME: {0: "batch"}, OUTPUT_NAME: {0: "batch"}})
+                          input_names=[INPUT_NAME], output_names=outputs,
+                          dynamic_axes={INPUT_NAME: {0: "batch"}, **{name: {0: "batch"} for name in outputs}})
 
 
 def write_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, opset: int = DEFAULT_OPSET,
-                exporter: str = "auto", log: Callable[[str], None] = print) -> str:
-    """Export `module` to `path` with a dynamic batch; returns the exporter used ('dynamo' or 'torchscript')."""
+                exporter: str = "auto", log: Callable[[str], None] = print, outputs: tuple[str, ...] = (OUTPUT_NAME,)
+                ) -> str:
+    """Export `module` to `path` with a dynamic batch; returns the exporter used ('dynamo' or 'torchscript').
+
+    `outputs` names the module's outputs: the logits, and the OOD score when the module returns one."""
+    outputs = list(outputs)
     require_onnx()
     tried: list[str] = []
     operator = None
     if exporter in ("auto", "dynamo"):
         try:
-            _dynamo(module, example, path, opset)
+            _dynamo(module, example, path, opset, outputs)
             return "dynamo"
         except ImportError as exc:
             tried.append(f"dynamo exporter unavailable ({exc.name} is not installed)")
@@ -125,7 +129,7 @@ def write_graph(module: torch.nn.Module, example: torch.Tensor, path: Path, opse
             log(f"{tried[-1]}; falling back to the TorchScript-based exporter")
     if exporter in ("auto", "torchscript"):
         try:
-            _torchscript(module, example, path, opset)
+            _torchscript(module, example, path, opset, outputs)
             return "torchscript"
         except Exception as exc:
             operator = operator_of(exc) or operator
@@ -182,8 +186,8 @@ def read_metadata(path: Path) -> dict:
     return meta
 
 
-def _graph_io(model) -> tuple[str, list, int | None]:
-    """(input dtype, input shape with None for a symbolic size, logits per image or None)."""
+def _graph_io(model) -> tuple[str, list, int | None, int]:
+    """(input dtype, input shape with None for a symbolic size, logits per image or None, outputs)."""
     from onnx.helper import tensor_dtype_to_np_dtype
 
     def dims(value) -> list:
@@ -192,7 +196,7 @@ def _graph_io(model) -> tuple[str, list, int | None]:
     first = model.graph.input[0]
     outputs = dims(model.graph.output[0])
     dtype = tensor_dtype_to_np_dtype(first.type.tensor_type.elem_type).name
-    return dtype, dims(first), outputs[1] if len(outputs) == 2 else None
+    return dtype, dims(first), outputs[1] if len(outputs) == 2 else None, len(model.graph.output)
 
 
 def session(path: Path, threads: int | None = None):
@@ -211,10 +215,10 @@ def session(path: Path, threads: int | None = None):
 
 
 def runner(path: Path, threads: int | None = None) -> Callable:
-    """numpy batch -> numpy logits."""
+    """numpy batch -> [numpy logits] or [logits, OOD scores]: the graph's outputs in order."""
     sess = session(path, threads)
     name = sess.get_inputs()[0].name
-    return lambda batch: sess.run(None, {name: batch})[0]
+    return lambda batch: sess.run(None, {name: batch})
 
 
 def quantize_dynamic(source: Path, target: Path) -> None:

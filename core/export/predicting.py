@@ -6,18 +6,19 @@ FILE.onnx` prints exactly what `tlzoo predict RUN_DIR` prints.
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 import numpy as np
 
-from tlzoo.data.images import load_rgb
-from tlzoo.engine.inference import Prediction
+from tlzoo.engine.inference import NO_TRUST_NOTED, Prediction, check_keep, note, predict_with
 from tlzoo.errors import TlzooError
 from tlzoo.export import metadata, onnx_file, pt2_file
 from tlzoo.export.preprocess import HostInput
 from tlzoo.runtime.device import configure_threads
+from tlzoo.trust.threshold import threshold_for
 
 SUFFIXES = (".onnx", ".pt2")
 BATCH = 32
@@ -29,12 +30,61 @@ def is_exported_file(path: Path) -> bool:
 
 @dataclass
 class ExportedModel:
+    """An exported file's predict path; the interface of tlzoo.engine.inference.RunPredictor (`predict_with`)."""
+
     path: Path
     metadata: dict
     classes: list[str]
     host: HostInput
     background: tuple[int, int, int]
-    run: Callable[[np.ndarray], np.ndarray]
+    run: Callable[[np.ndarray], list]  # [logits] or [logits, OOD scores]
+    batch_size: int = BATCH
+    reject: bool = True  # mark images above the threshold unknown
+    keep: float | None = None  # the kept share whose threshold applies; None: the run's own
+
+    @property
+    def trust(self) -> dict | None:
+        """The run's trust record (temperature, unknown threshold), or None for a file exported without one."""
+        return self.metadata.get("trust")
+
+    @property
+    def need(self):
+        """How small an image may be decoded for this file's preprocessing (as `tlzoo predict RUN_DIR`)."""
+        return self.host.pipeline.decode_need()
+
+    def prepare(self, image) -> np.ndarray:
+        return self.host(image)
+
+    def threshold(self) -> float | None:
+        """The unknown threshold for `keep` from the metadata, or None (no threshold, or `reject` off)."""
+        unknown = (self.trust or {}).get("unknown")
+        if unknown is None or not self.reject:
+            return None
+        if self.keep is None or self.keep == unknown["keep"]:
+            return float(unknown["threshold"])
+        return threshold_for(self.keep, unknown["val_scores"])
+
+    def score(self, rows: list[np.ndarray], top_ks: list[int]) -> list[Prediction]:
+        """One Prediction (path None) per row, each with its own number of top classes: as `tlzoo predict
+        RUN_DIR`, probabilities at the run's temperature and `unknown` when the graph's OOD score is above
+        the threshold."""
+        trust = self.trust
+        scored = (trust or {}).get("unknown") is not None
+        outputs = [np.asarray(o, dtype=np.float32) for o in self.run(np.stack(rows))]
+        logits = outputs[0]
+        if logits.ndim != 2 or logits.shape[1] != len(self.classes) or len(outputs) != (2 if scored else 1):
+            raise TlzooError(f"{self.path} gives outputs of shapes {[o.shape for o in outputs]} for "
+                             f"{len(self.classes)} classes" + (" and an OOD score" if scored else ""),
+                             "the file does not match its metadata; export the run again")
+        temperature = float(trust["calibration"]["temperature"]) if trust else 1.0
+        scores = outputs[1].reshape(-1).tolist() if scored else [None] * len(rows)
+        threshold = self.threshold()
+        out = []
+        for row, top_k, score in zip(softmax(logits.astype(np.float64) / temperature), top_ks, scores):
+            order = np.argsort(-row, kind="stable")[:max(1, min(top_k, len(self.classes)))]
+            out.append(Prediction(None, [(self.classes[i], float(row[i])) for i in order],
+                                  unknown=threshold is not None and score > threshold, ood_score=score))
+        return out
 
 
 def load_exported(path: Path | str) -> ExportedModel:
@@ -60,34 +110,13 @@ def softmax(logits: np.ndarray) -> np.ndarray:
     return shifted / shifted.sum(axis=1, keepdims=True)
 
 
-def predict_exported(model: ExportedModel, paths: list[Path], top_k: int = 5) -> list[Prediction]:
-    """Top-k classes of each image, batched; unreadable images come back with `error` set."""
-    k = max(1, min(top_k, len(model.classes)))
-    results: list[Prediction] = []
-    pending: list[tuple[int, np.ndarray]] = []
-
-    def flush():
-        if not pending:
-            return
-        logits = np.asarray(model.run(np.stack([row for _, row in pending])), dtype=np.float32)
-        if logits.ndim != 2 or logits.shape[1] != len(model.classes):
-            raise TlzooError(f"{model.path} gives logits of shape {logits.shape} for {len(model.classes)} classes",
-                             "the file does not match its metadata; export the run again")
-        probs = softmax(logits.astype(np.float64))
-        for (slot, _), row in zip(pending, probs):
-            order = np.argsort(-row, kind="stable")[:k]
-            results[slot].top = [(model.classes[i], float(row[i])) for i in order]
-        pending.clear()
-
-    for path in paths:
-        results.append(Prediction(path, []))
-        try:
-            image = load_rgb(path, model.background, model.host.pipeline.decode_need())  # as predict decodes it
-        except (TlzooError, OSError, ValueError) as exc:
-            results[-1].error = str(exc)
-            continue
-        pending.append((len(results) - 1, model.host(image)))
-        if len(pending) == BATCH:
-            flush()
-    flush()
-    return results
+def predict_exported(model: ExportedModel, paths: list[Path], top_k: int = 5, reject: bool = True,
+                     keep: float | None = None) -> list[Prediction]:
+    """Top-k classes of each image, batched; unreadable images come back with `error` set; calibrated and
+    marked unknown as ExportedModel.score says, at the threshold for `keep` unless `reject` is False."""
+    check_keep(keep)
+    if model.trust is None and str(model.path) not in NO_TRUST_NOTED:  # once a process, as for run directories
+        NO_TRUST_NOTED.add(str(model.path))
+        note(f"{model.path} carries no calibration or unknown threshold (exported before tlzoo fitted them): "
+             "probabilities are uncalibrated and no image is marked unknown")
+    return predict_with(dataclasses.replace(model, reject=reject, keep=keep), paths, top_k)

@@ -70,26 +70,29 @@ def load(path: Path, meta: dict) -> torch.nn.Module:
     return module
 
 
-def _graph_io(program) -> tuple[str, list, int | None]:
-    """(input dtype, input shape with None for a symbolic size, logits per image or None)."""
+def _graph_io(program) -> tuple[str, list, int | None, int | None]:
+    """(input dtype, input shape with None for a symbolic size, logits per image or None, outputs); the logits
+    are the first output, an OOD score the second (tlzoo.export.trusted)."""
     signature = program.graph_signature
     values = {node.name: node.meta.get("val") for node in program.graph.nodes}
-    if len(signature.user_inputs) != 1 or len(signature.user_outputs) != 1:
-        return "several inputs or outputs", [], None
+    if len(signature.user_inputs) != 1 or len(signature.user_outputs) not in (1, 2):
+        return "several inputs or outputs", [], None, None
     first, logits = values.get(signature.user_inputs[0]), values.get(signature.user_outputs[0])
     if not isinstance(first, torch.Tensor):
-        return "no tensor", [], None
+        return "no tensor", [], None, None
     shape = [d if isinstance(d, int) else None for d in first.shape]
     classes = logits.shape[1] if isinstance(logits, torch.Tensor) and logits.dim() == 2 else None
-    return str(first.dtype).removeprefix("torch."), shape, classes if isinstance(classes, int) else None
+    return (str(first.dtype).removeprefix("torch."), shape, classes if isinstance(classes, int) else None,
+            len(signature.user_outputs))
 
 
 def runner(path: Path, meta: dict):
-    """numpy batch -> numpy logits, through the loaded program."""
+    """numpy batch -> [numpy logits] or [logits, OOD scores], through the loaded program."""
     module = load(path, meta)
 
     def run(batch):
         with torch.inference_mode():
-            return module(torch.from_numpy(batch)).float().numpy()
+            out = module(torch.from_numpy(batch))
+        return [t.float().numpy() for t in (out if isinstance(out, (tuple, list)) else (out,))]
 
     return run

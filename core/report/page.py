@@ -15,6 +15,7 @@ from tlzoo.report.per_class import macro_average, most_confused, per_class_metri
 from tlzoo.report.records import top_losses
 from tlzoo.report.rundata import RunData
 from tlzoo.report.thumbnails import data_uri, thumbnail_uri
+from tlzoo.report.trust_section import trust_section
 
 TEMPLATE = "report.html"
 WEAK_F1 = 0.8
@@ -108,6 +109,9 @@ def build_context(data: RunData, top_count: int) -> tuple[dict, dict[str, bytes]
     note = (f"Rows are true classes, columns predicted ones; {data.evaluated_on}."
             + (f" With {len(classes)} classes the figures show the {shown} classes with the most errors;"
                " the table below lists every class." if shown < len(classes) else ""))
+    trust, reliability = trust_section(data.summary)
+    if reliability is not None:
+        pngs["reliability"] = reliability
     rows, macro = class_rows(classes, confusion) if has_matrix else ([], {"precision": "-", "recall": "-", "f1": "-"})
     losses = [{"path": r.path, "name": Path(r.path).name, "true": r.true, "predicted": r.predicted,
                "correct": r.correct, "probability": f"{r.probability:.3f}", "loss": f"{r.loss:.3f}",
@@ -131,6 +135,8 @@ def build_context(data: RunData, top_count: int) -> tuple[dict, dict[str, bytes]
         "top_losses_note": "No per-image records: the run has no best model to evaluate."
                            if not data.records else "top_losses is 0 in the spec's report settings.",
         "skipped": data.skipped,
+        "trust": trust,
+        "reliability": data_uri(reliability, "image/png") if reliability is not None else None,
         "findings_section": None if data.findings is None else render_section(data.findings, "issues.csv", (
             "The run's own data (not the images evaluated above), from" if data.other_data else "From")
             + " the pretrained backbone's pooled features and perceptual hashes:"),

@@ -37,7 +37,9 @@ FIXED_FIELDS = (
     ("train", "optimizer", "name"),
 )
 # where the run is written and how fast, not what it computes (loader workers give identical batches)
-FREE_FIELDS = ("output", "data.num_workers", "cache.dir", "cache.memory_mb", "train.distributed")
+# (calibration and the unknown threshold are fitted after training, from the best model: free too)
+FREE_FIELDS = ("output", "data.num_workers", "cache.dir", "cache.memory_mb", "train.distributed",
+               "train.calibration", "train.unknown")
 
 
 def _get(data: dict, path: tuple):

@@ -17,12 +17,14 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_valida
 
 from tlzoo.errors import TlzooError
 from tlzoo.rundir.checkpoint import embedded_meta, without_timings
+from tlzoo.trust.record import validate_record
 
 MODEL_FORMAT = "tlzoo-model/1"
 MAX_SIDE = 4096  # input pixels a side; pretrained configs stay far below
 MAX_EVAL_BATCH = 4096
 MAX_HIDDEN = 65_536
-CHECKED = ("classes", "backbone", "head", "data_config", "eval")  # what the model and its inputs are built from
+# what the model and its inputs are built from, and what decides its probabilities and unknown answers
+CHECKED = ("classes", "backbone", "head", "data_config", "eval", "trust")
 
 
 class _Part(BaseModel):
@@ -86,6 +88,12 @@ class ModelSidecar(_Part):
     data_config: DataConfigRecord
     eval: EvalRecord
     spec_dir: str
+    trust: dict | None = None  # tlzoo.trust.record: checked by validate_record
+
+    @field_validator("trust")
+    @classmethod
+    def _trust(cls, value: dict | None) -> dict | None:
+        return value if value is None else validate_record(value)
 
     @field_validator("classes")
     @classmethod

@@ -18,9 +18,11 @@ import numpy as np
 import torch
 
 from tlzoo.errors import TlzooError, WeightsError
+from tlzoo.trust.record import TENSOR_PREFIX
 
 OPTIMIZER, RNG = "optimizer.", "rng."  # model tensors keep their own names (stages.*, head.*)
 EMA = "ema."  # the weight average of train.ema, under the model's names
+TRUST = TENSOR_PREFIX  # what best holds for its trust scores (tlzoo.rundir.trust_store)
 
 
 def flatten_optimizer(state_dict: dict) -> tuple[dict[str, torch.Tensor], dict]:
@@ -80,8 +82,8 @@ def model_tensors(model: torch.nn.Module) -> dict[str, torch.Tensor]:
 
 
 def strip_training(tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
-    """The model's tensors of a checkpoint, without optimizer and RNG state."""
-    return {name: value for name, value in tensors.items() if not name.startswith((OPTIMIZER, RNG, EMA))}
+    """The model's tensors of a checkpoint, without optimizer and RNG state, the weight average or trust data."""
+    return {name: value for name, value in tensors.items() if not name.startswith((OPTIMIZER, RNG, EMA, TRUST))}
 
 
 def training_checkpoint(state, spec_json: dict, position: "EpochPosition | None" = None,

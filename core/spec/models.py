@@ -13,6 +13,7 @@ from typing import Annotated, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, Strict, field_validator, model_validator
 
 from tlzoo.spec.problems import shorten
+from tlzoo.trust.options import DEFAULT_METHOD, METHOD_OPTIONS
 
 
 # Upper bounds keep a spec that validates from failing (or exhausting memory) once it runs;
@@ -148,6 +149,50 @@ class MixSpec(StrictModel):
 TTA_VIEWS = Literal["none", "flip", "flip_crops"]
 
 
+class CalibrationSpec(BareName):
+    """Temperature scaling: after training, one temperature fitted on the validation split's logits of the best
+    model (NLL minimised) divides the logits of evaluate, predict and exported models; 'none' keeps them."""
+
+    name: Literal["temperature", "none"] = "temperature"
+    min_temperature: Number = Field(0.25, gt=0, le=1, description="lowest temperature the fit may choose (a "
+                                    "validation split without errors pulls it to this bound)")
+    max_temperature: Number = Field(10.0, ge=1, le=1000, description="highest temperature the fit may choose")
+
+
+class UnknownSpec(StrictModel):
+    """Calling images unknown: an out-of-distribution score per image and a threshold chosen on the validation
+    split so that `keep` of its (known) images are kept; predict marks the others unknown."""
+
+    method: Literal["knn", "msp", "energy", "mahalanobis", "none"] = Field(
+        DEFAULT_METHOD, description="knn: distance to the nearest training features; msp: 1 - max probability; "
+        "energy: -logsumexp(logits); mahalanobis: distance to the class means; none: never unknown")
+    keep: Number = Field(0.95, gt=0, le=1, description="share of known (validation) images kept")
+    options: dict[str, Any] = Field(default_factory=dict, description="the method's own options (knn: k, "
+                                    "bank_size; mahalanobis: shrinkage, bank_size)")
+
+    @model_validator(mode="before")
+    @classmethod
+    def _bare_method(cls, value: Any) -> Any:
+        return {"method": value} if isinstance(value, str) else value
+
+    @field_validator("options")
+    @classmethod
+    def _method_options(cls, options: dict[str, Any], info) -> dict[str, Any]:
+        from pydantic import ValidationError
+
+        method = info.data.get("method")
+        if method is None:  # the method itself is wrong: its own problem is reported
+            return options
+        try:
+            METHOD_OPTIONS[method].model_validate(options)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(p) for p in first["loc"])
+            takes = ", ".join(METHOD_OPTIONS[method].model_fields) or "no options"
+            raise ValueError(f"{where}: {first['msg']} (method {method!r} takes {takes})") from None
+        return options
+
+
 class TrainSpec(StrictModel):
     strategy: ComponentRef = ComponentRef(name="head_only")
     epochs: StrictInteger = Field(10, gt=0, le=MAX_EPOCHS,
@@ -171,6 +216,8 @@ class TrainSpec(StrictModel):
                                        "--layer-decay); none: off")
     tta: TTA_VIEWS = Field("none", description="test-time augmentation of the per-epoch validation: 'flip' "
                            "(2 views) or 'flip_crops' (6 views), probabilities averaged")
+    calibration: CalibrationSpec = CalibrationSpec()
+    unknown: UnknownSpec = UnknownSpec()
 
     @field_validator("device")
     @classmethod
