@@ -1,6 +1,6 @@
 """tlzoo: transfer learning of image classifiers from one JSON spec.
 
-`import tlzoo` gives the Python API (README.md, "Python API"): tlzoo.run,
+`import tlzoo` gives the Python API (README.md, "Python API"): tlzoo.train, tlzoo.run,
 tlzoo.load, tlzoo.list_backbones, the RunResult and Model they return, and
 tlzoo.TlzooError, the one error type they raise for what a user can fix. They
 live in tlzoo.api and are looked up on first use, so importing tlzoo stays
@@ -13,7 +13,7 @@ import importlib
 from tlzoo.errors import TlzooError
 from tlzoo.version import __version__
 
-_API = ("run", "load", "list_backbones", "RunResult", "Model")
+_API = ("run", "train", "load", "list_backbones", "RunResult", "Model")
 
 __all__ = ["__version__", "TlzooError", *_API]
 

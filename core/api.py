@@ -1,5 +1,6 @@
 """The Python API: what `import tlzoo` offers a notebook user (see README.md, "Python API").
 
+    result = tlzoo.train("photos/", time="10m")   # no spec: chosen by measurement (decisions.json)
     result = tlzoo.run("spec.json", overrides={"train.epochs": 3})
     model = tlzoo.load(result.run_dir)
     model.predict(["photo.jpg"], top_k=3)
@@ -130,6 +131,14 @@ class RunResult:
     def load(self, which: str = "best", device: str = "cpu") -> "Model":
         return load(self.run_dir, which=which, device=device)
 
+    @property
+    def decisions(self) -> dict | None:
+        """decisions.json of a run that `tlzoo.train` chose (candidates, scores, costs, reasons); None otherwise."""
+        import json
+
+        path = self.run_dir / "decisions.json"
+        return json.loads(path.read_text(encoding="utf-8")) if path.is_file() else None
+
 
 def run(spec_or_path, overrides=None, output: str | Path | None = None, *, resume: str | Path | None = None,
         base_dir: str | Path | None = None) -> RunResult:
@@ -148,6 +157,24 @@ def run(spec_or_path, overrides=None, output: str | Path | None = None, *, resum
         resolved = resolve(spec_or_path, overrides, base_dir)
         result = run_spec(resolved, Path(output) if output is not None else None,
                           resume=Path(resume) if resume is not None else None)
+    return RunResult(Path(result.run_dir), result.summary)
+
+
+def train(data: str | Path, time: str | float = "10m", *, backbones=None, offline: bool = False,
+          test: str | Path | None = None, output: str | Path | None = None, seed: int = 0) -> RunResult:
+    """The best model the time budget finds on `data`, as `tlzoo train` does; returns a RunResult like run().
+
+    `data`: a folder with train/ (val/, test/) of class folders, one folder of class folders, a 'PATH LABEL'
+    .txt list or a CSV. `time`: '10m', '90s', or seconds, counted from this call. `backbones`: patterns
+    (default: the backbones whose weights are on this machine). The run directory's decisions.json
+    (`result.decisions`) says what was tried and why.
+    """
+    from tlzoo.auto.train import train as train_auto
+    from tlzoo.cli.train import default_candidates
+
+    patterns = [backbones] if isinstance(backbones, str) else list(backbones or [])
+    with user_errors():
+        result = train_auto(data, time, default_candidates(patterns), offline, test, output, seed, _registry())
     return RunResult(Path(result.run_dir), result.summary)
 
 

@@ -1,6 +1,6 @@
 """The rooms of core/ and the one direction their imports point.
 
-cli -> serve -> (export, probe) -> engine -> (cache, rundir, report) -> findings -> spec -> data -> model -> (runtime, trust) -> errors.
+cli -> (auto, serve) -> (export, probe) -> engine -> (cache, rundir, report) -> findings -> spec -> data -> model -> (runtime, trust) -> errors.
 A module may import its own room and any lower one, never a higher one or one
 beside it; imports inside functions count too (a lazy import is still a
 dependency). Modules of one room must not import each other in a cycle.
@@ -18,7 +18,7 @@ LEVEL = {
     "errors": 0, "version": 0, "runtime": 1, "model": 2, "data": 3, "spec": 4,
     "trust": 1,  # pure calibration and OOD-score math; the engine fits it, the report, export and predict read it
     "findings": 4.5,  # pure math on features the caller passes in; the report renders it, the engine runs it
-    "cache": 5, "rundir": 5, "report": 5, "engine": 6, "export": 7, "probe": 7, "serve": 8, "cli": 9,
+    "cache": 5, "rundir": 5, "report": 5, "engine": 6, "export": 7, "probe": 7, "auto": 8, "serve": 8, "cli": 9,
     "__init__": 10, "__main__": 10, "api": 10,  # the public face sits on top
 }
 

@@ -134,6 +134,28 @@ def test_txt_list_seed_format(tmp_path):
     assert output.val[0].label == 0 and output.classes is None and output.problems == []
 
 
+@pytest.mark.parametrize("kind", ["txt_list", "csv"])
+def test_list_readers_split_validation_off_the_training_list(tmp_path, kind):
+    for name in [f"{c}{i}" for c in "ab" for i in range(5)]:
+        image(tmp_path / "imgs" / f"{name}.png")
+    names = [f"imgs/{c}{i}.png" for c in "ab" for i in range(5)]
+    if kind == "txt_list":
+        (tmp_path / "all.txt").write_text("".join(f"{n} {'ab'.index(n[5])}\n" for n in names))
+    else:
+        (tmp_path / "all.txt").write_text("path,label\n" + "".join(f"{n},{n[5]}\n" for n in names))
+    output = build(kind, tmp_path, train="all.txt", val_split=0.4, seed=1)
+    assert len(output.train) == 6 and Counter(str(s.label) for s in output.val) == Counter({"0": 2, "1": 2} if
+                                                                                           kind == "txt_list" else
+                                                                                           {"a": 2, "b": 2})
+    again = build(kind, tmp_path, train="all.txt", val_split=0.4, seed=1)
+    assert again.val == output.val and build(kind, tmp_path, train="all.txt", val_split=0.4, seed=2).val != output.val
+    options = reader(kind).options
+    with pytest.raises(ValidationError, match="not both"):
+        options.model_validate({"train": "all.txt", "val": "v.txt", "val_split": 0.2})
+    with pytest.raises(ValidationError, match="one of them"):
+        options.model_validate({"train": "all.txt"})
+
+
 def test_txt_list_blank_lines_crlf_bom_spaces_comments(tmp_path):
     text = "\ufeffimgs/a0.png 0\r\n\r\n   \r\n# a comment\r\nimgs/with space/c d.png\t1\r\n  imgs/b0.png   1  \r\n"
     lists(tmp_path, text.encode("utf-8"))

@@ -26,6 +26,7 @@ OPT_OUT = re.compile(r"<!--\s*not run:\s*(.+?)\s*-->")
 NOT_RUN = {
     "make ": "creates a virtual environment and trains or runs the whole suite",
     "tlzoo run ": "trains a model (its --set overrides are validated)",
+    "tlzoo train ": "trains within a time budget (tests/test_auto_train.py runs it on tiny data)",
     "tlzoo evaluate ": "needs a finished run directory",
     "tlzoo predict ": "needs a finished run directory",
     "tlzoo export ": "needs a finished run directory (tests/test_export.py exports tiny runs)",

@@ -116,6 +116,7 @@ from tlzoo.cli import report as _report_command  # noqa: E402,F401  (adds report
 from tlzoo.cli import export as _export_command  # noqa: E402,F401  (adds export to `app`)
 from tlzoo.cli import rank as _rank_command  # noqa: E402,F401  (adds rank to `app`)
 from tlzoo.cli import lr_find as _lr_find_command  # noqa: E402,F401  (adds lr-find to `app`)
+from tlzoo.cli import train as _train_command  # noqa: E402,F401  (adds train to `app`)
 from tlzoo.cli import inspect_data as _inspect_command  # noqa: E402,F401  (adds inspect to `app`)
 from tlzoo.cli import serve as _serve_command  # noqa: E402,F401  (adds serve to `app`)
 

@@ -13,6 +13,7 @@ from tlzoo.engine.data_findings import ISSUES_FILE, read_findings
 from tlzoo.errors import TlzooError
 from tlzoo.report.records import ImageRecord, records_csv
 from tlzoo.report.rundata import RunData
+from tlzoo.report.sections import SECTIONS_FILE, section_from_json
 from tlzoo.rundir import outputs
 
 REPORT_FILE = "report.html"
@@ -60,7 +61,18 @@ def collect_run_data(run_dir: Path, records: list[ImageRecord], evaluated_on: st
         evaluated_on=evaluated_on,
         findings=read_findings(run_dir),
         other_data=other_data,
+        sections=read_sections(run_dir / SECTIONS_FILE),
     )
+
+
+def read_sections(path: Path) -> list:
+    """The extra report sections a room above the engine left in the run directory (tlzoo.report.sections)."""
+    if not path.is_file():
+        return []
+    value = outputs.read_json(path, "report sections")
+    if not isinstance(value, list):
+        raise TlzooError(f"{path}: not a list of sections", "the run directory's report_sections.json is damaged")
+    return [section_from_json(item) for item in value]
 
 
 def write_run_report(run_dir: Path, records: list[ImageRecord], out: Path | None = None, top_losses: int = 16,

@@ -35,6 +35,7 @@ from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_
 from tlzoo.engine.state import TrainState
 from tlzoo.engine.loggers import build_loggers
 from tlzoo.engine.reporting import report_after_run
+from tlzoo.engine.extras import RunExtras
 from tlzoo.report.per_class import per_class_metrics
 from tlzoo.runtime import distributed
 from tlzoo.errors import TlzooError
@@ -101,16 +102,17 @@ def sidecar(setup: RunSetup, kind: str, record: dict) -> dict:
 
 
 def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | None = None,
-            writers: contextlib.ExitStack | None = None) -> RunSetup:
+            writers: contextlib.ExitStack | None = None, extras: RunExtras | None = None) -> RunSetup:
     from tlzoo.data.labelled import load_labelled
     from tlzoo.data.skipped import write_skipped
     spec = resolved.spec
+    extras = extras or RunExtras()
     seed_everything(spec.train.seed)  # the new head's initial weights
     device = distributed.local_device(resolve_device(spec.train.device))
     precision = resolve_precision(spec.train.precision, device)
     if precision_note(spec.train.precision, precision, device):
         log(precision_note(spec.train.precision, precision, device))
-    data = load_labelled(resolved)
+    data = extras.data if extras.data is not None else load_labelled(resolved)
     for note in data.notes:
         log(f"data: {note}")
     distributed.assert_same_everywhere(
@@ -124,6 +126,7 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
         if distributed.is_main():  # under torchrun rank 0 alone writes the run directory; the others learn its name
             run_dir = choose_run_dir(resolved, output, [] if claimed is None else claimed, writers)
             outputs.write_json(run_dir / outputs.SPEC_FILE, spec_json)
+            extras.write(run_dir)
         run_dir = Path(distributed.broadcast_object(str(run_dir)))
     else:  # the run's record stays as it was; resumes.jsonl notes what changed
         run_dir = resumed.accept(data.classes)
@@ -144,7 +147,7 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
     return RunSetup(**vars(model), run_dir=run_dir, eval_batch_size=eval_batch_size(spec), loggers=loggers)
 
 
-def make_trainer(setup: RunSetup, progress) -> Trainer:
+def make_trainer(setup: RunSetup, progress, extras: RunExtras | None = None) -> Trainer:
     spec, data, model = setup.resolved.spec, setup.data, setup.built.model
     train, num_classes = spec.train, len(data.classes)
     if not trains_whole_backbone(setup.plans):
@@ -177,7 +180,7 @@ def make_trainer(setup: RunSetup, progress) -> Trainer:
 
     # best and last are saved by tlzoo.rundir.resume.guard_training, with the training state and signals
     trainer = Trainer(state, setup.strategy, criterion, train_batches, val_batches, config, progress,
-                      epoch_hooks=[log_metrics], plans=setup.plans)
+                      epoch_hooks=[log_metrics, *(extras.epoch_hooks if extras else [])], plans=setup.plans)
     if sharded:  # DDP: the ranks' gradients averaged in every backward pass
         trainer.sync = distributed.GradientSync(model, setup.device)
     attach_recipe(trainer, train, val_images, progress.message)
@@ -255,7 +258,7 @@ class SilentStream:
 
 
 def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | None = None,
-             allow_changes=()) -> RunResult:
+             allow_changes=(), extras: RunExtras | None = None) -> RunResult:
     """`train_and_report`, in the process group of a torchrun job when WORLD_SIZE > 1 (else exactly as is)."""
     asked = resolved.spec.train.distributed
     if distributed.env_world_size() > 1 and os.environ.get("TORCHELASTIC_RUN_ID"):  # a worker of torch's launcher
@@ -264,13 +267,13 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
         stop_when_orphaned()
     with distributed.process_group(asked.backend, asked.timeout_s, resolve_device(resolved.spec.train.device).type):
         if not distributed.active():
-            return train_and_report(resolved, output, stream, resume, allow_changes)
+            return train_and_report(resolved, output, stream, resume, allow_changes, extras)
         from tlzoo.data.batches import local_batch_size
 
         local_batch_size(resolved.spec.data.batch_size)  # refused before any work when N does not divide it
         try:
             return train_and_report(resolved, output, stream if distributed.is_main() else SilentStream(), resume,
-                                    allow_changes)
+                                    allow_changes, extras)
         except TlzooError:
             raise
         except Exception as exc:
@@ -280,12 +283,13 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
 
 
 def train_and_report(resolved, output: Path | None = None, stream=None, resume: Path | None = None,
-                     allow_changes=()) -> RunResult:
+                     allow_changes=(), extras: RunExtras | None = None) -> RunResult:
     """Train and evaluate as the spec says; returns the run directory and its summary.
 
     `resume`: a run directory whose `last` checkpoint the run continues from;
     `allow_changes`: spec fields (`epochs`, `train.scheduler`) that may differ from the run's.
     SIGTERM and Ctrl-C save a resumable `last` and raise `Interrupted`.
+    `extras`: files, report sections, epoch hooks and scanned data from a room above (tlzoo.engine.extras).
     """
     stream = stream or sys.stderr
     started = time.perf_counter()
@@ -296,10 +300,11 @@ def train_and_report(resolved, output: Path | None = None, stream=None, resume: 
     with contextlib.ExitStack() as writers:  # the run directory's writer lock, held to the last write
         if resume is not None and distributed.is_main() and Path(resume).is_dir():
             writers.enter_context(writer_lock(Path(resume)))
-        return _train_and_report(resolved, output, stream, resume, allow_changes, progress, writers, started)
+        return _train_and_report(resolved, output, stream, resume, allow_changes, progress, writers, started, extras)
 
 
-def _train_and_report(resolved, output, stream, resume, allow_changes, progress, writers, started) -> RunResult:
+def _train_and_report(resolved, output, stream, resume, allow_changes, progress, writers, started,
+                      extras: RunExtras | None = None) -> RunResult:
     from tlzoo.runtime.interrupts import StopRequest
     from tlzoo.rundir.resume import guard_training, open_resume
 
@@ -313,15 +318,16 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
         # the allocator setting and a run-only cache folder end with the run (a notebook's process goes on)
         with StopRequest(stream) as stop, allocator_scope(), run_cache_scope():
             stop.duplicate_seconds = 2.0 if distributed.active() else 0.0  # torchrun forwards a terminal's Ctrl-C
-            setup = prepare(resolved, output, progress.message, resumed, claimed, writers)
+            setup = prepare(resolved, output, progress.message, resumed, claimed, writers, extras)
             setup.loggers.start(setup.spec_json, setup.data.classes)
             with progress:
-                trainer = make_trainer(setup, progress)
+                trainer = make_trainer(setup, progress, extras)
                 guard_training(trainer, setup, stop, resumed, sidecar, progress.message)
                 state = trainer.fit()
     except BaseException:  # a run that fails before its first checkpoint leaves no empty run directory
         for run_dir, created in claimed:
-            outputs.remove_unfinished(run_dir, remove_folder=created)
+            outputs.remove_unfinished(run_dir, remove_folder=created,
+                                      extra_files=extras.file_names() if extras else ())
         raise
     summary = run_summary(setup, state, time.perf_counter() - started)
     if not distributed.is_main():  # rank 0 alone scores the test split and writes the summary and report

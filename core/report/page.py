@@ -135,6 +135,7 @@ def build_context(data: RunData, top_count: int) -> tuple[dict, dict[str, bytes]
         "top_losses_note": "No per-image records: the run has no best model to evaluate."
                            if not data.records else "top_losses is 0 in the spec's report settings.",
         "skipped": data.skipped,
+        "sections": data.sections,
         "trust": trust,
         "reliability": data_uri(reliability, "image/png") if reliability is not None else None,
         "findings_section": None if data.findings is None else render_section(data.findings, "issues.csv", (

@@ -7,6 +7,7 @@ from pathlib import Path
 
 from tlzoo.findings.issues import Findings
 from tlzoo.report.records import ImageRecord
+from tlzoo.report.sections import TableSection
 
 
 @dataclass
@@ -25,6 +26,7 @@ class RunData:
     # `tlzoo report --data`: what the records are of ("images of photos/") and their metrics (images, top1, top5,
     # loss); None when the records are the run's own validation split, whose figures the summary holds
     other_data: dict | None = None
+    sections: list[TableSection] = field(default_factory=list)  # added by a room above the engine (tlzoo.auto)
 
     @property
     def images_shown(self) -> str:

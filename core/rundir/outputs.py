@@ -49,15 +49,16 @@ def claim_run_dir(path: Path) -> Path:
 RUN_FILES = (SPEC_FILE, METRICS_FILE, SUMMARY_FILE, SKIPPED_FILE, "resumes.jsonl", "best.json", "last.json")
 
 
-def remove_unfinished(run_dir: Path, remove_folder: bool) -> None:
-    """After a run failed before any checkpoint: remove the files it wrote, and the folder if it made it.
+def remove_unfinished(run_dir: Path, remove_folder: bool, extra_files=()) -> None:
+    """After a run failed before any checkpoint: remove the files it wrote (RUN_FILES and `extra_files`, those
+    a caller asked it to write), and the folder if it made it.
 
     A folder holding best or last weights is kept whole (it can be evaluated or resumed);
     files tlzoo did not write are never touched.
     """
     if any((run_dir / f"{stem}.safetensors").exists() for stem in ("best", "last")):
         return
-    for path in [run_dir / name for name in RUN_FILES] + list(run_dir.glob(f"*{TMP_SUFFIX}")):
+    for path in [run_dir / name for name in (*RUN_FILES, *extra_files)] + list(run_dir.glob(f"*{TMP_SUFFIX}")):
         try:
             path.unlink()
         except FileNotFoundError:

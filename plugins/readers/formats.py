@@ -178,7 +178,7 @@ def build_imagefolder(options: ImageFolderOptions, base_dir: Path) -> ReaderOutp
         check_class_folders(split, (root, *splits))
     if val_dir is None:
         train, val = stratified_split(train, options.val_split, options.seed)
-        if not val:
+        if train and not val:  # no images at all is said by the checks after the reader
             raise TlzooError(f"{FIELD}.val_split: {options.val_split} moved no image to validation: every class "
                              f"in {train_dir} has fewer than 2 images", "add images, or give a val folder instead")
     else:
@@ -193,16 +193,29 @@ def build_imagefolder(options: ImageFolderOptions, base_dir: Path) -> ReaderOutp
 
 # ---------------------------------------------------------------- txt_list
 
+def one_val_source(options):
+    """A list reader's validation images come from a `val` list or a `val_split` of the training list."""
+    if (options.val is None) == (options.val_split is None):
+        raise ValueError("give either 'val' (a list of validation images) or 'val_split' (a fraction of the "
+                         "training list), " + ("not both" if options.val is not None else "one of them"))
+    return options
+
+
 class TxtListOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train: str = Field(..., description="list of training images, one 'PATH LABEL' per line")
-    val: str = Field(..., description="list of validation images, same format; it picks the best epoch")
+    val: str | None = Field(None, description="list of validation images, same format; it picks the best epoch")
+    val_split: float | None = Field(None, gt=0.0, lt=1.0, description="instead of a val list: this fraction "
+                                    "of each training class (stratified, seeded)")
+    seed: int = Field(0, description="seed of the val_split draw")
     test: str | None = Field(None, description="list of held-out test images, scored once with the best model")
     classes: str | None = Field(None, description="file with one class name per line, line 1 is label 0")
     root: str | None = Field(None, description="folder image paths start from (default: each list's folder)")
     labels: Literal["indices", "names"] = Field(
         "indices", description="'indices': labels are class numbers (seed 001's format); 'names': labels are "
                                "class names, such as 'daisy'")
+
+    _one_val_source = model_validator(mode="after")(one_val_source)
 
 
 def txt_list_parser(options: TxtListOptions):
@@ -238,7 +251,10 @@ def build_txt_list(options: TxtListOptions, base_dir: Path) -> ReaderOutput:
 class CsvOptions(BaseModel):
     model_config = ConfigDict(extra="forbid")
     train: str = Field(..., description="CSV of training images with a header row")
-    val: str = Field(..., description="CSV of validation images, same columns; it picks the best epoch")
+    val: str | None = Field(None, description="CSV of validation images, same columns; it picks the best epoch")
+    val_split: float | None = Field(None, gt=0.0, lt=1.0, description="instead of a val CSV: this fraction "
+                                    "of each training class (stratified, seeded)")
+    seed: int = Field(0, description="seed of the val_split draw")
     test: str | None = Field(None, description="CSV of held-out test images, scored once with the best model")
     path_column: str = "path"
     label_column: str = "label"
@@ -247,6 +263,8 @@ class CsvOptions(BaseModel):
     delimiter: str = Field(",", min_length=1, max_length=1)
     classes: str | None = Field(None, description="file with one class name per line, line 1 is label 0")
     root: str | None = Field(None, description="folder image paths start from (default: each CSV's folder)")
+
+    _one_val_source = model_validator(mode="after")(one_val_source)
 
 
 def csv_parser(options: CsvOptions):
@@ -291,6 +309,11 @@ def _build_lists(options, base_dir: Path, parse) -> ReaderOutput:
         splits[split] = entries
     indices = all(entries.labels_are_indices() for entries in splits.values())
     samples = {split: entries.finish(indices) for split, entries in splits.items()}  # finish may add problems
+    if options.val_split is not None:
+        samples["train"], samples["val"] = stratified_split(samples["train"], options.val_split, options.seed)
+        if samples["train"] and not samples["val"]:
+            raise TlzooError(f"{FIELD}.val_split: {options.val_split} moved no image to validation: every class "
+                             "of the training list has fewer than 2 images", "add images, or give a val list")
     notes = []
     if classes is None and indices:
         notes.append("the lists give class indices and no classes file, so the classes are named by their "

@@ -1,0 +1,237 @@
+"""`tlzoo train --time 10m` against the two fixed recipes, on held-out data sets made here; appends to RESULTS.md.
+
+The data sets (each train/ val/ test/ folders, so every method sees the same splits):
+
+- flowers12-resplit: flowers12's 960 images pooled and re-split with seed 1, 25 train / 8 val / 25 test
+  per class (fewer training images than flowers12's 60);
+- flowers12-imbalanced-128: seed 2, training classes from 60 down to 8 images, val 6 and test 14 per class,
+  every image re-encoded as a 128 px JPEG (quality 80);
+- patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
+  pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
+  the picture a crop came from; 30 train / 10 val / 30 test per class.
+
+Methods, each in its own process with an empty activation cache (so each pays its own feature passes):
+`tlzoo train DIR --time T`, the demo recipe (examples/flowers12.json: lite0 head only) and the lite2 partial
+recipe (examples/flowers12_lite2.json), the last two with the data's train/val/test folders.
+
+    python benchmarks/auto_train_bench.py [--time 10m] [--datasets flowers12-resplit,patches] [--work DIR]
+"""
+
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import os
+import platform
+import random
+import shutil
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+HERE = Path(__file__).resolve().parent
+REPO = HERE.parent
+RESULTS = HERE / "RESULTS.md"
+FLOWERS12 = REPO.parent / "shared" / "datasets" / "flowers12"
+TLZOO = Path(sys.executable).parent / "tlzoo"
+RECIPES = {"demo (lite0 head only)": REPO / "examples" / "flowers12.json",
+           "lite2 partial": REPO / "examples" / "flowers12_lite2.json"}
+PATCH_SOURCES = ("brick", "grass", "gravel", "moon", "cell", "hubble_deep_field", "immunohistochemistry", "retina")
+
+
+def pooled_flowers() -> dict[str, list[Path]]:
+    by_class: dict[str, list[Path]] = {}
+    for split in ("train", "test"):
+        for folder in sorted((FLOWERS12 / split).iterdir()):
+            by_class.setdefault(folder.name, []).extend(sorted(folder.iterdir()))
+    return by_class
+
+
+def write_split(root: Path, split: str, name: str, images: list, convert=None) -> None:
+    folder = root / split / name
+    folder.mkdir(parents=True, exist_ok=True)
+    for index, image in enumerate(images):
+        if convert is None:
+            shutil.copy(image, folder / Path(image).name)
+        else:
+            convert(image).save(folder / f"{index:04d}.jpg", quality=80)
+
+
+def flowers_resplit(root: Path) -> None:
+    rng = random.Random(1)
+    for name, images in pooled_flowers().items():
+        images = list(images)
+        rng.shuffle(images)
+        for split, part in (("train", images[:25]), ("val", images[25:33]), ("test", images[33:58])):
+            write_split(root, split, name, part)
+
+
+def flowers_imbalanced(root: Path) -> None:
+    rng = random.Random(2)
+    counts = [60, 50, 40, 30, 25, 20, 15, 12, 10, 8, 8, 8]
+
+    def small(path):
+        image = Image.open(path).convert("RGB")
+        scale = 128 / min(image.size)
+        return image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
+
+    for count, (name, images) in zip(counts, pooled_flowers().items()):
+        images = list(images)
+        rng.shuffle(images)
+        test, val, rest = images[:14], images[14:20], images[20:]
+        for split, part in (("train", rest[:count]), ("val", val), ("test", test)):
+            write_split(root, split, name, part, small)
+
+
+def patches(root: Path) -> None:
+    import skimage.data
+    from skimage.color import rgb2gray
+
+    rng = np.random.default_rng(3)
+    for name in PATCH_SOURCES:
+        picture = getattr(skimage.data, name)()
+        grey = rgb2gray(picture[..., :3]) * 255 if picture.ndim == 3 else picture.astype(np.float64)
+        crops = []
+        for _ in range(70):
+            side = int(rng.integers(24, 65))
+            top, left = (int(rng.integers(0, grey.shape[axis] - side)) for axis in (0, 1))
+            crop = np.rot90(grey[top:top + side, left:left + side], int(rng.integers(0, 4)))
+            crop = np.clip(crop + rng.normal(0, 25, crop.shape), 0, 255).astype(np.uint8)
+            crops.append(crop)
+
+        def to_image(crop):
+            return Image.fromarray(crop).convert("RGB").resize((96, 96), Image.BICUBIC)
+
+        for split, part in (("train", crops[:30]), ("val", crops[30:40]), ("test", crops[40:70])):
+            write_split(root, split, name, part, to_image)
+
+
+DATASETS = {"flowers12-resplit": flowers_resplit, "flowers12-imbalanced-128": flowers_imbalanced,
+            "patches": patches}
+
+
+def recipe_spec(path: Path, data: Path, out: Path) -> Path:
+    spec = json.loads(path.read_text())
+    spec["data"]["reader"] = {"name": "imagefolder", "options": {"root": str(data), "train": "train", "val": "val",
+                                                                 "test": "test"}}
+    spec["output"] = str(out)
+    target = out / f"{path.stem}.json"
+    target.write_text(json.dumps(spec, indent=2))
+    return target
+
+
+def timed(args: list[str], cache: Path, log: Path) -> tuple[float, int, tuple[float, float, float]]:
+    env = dict(os.environ, TLZOO_CACHE_DIR=str(cache))
+    load = os.getloadavg()
+    started = time.monotonic()
+    with log.open("w") as handle:
+        code = subprocess.run([str(TLZOO), *args], stdout=handle, stderr=subprocess.STDOUT, env=env).returncode
+    return time.monotonic() - started, code, load
+
+
+def summary(run_dir: Path) -> dict:
+    path = run_dir / "summary.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def bench(name: str, work: Path, budget: str, methods: set[str] | None = None) -> list[dict]:
+    data = work / "data" / name
+    if not data.is_dir():
+        DATASETS[name](data)
+    out = work / "runs" / name
+    out.mkdir(parents=True, exist_ok=True)
+    rows = []
+    runs = [("tlzoo train --time " + budget, ["train", str(data), "--time", budget, "--output", str(out / "auto")],
+             out / "auto")]
+    for label, path in RECIPES.items():
+        spec = recipe_spec(path, data, out)
+        runs.append((label, ["run", str(spec), "--output", str(out / path.stem)], out / path.stem))
+    for label, args, run_dir in runs:
+        if methods is not None and run_dir.name not in methods:
+            continue
+        shutil.rmtree(run_dir, ignore_errors=True)
+        cache = work / "caches" / name / run_dir.name
+        shutil.rmtree(cache, ignore_errors=True)
+        wall, code, load = timed(args, cache, out / f"{run_dir.name}.log")
+        result = summary(run_dir)
+        decisions = run_dir / "decisions.json"
+        chosen = json.loads(decisions.read_text())["chosen"] if decisions.is_file() else None
+        rows.append({"dataset": name, "method": label, "code": code, "wall": wall, "load": load,
+                     "test_top1": (result.get("test") or {}).get("top1"),
+                     "val_top1": (result.get("best") or {}).get("val_top1"),
+                     "counts": (result.get("num_train"), result.get("num_val"), (result.get("test") or {}).get("count")),
+                     "chosen": None if chosen is None else f"{chosen['backbone']}, {chosen['recipe']}"})
+        print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
+        shutil.rmtree(cache, ignore_errors=True)
+    return rows
+
+
+def table(rows: list[dict]) -> str:
+    lines = ["| data set (train / val / test) | method | test top-1 | val top-1 | wall | load before | what was chosen |",
+             "|---|---|---:|---:|---:|---|---|"]
+    for row in rows:
+        test = "-" if row["test_top1"] is None else f"{row['test_top1']:.4f}"
+        val = "-" if row["val_top1"] is None else f"{row['val_top1']:.4f}"
+        counts = " / ".join(str(c) for c in row["counts"])
+        fail = "" if row["code"] == 0 else f" (exit {row['code']})"
+        lines.append(f"| {row['dataset']} ({counts}) | {row['method']}{fail} | {test} | {val} | {row['wall']:.0f} s | "
+                     f"{row['load'][0]:.1f} | {row['chosen'] or '-'} |")
+    return "\n".join(lines)
+
+
+def verdicts(rows: list[dict]) -> list[str]:
+    out = []
+    for name in dict.fromkeys(row["dataset"] for row in rows):
+        mine = [r for r in rows if r["dataset"] == name]
+        autos = [r for r in mine if r["method"].startswith("tlzoo train")]
+        auto = autos[0]["test_top1"] if autos else None
+        fixed = [r["test_top1"] for r in mine if r not in autos and r["test_top1"] is not None and r["code"] == 0]
+        if auto is None or not fixed:
+            out.append(f"- {name}: incomplete")
+            continue
+        bar = max(fixed) - 0.005
+        out.append(f"- {name}: tlzoo train {auto:.4f} against the better fixed recipe's {max(fixed):.4f}: target "
+                   f"(>= {bar:.4f}) {'met' if auto >= bar else 'missed'}; wall {autos[0]['wall']:.0f} s")
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--time", default="10m")
+    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--work", type=Path, default=Path("/tmp/tlzoo-auto-bench"))
+    parser.add_argument("--methods", default=None, help="run only these: auto, flowers12, flowers12_lite2")
+    parser.add_argument("--no-append", action="store_true")
+    args = parser.parse_args()
+    started, load = time.monotonic(), os.getloadavg()
+    rows = []
+    for name in args.datasets.split(","):
+        rows += bench(name, args.work, args.time, None if args.methods is None else set(args.methods.split(",")))
+    text = io.StringIO()
+    text.write(f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: tlzoo train --time {args.time} against "
+               "the fixed recipes (benchmarks/auto_train_bench.py)\n\n")
+    text.write(f"{cpu_name()}; {os.cpu_count()} cores; {platform.python_version()}; each method in its own process "
+               f"with an empty activation cache. Load average before {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; "
+               f"after {', '.join(f'{v:.2f}' for v in os.getloadavg())}; the bench took "
+               f"{(time.monotonic() - started) / 60:.0f} min.\n\n")
+    text.write(table(rows) + "\n\n" + "\n".join(verdicts(rows)) + "\n")
+    print(text.getvalue())
+    if not args.no_append:
+        with RESULTS.open("a") as handle:
+            handle.write(text.getvalue())
+
+
+def cpu_name() -> str:
+    for line in Path("/proc/cpuinfo").read_text().splitlines():
+        if line.startswith("model name"):
+            return line.split(":", 1)[1].strip()
+    return platform.processor() or "unknown CPU"
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,86 @@
+"""What each step of `tlzoo train` will cost on this machine, from the measured speeds (tlzoo.auto.throughput).
+
+Estimates err on the long side (fixed costs are added generously): the budget
+is a promise, and a step that ends early only leaves time unused.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from tlzoo.auto.throughput import FinetuneSpeed, Speed
+
+REPORT_S = 10.0  # report.html: matplotlib's import, figures, thumbnails of the top losses, per_image.csv
+FOLD_S = 5.0  # folding BatchNorm into a fresh model's convolutions before its first image pass (lite0: 2-7 s)
+RUN_OVERHEAD_S = 4.0  # a run's start and end: spec, run directory, loggers, summary
+CHECKPOINT_BYTES_PER_S = 50e6  # best and last written each epoch (safetensors, fsync)
+EPOCH_OVERHEAD_S = 0.5  # an epoch's fixed cost: its validation, metrics lines, the writes' fsync
+HEAD_EPOCH_IMAGE_S = 2e-5  # an epoch of a head on cached features, per image (reading the cache, the step)
+PROBE_FIT_UNIT_S = 3e-9  # the probe's fit (3-fold CV over 3 penalties, then the fit), per sample x feature x class
+
+
+@dataclass(frozen=True)
+class Sizes:
+    train: int
+    val: int
+    test: int  # 0 without a test split
+    classes: int
+
+    @property
+    def searched(self) -> int:
+        """Images the search reads: train and validation, never test."""
+        return self.train + self.val
+
+
+def probe_s(speed: Speed, sizes: Sizes) -> float:
+    """Features of train and val through the whole backbone, and the probe's fit on them."""
+    fit = PROBE_FIT_UNIT_S * sizes.train * speed.num_features * max(sizes.classes, 8)
+    return speed.features_s(sizes.searched) + FOLD_S + fit + 1.0
+
+
+def checkpoints_s(speed: Speed, epochs: int) -> float:
+    """Each epoch's fixed cost and its best and last checkpoints (on a shared 2-core machine, a head-only epoch
+    on cached lite0 features took 1.6-2.4 s, nearly all of it this)."""
+    return epochs * (EPOCH_OVERHEAD_S + 2 * speed.parameters * 4 / CHECKPOINT_BYTES_PER_S)
+
+
+def finish_s(speed: Speed, sizes: Sizes) -> float:
+    """The end of a final run: the test split through the best model, then the report with its data findings
+    (tlzoo.engine.data_findings: the pretrained features of the test split too, perceptual hashes of every
+    image, an out-of-fold probe over all of them)."""
+    test_pass = FOLD_S + sizes.test * (speed.forward_s + speed.load_s) if sizes.test else 0.0
+    images = sizes.searched + sizes.test
+    findings = (test_pass + images * speed.load_s
+                + PROBE_FIT_UNIT_S * images * speed.num_features * max(sizes.classes, 8))
+    return test_pass + REPORT_S + findings
+
+
+def final_head_s(speed: Speed, sizes: Sizes, epochs: int) -> float:
+    """A head-only final run whose features are in the cache: build, scan (test included), epochs, end."""
+    scanned = sizes.searched + sizes.test
+    return (speed.build_s + scanned * speed.load_s + epochs * sizes.searched * HEAD_EPOCH_IMAGE_S
+            + checkpoints_s(speed, epochs) + trust_s(speed, sizes, False) + finish_s(speed, sizes) + RUN_OVERHEAD_S)
+
+
+def finetune_epoch_s(tune: FinetuneSpeed, sizes: Sizes) -> float:
+    return sizes.train * tune.step_s + sizes.val * tune.top_s
+
+
+def trust_s(speed: Speed, sizes: Sizes, fine_tuned: bool) -> float:
+    """Every run's calibration after training (tlzoo.engine.trust_fit): from the cache for a head, else a pass
+    over the validation images and a subset of the training ones (counted whole, to err long)."""
+    return FOLD_S + sizes.searched * (speed.forward_s + speed.load_s) if fine_tuned else 2.0
+
+
+def finetune_trial_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int) -> float:
+    """A fine-tune trial: its frozen prefix once over train and val (then cached), its epochs, its calibration."""
+    prefix = FOLD_S + sizes.searched * (tune.prefix_s + speed.load_s)
+    return (speed.build_s + prefix + epochs * finetune_epoch_s(tune, sizes) + checkpoints_s(speed, epochs)
+            + trust_s(speed, sizes, True) + RUN_OVERHEAD_S)
+
+
+def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int) -> float:
+    """The final fine-tune, its prefix in the cache since its trial: build, scan, epochs, test, report."""
+    scanned = sizes.searched + sizes.test
+    return (speed.build_s + scanned * speed.load_s + epochs * finetune_epoch_s(tune, sizes)
+            + checkpoints_s(speed, epochs) + trust_s(speed, sizes, True) + finish_s(speed, sizes) + RUN_OVERHEAD_S)

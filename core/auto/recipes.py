@@ -1,0 +1,75 @@
+"""The specs `tlzoo train` tries and writes: ordinary run specs, as a user would write them.
+
+Every candidate starts from the demo's recipe (examples/flowers12.json: AdamW,
+weight decay 1e-4, cosine, label smoothing 0.1, batch 32, no augmentation, so
+the frozen features and prefixes come from the activation cache), and changes
+only what the search decides: the backbone, the strategy (head only, or the
+top `groups` backbone groups with the head, as examples/flowers12_lite2.json),
+the learning rate and the epochs.
+"""
+
+from __future__ import annotations
+
+import copy
+from dataclasses import dataclass
+
+DEFAULT_LR = 3e-3
+WEIGHT_DECAY = 1e-4
+LABEL_SMOOTHING = 0.1
+BATCH_SIZE = 32
+HEAD_EPOCHS = 10
+FINETUNE_LR_MAX = 3e-3  # the fine-tuned groups get lr x BACKBONE_LR_MULT: a head lr above this moves them too far
+BACKBONE_LR_MULT = 0.5  # as examples/flowers12_lite2.json
+FINETUNE_STEPS = 54  # optimizer steps of a fine-tune: the lite2 example's 3 epochs of 576 images, batch 32
+FINETUNE_EPOCHS = (3, 8)  # at least / at most
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """One candidate's training choices (the backbone apart)."""
+
+    groups: int  # backbone groups from the top that train; 0: head only
+    lr: float
+    epochs: int
+
+    @property
+    def strategy(self) -> dict | str:
+        return "head_only" if self.groups == 0 else {"name": "partial", "options": {"groups": self.groups}}
+
+    def describe(self) -> str:
+        what = "head only" if self.groups == 0 else f"top {self.groups} groups + head"
+        return f"{what}, lr {self.lr:g}, {self.epochs} epochs"
+
+
+def base_spec(name: str, reader: dict, seed: int, output: str) -> dict:
+    return {
+        "name": name,
+        "data": {"reader": copy.deepcopy(reader), "batch_size": BATCH_SIZE, "augment": "none"},
+        "train": {"strategy": "head_only", "epochs": HEAD_EPOCHS, "label_smoothing": LABEL_SMOOTHING,
+                  "optimizer": {"name": "adamw", "lr": DEFAULT_LR, "weight_decay": WEIGHT_DECAY},
+                  "scheduler": {"name": "cosine"}, "seed": seed},
+        "output": output,
+    }
+
+
+def candidate_spec(base: dict, backbone: str, recipe: Recipe) -> dict:
+    spec = copy.deepcopy(base)
+    spec["backbone"] = {"name": backbone, "weights": "pretrained"}
+    train = spec["train"]
+    train["strategy"] = recipe.strategy
+    train["epochs"] = recipe.epochs
+    train["optimizer"]["lr"] = recipe.lr
+    if recipe.groups:
+        train["backbone_lr_mult"] = BACKBONE_LR_MULT
+    return spec
+
+
+def finetune_epochs(train_images: int) -> int:
+    """Epochs that give a fine-tune about FINETUNE_STEPS optimizer steps, within FINETUNE_EPOCHS."""
+    steps_per_epoch = max(1, -(-train_images // BATCH_SIZE))
+    low, high = FINETUNE_EPOCHS
+    return max(low, min(high, -(-FINETUNE_STEPS // steps_per_epoch)))
+
+
+def finetune_lr(head_lr: float) -> float:
+    return min(head_lr, FINETUNE_LR_MAX)

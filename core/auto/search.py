@@ -1,0 +1,293 @@
+"""The search of `tlzoo train`: from measured speeds to one chosen spec, on the validation split only.
+
+1. Speed: build every candidate backbone and time it (tlzoo.auto.throughput).
+2. Probe: cheapest first, each candidate that the budget can pay for gets
+   `rank`'s linear probe on its pooled features, through the activation cache.
+   The best probe wins; a costlier backbone must beat a cheaper one by more than
+   one validation image, or the cheaper one is kept.
+3. Head: the learning rate and epochs of a head on those cached features
+   (tlzoo.auto.head_sweep).
+4. Fine-tune: while the budget pays for a trial and the final run after it,
+   train the top 2 (then 3, ...) backbone groups with the head as a real run;
+   a trial is kept when it validates better than the best so far (it measures
+   the candidate itself, where the probe only stands in for it).
+
+Each step is a row of the Decisions; what the budget could not pay for is a
+row too, with its estimate. The test split is not part of any spec here.
+"""
+
+from __future__ import annotations
+
+import copy
+import sys
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+from tlzoo.auto import estimates
+from tlzoo.auto.budget import Budget
+from tlzoo.auto.decisions import Decisions, Row
+from tlzoo.auto.head_sweep import sweep_head
+from tlzoo.auto.recipes import BATCH_SIZE, DEFAULT_LR, HEAD_EPOCHS, LABEL_SMOOTHING, WEIGHT_DECAY, Recipe, \
+    candidate_spec, finetune_epochs, finetune_lr
+from tlzoo.auto.throughput import BATCH, Speed, measure_finetune, measure_speed
+from tlzoo.engine.extras import RunExtras
+from tlzoo.engine.run import run_spec
+from tlzoo.errors import TlzooError
+from tlzoo.engine.features import pooled_features
+from tlzoo.probe.ranking import unavailable
+from tlzoo.runtime.device import one_thread
+from tlzoo.probe.scores import linear_probe
+from tlzoo.spec import resolve_spec
+
+FINETUNE_GROUPS = (2, 3, 4)  # tried in this order while each beats the one before
+MAX_SLOWDOWN = 4.0
+
+
+@dataclass
+class Search:
+    budget: Budget
+    registry: object
+    base: dict  # the spec every candidate starts from (tlzoo.auto.recipes.base_spec), without a test split
+    data: object  # the search's LabelledData: train and validation
+    sizes: estimates.Sizes
+    load_s: float  # seconds to read one image, from the scan
+    scratch: Path  # trial run directories, removed at the end
+    decisions: Decisions
+    log: Callable[[str], None]
+    trial_stream: object = None
+    slowdown: float = 1.0  # how much slower than estimated the steps so far ran (>= 1): later estimates grow by it
+
+    def resolve(self, spec: dict):
+        return resolve_spec(spec, self.registry, Path.cwd(), "tlzoo train")
+
+    def images(self, correct: int) -> str:
+        return f"{correct} of {self.sizes.val}"
+
+    def scaled(self, estimate: float) -> float:
+        return estimate * self.slowdown
+
+    def observe(self, estimate: float, seconds: float) -> None:
+        """A step took `seconds` against its unscaled `estimate`: a machine busier than when it was measured
+        makes the rest slower too. Faster than estimated (a warm cache) changes nothing, so warm and cold
+        runs choose alike; the factor is capped, one odd step must not starve the search."""
+        if estimate > 0:
+            self.slowdown = min(MAX_SLOWDOWN, max(self.slowdown, seconds / estimate))
+
+
+@dataclass
+class Choice:
+    backbone: str
+    recipe: Recipe
+    correct: int  # validation images right, as the search measured the choice
+    speed: Speed
+    final_s: float  # the final run's estimate
+    finish_s: float  # of which the end (test split, report)
+
+
+def measure_candidates(search: Search, candidates, offline: bool) -> list[Speed]:
+    speeds = []
+    for candidate in candidates:
+        started = search.budget.elapsed()
+        reason = unavailable(candidate, search.base, offline)
+        if reason is None:
+            try:
+                spec = candidate_spec(search.base, candidate.name, Recipe(0, DEFAULT_LR, HEAD_EPOCHS))
+                speed = measure_speed(search.resolve(spec), search.data, search.load_s)
+            except TlzooError as exc:  # weights that cannot be had here, a backbone that does not build
+                reason = str(exc).splitlines()[0]
+        if reason is not None:
+            search.decisions.add(Row("speed", candidate.name, None, None, False, f"not usable: {reason}"))
+            search.log(f"{candidate.name}: skipped ({reason})")
+            continue
+        speeds.append(speed)
+        pass_s = speed.features_s(search.sizes.searched)
+        search.decisions.add(Row("speed", candidate.name, None, search.budget.elapsed() - started, True,
+                                 f"{1 / speed.forward_s:.0f} images/s through the backbone, so one pass over the "
+                                 f"{search.sizes.searched} train and val images takes about {pass_s:.0f} s"))
+        search.log(f"{candidate.name}: {1 / speed.forward_s:.0f} images/s; one pass over the data about "
+                   f"{pass_s:.0f} s")
+    if not speeds:
+        raise TlzooError("no candidate backbone can be used here (each is listed above with the reason)",
+                         "tlzoo list backbones --offline shows the backbones whose weights are on this machine")
+    return speeds
+
+
+def check_one_pass(search: Search, speeds: list[Speed]) -> None:
+    """Refuse a budget that cannot pay for even one pass over the data with the cheapest backbone."""
+    cheapest = min(speeds, key=lambda s: estimates.probe_s(s, search.sizes))
+    need = estimates.probe_s(cheapest, search.sizes) + estimates.final_head_s(cheapest, search.sizes, HEAD_EPOCHS)
+    if not search.budget.affords(need):
+        spent = search.budget.elapsed()
+        raise TlzooError(
+            f"the budget of {search.budget.seconds:.0f} s cannot pay for one pass over the {search.sizes.searched} "
+            f"images: with {cheapest.backbone}, the fastest candidate, that pass and the final run need about "
+            f"{need:.0f} s on this machine, and {spent:.0f} s went to starting up and reading the data",
+            f"give --time {suggest_minutes(spent + need)} or more")
+
+
+def suggest_minutes(seconds: float) -> str:
+    return f"{max(1, -(-int(seconds * 1.2) // 60))}m"
+
+
+def probe_candidates(search: Search, speeds: list[Speed]) -> list[tuple[Speed, object, int]]:
+    """(speed, features, correct validation images) of each candidate probed, cheapest first."""
+    probed = []
+    for speed in sorted(speeds, key=lambda s: (estimates.probe_s(s, search.sizes), s.backbone)):
+        raw = estimates.probe_s(speed, search.sizes)
+        estimate = search.scaled(raw)
+        reserve = search.scaled(max([estimates.final_head_s(s, search.sizes, HEAD_EPOCHS) for s, _, _ in probed]
+                                    + [estimates.final_head_s(speed, search.sizes, HEAD_EPOCHS)]))
+        if not search.budget.affords(estimate, reserve):
+            search.decisions.add(Row("probe", speed.backbone, None, None, False,
+                                     f"not probed: its features and probe need about {estimate:.0f} s; "
+                                     f"{max(0.0, search.budget.left() - reserve):.0f} s were left after keeping "
+                                     f"{reserve:.0f} s for the final run", estimate))
+            search.log(f"{speed.backbone}: not probed (about {estimate:.0f} s; the budget cannot pay for it)")
+            continue
+        search.budget.charge(estimate)
+        search.log(f"probing {speed.backbone} (about {estimate:.0f} s)")
+        started = search.budget.elapsed()
+        spec = candidate_spec(search.base, speed.backbone, Recipe(0, DEFAULT_LR, HEAD_EPOCHS))
+        features = pooled_features(search.resolve(spec), search.data, search.log)
+        with one_thread():
+            probe = linear_probe(features.train_x, features.train_y, features.val_x, features.val_y,
+                                 features.num_classes)
+        correct = round(probe.top1 * search.sizes.val)
+        seconds = search.budget.elapsed() - started
+        search.observe(raw, seconds)
+        probed.append((speed, features, correct))
+        row = search.decisions.add(Row("probe", speed.backbone, probe.top1, seconds, False, "", estimate))
+        row.reason = f"linear probe (L2 {probe.l2:g}) on pooled features" + (" from the cache" if features.cached
+                                                                             else "")
+        search.log(f"{speed.backbone}: probe top-1 {probe.top1:.4f} ({search.images(correct)}), {seconds:.1f} s")
+    return probed
+
+
+def choose_backbone(search: Search, probed) -> tuple[Speed, object, int]:
+    """The best probe, unless a cheaper backbone is within one validation image of it."""
+    if not probed:
+        raise TlzooError("the budget could not pay for probing any backbone (see the estimates above)",
+                         f"give more --time, e.g. --time {suggest_minutes(2 * search.budget.seconds)}")
+    best = max(probed, key=lambda item: item[2])
+    chosen = next(item for item in probed if item[2] >= best[2] - 1)  # probed is cheapest first
+    probe_rows = {row.candidate: row for row in search.decisions.rows if row.step == "probe" and row.seconds}
+    cost = {speed.backbone: estimates.probe_s(speed, search.sizes) for speed, _, _ in probed}
+    for speed, _, correct in probed:
+        row = probe_rows[speed.backbone]
+        ratio = cost[speed.backbone] / cost[chosen[0].backbone]
+        if speed is chosen[0]:
+            row.kept = True
+            row.reason += ("; best probe" if chosen is best else
+                           f"; kept: within one image of the best probe ({best[0].backbone}, "
+                           f"{search.images(best[2])}) at {cost[speed.backbone] / cost[best[0].backbone]:.2f}x "
+                           "its cost")
+        elif correct > chosen[2]:
+            row.reason += (f"; dropped: {correct - chosen[2]} image better than {chosen[0].backbone} at "
+                           f"{ratio:.1f}x its cost")
+        else:
+            below = f"{chosen[2] - correct} image(s) below" if correct < chosen[2] else "no better than"
+            row.reason += f"; dropped: {below} {chosen[0].backbone}" + (f" at {ratio:.1f}x its cost" if ratio > 1
+                                                                         else "")
+    search.log(f"backbone: {chosen[0].backbone} ({search.images(chosen[2])} by the probe)")
+    return chosen
+
+
+def choose_head(search: Search, speed: Speed, features) -> tuple[Recipe, int]:
+    started = search.budget.elapsed()
+    spec = search.base["train"]
+    sweep = sweep_head(features, spec["seed"], LABEL_SMOOTHING, WEIGHT_DECAY, BATCH_SIZE)
+    point = sweep.chosen
+    recipe = Recipe(0, point.lr, point.epochs)
+    search.decisions.add(Row("head sweep", f"{speed.backbone}, {recipe.describe()}", point.val_top1,
+                             search.budget.elapsed() - started, True,
+                             f"{sweep.reason}; {len(sweep.points)} settings of lr and epochs on the cached features"))
+    search.log(f"head: {recipe.describe()}: val top-1 {point.val_top1:.4f} ({search.images(point.correct)})")
+    return recipe, point.correct
+
+
+def choose_recipe(search: Search, speed: Speed, head: Recipe, head_correct: int) -> Choice:
+    """Head only, or the top groups fine-tuned: each fine-tune trial is a real run, kept when it wins."""
+    sizes = search.sizes
+    finish = estimates.finish_s(speed, sizes)  # what follows the last epoch: calibration, test split, report
+    best = Choice(speed.backbone, head, head_correct, speed, estimates.final_head_s(speed, sizes, head.epochs),
+                  finish + estimates.trust_s(speed, sizes, False))
+    epochs, lr = finetune_epochs(sizes.train), finetune_lr(head.lr)
+    for groups in FINETUNE_GROUPS:
+        if groups >= speed.groups:
+            break
+        recipe = Recipe(groups, lr, epochs)
+        name = f"{speed.backbone}, {recipe.describe()}"
+        # measuring a fine-tune builds the model and times 3 prefix passes and 3 steps of 32: about twice this
+        measuring = search.scaled(2 * (speed.build_s + 3 * BATCH * speed.forward_s))
+        if not search.budget.affords(measuring, search.scaled(best.final_s)):
+            search.decisions.add(Row("fine-tune trial", name, None, None, False,
+                                     f"not measured: {max(0.0, search.budget.left()):.0f} s were left, the final "
+                                     f"run needs about {search.scaled(best.final_s):.0f} s", measuring))
+            if groups == FINETUNE_GROUPS[0]:
+                search.decisions.notes.append("The budget could not pay for a fine-tune, so the head was trained "
+                                              "on the frozen backbone.")
+                search.log("the budget cannot pay for a fine-tune: training the head")
+            break
+        resolved = search.resolve(trial_spec(search, speed.backbone, recipe))
+        search.budget.charge(measuring)
+        tune = measure_finetune(resolved, search.data, groups)
+        raw_trial = estimates.finetune_trial_s(speed, tune, sizes, epochs)
+        trial_s, final_s = search.scaled(raw_trial), estimates.final_finetune_s(speed, tune, sizes, epochs)
+        if not search.budget.affords(trial_s, search.scaled(max(final_s, best.final_s))):
+            final_s = search.scaled(final_s)
+            why = (f"not tried: its trial needs about {trial_s:.0f} s and its final run about {final_s:.0f} s; "
+                   f"{max(0.0, search.budget.left()):.0f} s were left")
+            search.decisions.add(Row("fine-tune trial", name, None, None, False, why, trial_s))
+            if groups == FINETUNE_GROUPS[0]:
+                search.decisions.notes.append(f"The budget could not pay for a fine-tune (top {groups} groups: "
+                                              f"about {trial_s + final_s:.0f} s for its trial and final run), so "
+                                              "the head was trained on the frozen backbone.")
+                search.log(f"the budget cannot pay for a fine-tune (about {trial_s + final_s:.0f} s): training "
+                           "the head")
+            break
+        search.budget.charge(trial_s)
+        search.log(f"fine-tune trial: {name} (about {trial_s:.0f} s)")
+        started = search.budget.elapsed()
+        result = run_trial(search, resolved, f"trial-top{groups}", search.scaled(max(final_s, best.final_s)))
+        seconds = search.budget.elapsed() - started
+        search.observe(raw_trial, seconds)
+        best_val = (result.summary.get("best") or {}).get("val_top1")
+        correct = -1 if best_val is None else round(best_val * sizes.val)
+        cut = result.summary.get("stopped_early")
+        row = search.decisions.add(Row("fine-tune trial", name, best_val, seconds, False, "", trial_s))
+        search.log(f"{name}: val top-1 {best_val if best_val is not None else float('nan'):.4f} "
+                   f"({search.images(correct)}), {seconds:.1f} s" + (" (cut short by the budget)" if cut else ""))
+        if correct > best.correct:  # a trial measures the candidate itself: one image more is a real gain
+            row.kept, row.reason = True, (f"{correct - best.correct} images better than "
+                                          f"{best.recipe.describe()}" + (" (cut short by the budget)" if cut else ""))
+            best = Choice(speed.backbone, recipe, correct, speed, final_s,
+                          finish + estimates.trust_s(speed, sizes, True))
+            continue
+        row.reason = f"not better than {best.recipe.describe()} ({search.images(best.correct)})"
+        break
+    return best
+
+
+def trial_spec(search: Search, backbone: str, recipe: Recipe) -> dict:
+    spec = candidate_spec(search.base, backbone, recipe)
+    spec["report"] = {"enabled": False}
+    spec["output"] = str(search.scratch)
+    return spec
+
+
+def run_trial(search: Search, resolved, name: str, reserve: float):
+    """A trial as an ordinary run in the scratch folder, on the data already scanned; cut short when an epoch
+    more would leave less than `reserve` seconds for the final run."""
+    from tlzoo.auto.deadline import DeadlineHook
+
+    hook = DeadlineHook(search.budget, reserve, search.log, "trial")
+    extras = RunExtras(data=search.data, epoch_hooks=[hook])
+    return run_spec(resolved, search.scratch / name, stream=search.trial_stream or sys.stderr, extras=extras)
+
+
+def final_spec(search: Search, choice: Choice, reader: dict, output: str) -> dict:
+    spec = candidate_spec(search.base, choice.backbone, choice.recipe)
+    spec["data"]["reader"] = copy.deepcopy(reader)
+    spec["output"] = output
+    return spec

@@ -1,0 +1,118 @@
+"""This machine's speed, measured before anything is decided: what each candidate's steps will cost.
+
+One batch of random images at the backbone's input size through the model as a
+run builds it (device, precision, channels_last), after one warm-up batch of the
+same shape (the first call creates the kernels' primitives and is slow). Reading
+an image (decode, resize) costs what the data scan measured per image. A
+fine-tune is timed the same way: the frozen prefix once, then forward and
+backward through the trainable top and the head.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass
+
+import torch
+
+from tlzoo.engine.setup import model_setup
+from tlzoo.model.backbone import count_parameters
+from tlzoo.model.freeze import apply_plan
+from tlzoo.runtime.device import autocast
+
+BATCH = 16  # the whole backbone's batch: per image, a batch of 8 measured up to twice a run's batch of 32
+STEP_BATCH = 32  # a training step at the runs' batch size (tlzoo.auto.recipes.BATCH_SIZE), on repeated activations
+
+
+@dataclass
+class Speed:
+    """Seconds per image of one backbone on this machine."""
+
+    backbone: str
+    build_s: float  # building the model (weights read), per build
+    forward_s: float  # the whole backbone without grad (features, validation, the test split)
+    load_s: float  # reading one image (the scan's decode, per image)
+    parameters: int = 0  # of the whole model (checkpoint sizes)
+    num_features: int = 0  # pooled features (the probe's width)
+    groups: int = 0  # backbone parameter groups (the head not counted)
+
+    def features_s(self, images: int) -> float:
+        """One pass of `images` through the whole backbone, images read from disk."""
+        return self.build_s + images * (self.forward_s + self.load_s)
+
+
+@dataclass
+class FinetuneSpeed:
+    """Seconds per image of a fine-tune of the top groups."""
+
+    groups: int
+    prefix_s: float  # the frozen prefix (once per image: the cache keeps its output)
+    step_s: float  # forward and backward of the trainable top and head, per training image
+    top_s: float  # forward of the top without grad, per validation image
+
+
+def timed(call, repeats: int = 2) -> float:
+    """Seconds of one call: the fastest of `repeats` after a warm-up (the first call of a shape builds its
+    kernels); the fastest, because on a shared machine a slower one measures the neighbours, not the model."""
+    call()
+    best = float("inf")
+    for _ in range(repeats):
+        started = time.perf_counter()
+        call()
+        best = min(best, time.perf_counter() - started)
+    return best
+
+
+def random_batch(setup, size: int = BATCH) -> torch.Tensor:
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(size, *setup.built.data_config.input_size, generator=generator)
+    return x.to(setup.device).contiguous(memory_format=torch.channels_last)
+
+
+def measure_speed(resolved, data, load_s: float) -> Speed:
+    """Build the spec's model and time a batch through the whole backbone (`resolved`: a head-only spec)."""
+    started = time.perf_counter()
+    setup = model_setup(resolved, data)
+    build_s = time.perf_counter() - started
+    model = setup.built.model.eval()
+    x = random_batch(setup)
+
+    def forward():
+        with torch.inference_mode(), autocast(setup.precision, setup.device):
+            model.forward_stages(x)
+
+    seconds = timed(forward)
+    return Speed(resolved.backbone.name, build_s, seconds / x.shape[0], load_s, count_parameters(model),
+                 model.num_features, model.num_groups - 1)
+
+
+def measure_finetune(resolved, data, groups: int) -> FinetuneSpeed:
+    """Time one training step of `resolved` (a partial spec) on a batch of its frozen prefix's output."""
+    setup = model_setup(resolved, data)
+    model, plan = setup.built.model, setup.plans[0]
+    x = random_batch(setup)
+    k = plan.frozen_stages
+
+    def prefix():
+        with torch.no_grad(), autocast(setup.precision, setup.device):
+            return model.forward_stages(x, 0, k).float()
+
+    model.eval()
+    prefix_s = timed(prefix)
+    # the step at the runs' batch size; the prefix ran on BATCH images only, its output repeated
+    activations = prefix().repeat(-(-STEP_BATCH // x.shape[0]), *([1] * (x.ndim - 1)))[:STEP_BATCH]
+    apply_plan(model, plan, resolved.spec.train.bn)
+
+    def step():
+        model.zero_grad(set_to_none=True)
+        model.head(model.forward_stages(activations, k)).logsumexp(1).mean().backward()
+
+    step_s = timed(step)
+    model.eval()
+
+    def top():
+        with torch.inference_mode(), autocast(setup.precision, setup.device):
+            model.head(model.forward_stages(activations, k))
+
+    top_s = timed(top)
+    return FinetuneSpeed(groups, prefix_s / x.shape[0], step_s / STEP_BATCH, top_s / STEP_BATCH)

@@ -1,0 +1,199 @@
+"""`tlzoo train DATA --time 10m`: from a folder of photos to the best model the budget can find.
+
+Read and scan DATA (tlzoo.auto.layout), measure this machine, search on the
+validation split (tlzoo.auto.search), then train the chosen spec as an ordinary
+run whose directory also holds decisions.json and a report section saying how
+the model was chosen. The test split enters only that final run's spec.
+
+Ctrl-C or SIGTERM during the search stops at once and keeps nothing (trial runs
+live in a scratch folder that is removed); during the final run the engine saves
+a resumable `last` as `tlzoo run` does.
+"""
+
+from __future__ import annotations
+
+import re
+import shutil
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from tlzoo.auto import estimates
+from tlzoo.auto.budget import OVERRUN, Budget, clock_text, parse_duration
+from tlzoo.auto.deadline import DeadlineHook
+from tlzoo.auto.decisions import DECISIONS_FILE, Decisions, Row
+from tlzoo.auto.layout import Layout, check_usable, detect_layout, summary_line
+from tlzoo.auto.recipes import base_spec
+from tlzoo.auto.search import Search, check_one_pass, choose_backbone, choose_head, choose_recipe, final_spec, \
+    measure_candidates, probe_candidates
+from tlzoo.cache import run_cache_scope
+from tlzoo.data.class_mapping import map_splits
+from tlzoo.data.labelled import labelled_from
+from tlzoo.engine.extras import RunExtras
+from tlzoo.engine.run import run_spec
+from tlzoo.errors import TlzooError
+from tlzoo.rundir import outputs
+from tlzoo.runtime.device import configure_threads, resolve_device
+from tlzoo.runtime.interrupts import Interrupted, StopRequest, signal_name
+from tlzoo.runtime.precision import resolve_precision
+from tlzoo.spec import resolve_spec
+
+
+FINISH_MARGIN_S = 5.0  # kept free after the final run's last epoch, on top of the estimate of its end
+
+
+class PrefixedStream:
+    """The trial runs' own progress lines, indented under the search's."""
+
+    def __init__(self, stream, prefix: str = "    | "):
+        self.stream, self.prefix, self.pending = stream, prefix, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.stream.write(self.prefix + line + "\n")
+        return len(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+    def isatty(self) -> bool:
+        return False
+
+
+def run_name(source: Path) -> str:
+    name = re.sub(r"[^\w.-]+", "_", source.stem if source.is_file() else source.name).strip("._")[:80]
+    return name or "train"
+
+
+def machine() -> dict:
+    cpu = "unknown CPU"
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    except OSError:
+        pass
+    device = resolve_device("auto")
+    return {"cpu": cpu, "device": str(device), "threads": torch.get_num_threads(),
+            "precision": resolve_precision("auto", device)}
+
+
+def check_output(output: Path | None) -> None:
+    """Fail before the search, not after it, on an --output that `tlzoo run` would refuse."""
+    if output is not None and output.exists() and (not output.is_dir() or any(output.iterdir())):
+        raise TlzooError(f"--output {output} is a file or already holds files",
+                         "pass a new or empty folder, or leave --output out to get a fresh run directory")
+
+
+def read_data(layout: Layout, registry, log):
+    """The search's data (train and val, scanned) and seconds per image of the scan; the test split only counted."""
+    def listing(reader: dict):
+        return resolve_spec({"data": {"reader": reader}}, registry, Path.cwd(), "tlzoo train").reader.build(Path.cwd())
+
+    output = listing(layout.reader)
+    check_usable(output, layout)
+    started = time.perf_counter()
+    data = labelled_from(output)
+    images = len(data.train) + len(data.val) + len(data.skipped)
+    load_s = (time.perf_counter() - started) / max(1, images)
+    test_count = None
+    if layout.test is not None:  # the file names only: no test image is opened before the final run
+        final = listing(layout.final_reader())
+        map_splits(final)  # a test label that names no training class fails now, not after the search
+        test_count = len(final.test or [])
+    return data, load_s, test_count
+
+
+def train(data: str | Path, time_budget: str | float = "10m", candidates=(), offline: bool = False,
+          test: str | Path | None = None, output: str | Path | None = None, seed: int = 0, registry=None,
+          stream=None, clock=None, already: float = 0.0):
+    """Search, then train the chosen spec; returns the engine's RunResult of the final run.
+
+    `candidates`: tlzoo.probe.ranking.Candidate rows (the CLI passes those whose weights are here);
+    `clock` and `already`: the budget's clock and the seconds spent before the call (the process's age).
+    """
+    from tlzoo.registry import get_registry
+
+    registry = registry or get_registry()
+    stream = stream or sys.stderr
+    budget = Budget(parse_duration(time_budget), clock or time.monotonic, already)
+    log = lambda message: print(f"train [{clock_text(budget.elapsed())}/{clock_text(budget.seconds)}]: {message}",
+                                file=stream, flush=True)  # noqa: E731
+    output = None if output is None else Path(output).expanduser()
+    check_output(output)
+    if not candidates:
+        raise TlzooError("no candidate backbone", "pass --backbones PATTERN, or install weights "
+                                                  "(tlzoo list backbones --offline shows those here)")
+    configure_threads(keep_buffers=False)
+    layout = detect_layout(Path(data), None if test is None else Path(test), seed)
+    scratch = Path(tempfile.mkdtemp(prefix="tlzoo-train-"))
+    try:
+        with StopRequest(stream, what="during the search"), run_cache_scope():
+            search_data, load_s, test_count = read_data(layout, registry, log)
+            line = summary_line(layout, search_data, test_count)
+            log(line)
+            sizes = estimates.Sizes(len(search_data.train), len(search_data.val), test_count or 0,
+                                    len(search_data.classes))
+            decisions = Decisions(budget.seconds, seed, line, machine())
+            search = Search(budget, registry, base_spec(run_name(layout.source), layout.reader, seed, "runs"),
+                            search_data, sizes, load_s, scratch, decisions, log, PrefixedStream(stream))
+            choice = run_search(search, list(candidates), offline)
+    except Interrupted as exc:
+        raise Interrupted(exc.signum, f"stopped by {signal_name(exc.signum)} during the search, before any model "
+                                      "was chosen; nothing was kept",
+                          "run the command again: the features computed so far are in the activation cache") from None
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+    return final_run(search, layout, choice, output, stream, log)
+
+
+def run_search(search: Search, candidates, offline: bool):
+    search.log(f"measuring {len(candidates)} candidate backbone(s) on this machine")
+    speeds = measure_candidates(search, candidates, offline)
+    search.budget.start_plan()
+    check_one_pass(search, speeds)
+    speed, features, correct = choose_backbone(search, probe_candidates(search, speeds))
+    head, head_correct = choose_head(search, speed, features)
+    return choose_recipe(search, speed, head, head_correct)
+
+
+def final_run(search: Search, layout: Layout, choice, output: Path | None, stream, log):
+    budget, decisions = search.budget, search.decisions
+    output_root = str((Path.cwd() / "runs").resolve())
+    spec = final_spec(search, choice, layout.final_reader(), output_root)
+    resolved = search.resolve(spec)
+    if search.slowdown > 1:
+        decisions.notes.append(f"Steps ran up to {search.slowdown:.1f}x slower than this machine measured at the "
+                               "start (a busier machine): later estimates were scaled by that factor.")
+    decisions.add(Row("final choice", f"{choice.backbone}, {choice.recipe.describe()}",
+                      choice.correct / max(1, search.sizes.val), None, True,
+                      f"the best validation score the budget could pay for; its final run was estimated at "
+                      f"{search.scaled(choice.final_s):.0f} s", search.scaled(choice.final_s)))
+    decisions.chosen = {"backbone": choice.backbone, "recipe": choice.recipe.describe(),
+                        "strategy": choice.recipe.strategy, "lr": choice.recipe.lr, "epochs": choice.recipe.epochs}
+    log(f"final run: {choice.backbone}, {choice.recipe.describe()} (about {search.scaled(choice.final_s):.0f} s)")
+    hook = DeadlineHook(budget, search.scaled(choice.finish_s) + FINISH_MARGIN_S, log)
+    extras = RunExtras(files={DECISIONS_FILE: decisions.to_json()}, report_sections=[decisions.report_section()],
+                       epoch_hooks=[hook])
+    started = budget.elapsed()
+    result = run_spec(resolved, output, stream=stream, extras=extras)
+    summary = result.summary
+    decisions.final = {
+        "run_dir": str(result.run_dir),
+        "val_top1": (summary.get("best") or {}).get("val_top1"),
+        "test_top1": (summary.get("test") or {}).get("top1"),
+        "best_epoch": summary.get("best_epoch"),
+        "cut_by_budget_after_epoch": hook.cut_at,
+        "seconds": budget.elapsed() - started,
+        "command_seconds": budget.elapsed(),
+        "within_budget": budget.elapsed() <= budget.seconds * (1 + OVERRUN),
+    }
+    outputs.write_json(Path(result.run_dir) / DECISIONS_FILE, decisions.to_json())
+    log(f"done: {budget.status()}; decisions in {Path(result.run_dir) / DECISIONS_FILE}")
+    return result

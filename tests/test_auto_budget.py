@@ -1,0 +1,207 @@
+"""The budget of `tlzoo train` with a fake clock: durations, the two ledgers, what is skipped, the deadline."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from types import SimpleNamespace
+
+import pytest
+import torch
+
+from tlzoo.auto import estimates, search as search_module
+from tlzoo.auto.budget import Budget, parse_duration, process_age
+from tlzoo.auto.deadline import DeadlineHook
+from tlzoo.auto.decisions import Decisions
+from tlzoo.auto.recipes import base_spec
+from tlzoo.auto.search import Search, check_one_pass, choose_backbone, probe_candidates
+from tlzoo.auto.throughput import Speed
+from tlzoo.errors import TlzooError
+
+
+class FakeClock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self) -> float:
+        return self.now
+
+    def advance(self, seconds: float) -> None:
+        self.now += seconds
+
+
+@pytest.mark.parametrize("text, seconds", [("10m", 600), ("90s", 90), ("1h30m", 5400), ("1.5h", 5400),
+                                           ("600", 600), (45, 45), ("2 min", 120)])
+def test_durations(text, seconds):
+    assert parse_duration(text) == seconds
+
+
+@pytest.mark.parametrize("text", ["ten minutes", "10x", "", "5s", "-3m"])
+def test_bad_durations_name_the_option(text):
+    with pytest.raises(TlzooError, match="--time"):
+        parse_duration(text)
+
+
+def test_process_age_counts_the_time_before_the_call():
+    assert 0 < process_age() < 24 * 3600  # this interpreter started a moment ago, not at boot
+
+
+def test_budget_counts_what_was_spent_before_and_keeps_both_ledgers():
+    clock = FakeClock()
+    budget = Budget(100, clock, already=10)
+    assert budget.elapsed() == 10 and budget.left() == 90
+    budget.start_plan()
+    assert budget.affords(80) and not budget.affords(80, reserve=11)
+    budget.charge(60)  # a step that the plan expected to take 60 s
+    clock.advance(5)  # ...took 5 s (its work came out of the cache)
+    assert budget.left() == 85
+    # the plan still counts 60 s: a warm second run affords exactly what the cold first one did
+    assert budget.planned_left() == 30 and not budget.affords(31) and budget.affords(30)
+    clock.advance(70)  # a step that ran far over its estimate: the clock binds
+    assert budget.left() == 15 and budget.shortfall(20) == 5 and not budget.affords(20)
+    assert budget.status() == "1:25 of 1:40 used, 0:15 left"
+
+
+@dataclass
+class Trainer:
+    epochs: int
+    state: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(epoch=1, stopped_early=False))
+
+    @property
+    def config(self):
+        return SimpleNamespace(epochs=self.epochs)
+
+
+def test_deadline_stops_training_when_another_epoch_would_eat_the_reserve():
+    clock, said = FakeClock(), []
+    budget = Budget(100, clock)
+    hook = DeadlineHook(budget, reserve=20, log=said.append)
+    trainer = Trainer(epochs=5)
+    clock.advance(50)
+    hook(trainer, {"seconds": 25})  # 50 left: one more epoch of 25 leaves 25 >= 20
+    assert not trainer.state.stopped_early
+    trainer.state.epoch = 2
+    clock.advance(10)
+    hook(trainer, {"seconds": 25})  # 40 left: 25 more would leave 15 < 20
+    assert trainer.state.stopped_early and hook.cut_at == 2
+    assert "stopping after epoch 2 of 5" in said[-1] and "best epoch so far is kept" in said[-1]
+    last = Trainer(epochs=2)
+    last.state.epoch = 2
+    DeadlineHook(budget, reserve=1000, log=said.append)(last, {"seconds": 25})  # the last epoch: nothing to stop
+    assert not last.state.stopped_early
+
+
+def speed(name: str, forward_s: float) -> Speed:
+    return Speed(name, build_s=1.0, forward_s=forward_s, load_s=0.0, parameters=1000, num_features=16, groups=3)
+
+
+def make_search(clock: FakeClock, seconds: float, tmp_path, sizes=estimates.Sizes(80, 20, 0, 4)) -> Search:
+    budget = Budget(seconds, clock)
+    budget.start_plan()
+    decisions = Decisions(seconds, 0, "data", {"cpu": "test"})
+    base = base_spec("test", {"name": "imagefolder", "options": {}}, 0, "runs")
+    return Search(budget, None, base, SimpleNamespace(classes=list("abcd")), sizes, 0.0, tmp_path, decisions,
+                  lambda message: None)
+
+
+def fake_probing(monkeypatch, clock: FakeClock, correct: dict[str, int], cost: dict[str, float]):
+    """pooled_features takes `cost` seconds on the fake clock; the probe scores `correct` of 20."""
+    def features(resolved, data, log):
+        clock.advance(cost[resolved])
+        return SimpleNamespace(train_x=torch.zeros(2, 2), train_y=torch.zeros(2), val_x=torch.zeros(2, 2),
+                               val_y=torch.zeros(2), num_classes=4, cached=False, name=resolved)
+
+    def probe(train_x, train_y, val_x, val_y, num_classes):
+        return SimpleNamespace(top1=correct[features.last] / 20, l2=0.01)
+
+    def resolve(self, spec):
+        features.last = spec["backbone"]["name"]
+        return features.last
+
+    monkeypatch.setattr(search_module, "pooled_features", features)
+    monkeypatch.setattr(search_module, "linear_probe", probe)
+    monkeypatch.setattr(Search, "resolve", resolve)
+
+
+def test_a_candidate_the_budget_cannot_pay_for_is_not_probed_and_says_why(monkeypatch, tmp_path):
+    clock = FakeClock()
+    fast, slow = speed("fast", 0.05), speed("slow", 1.0)  # one pass over 100 images: 5 s against 100 s
+    search = make_search(clock, 100, tmp_path)
+    fake_probing(monkeypatch, clock, {"fast": 18, "slow": 20}, {"fast": 5, "slow": 100})
+    probed = probe_candidates(search, [slow, fast])
+    assert [item[0].backbone for item in probed] == ["fast"]  # cheapest first; the slow one never started
+    rows = {row.candidate: row for row in search.decisions.rows}
+    assert rows["slow"].seconds is None and rows["slow"].estimate_s == pytest.approx(
+        estimates.probe_s(slow, search.sizes))
+    assert rows["slow"].reason.startswith("not probed: its features and probe need about")
+    assert "for the final run" in rows["slow"].reason
+
+
+def test_choices_do_not_depend_on_a_warm_cache(monkeypatch, tmp_path):
+    """The second of two identical commands reads its features from the cache (0 s on the clock): the plan
+    still charges the estimates, so it skips what the cold first run skipped."""
+    made = []
+    for cost in (None, 0.0):
+        clock = FakeClock()
+        a, b, c = speed("a", 0.05), speed("b", 0.15), speed("c", 0.4)
+        costs = {s.backbone: estimates.probe_s(s, estimates.Sizes(80, 20, 0, 4)) if cost is None else cost
+                 for s in (a, b, c)}
+        search = make_search(clock, 75, tmp_path)
+        fake_probing(monkeypatch, clock, {"a": 18, "b": 19, "c": 20}, costs)
+        made.append([item[0].backbone for item in probe_candidates(search, [a, b, c])])
+    assert made[0] == made[1] == ["a", "b"]
+
+
+def test_a_costlier_backbone_must_win_by_more_than_one_image(monkeypatch, tmp_path):
+    clock = FakeClock()
+    search = make_search(clock, 10_000, tmp_path)
+    cheap, mid, dear = speed("cheap", 0.05), speed("mid", 0.1), speed("dear", 0.3)
+    fake_probing(monkeypatch, clock, {"cheap": 17, "mid": 18, "dear": 20}, {"cheap": 1, "mid": 1, "dear": 1})
+    chosen = choose_backbone(search, probe_candidates(search, [cheap, mid, dear]))
+    assert chosen[0].backbone == "dear"  # 3 images better than cheap, 2 better than mid
+    rows = {row.candidate: row for row in search.decisions.rows}
+    assert rows["dear"].kept and "best probe" in rows["dear"].reason
+    assert not rows["cheap"].kept and "3 image(s) below dear" in rows["cheap"].reason
+
+    clock = FakeClock()
+    search = make_search(clock, 10_000, tmp_path)
+    fake_probing(monkeypatch, clock, {"cheap": 19, "mid": 18, "dear": 20}, {"cheap": 1, "mid": 1, "dear": 1})
+    chosen = choose_backbone(search, probe_candidates(search, [cheap, mid, dear]))
+    assert chosen[0].backbone == "cheap"  # dear is one image better at several times the cost
+    rows = {row.candidate: row for row in search.decisions.rows}
+    assert rows["cheap"].kept and "within one image of the best probe (dear" in rows["cheap"].reason
+    assert "dropped: 1 image better than cheap at" in rows["dear"].reason
+
+
+def test_a_budget_that_cannot_pay_for_one_pass_says_how_long_that_pass_needs(tmp_path):
+    clock = FakeClock()
+    search = make_search(clock, 60, tmp_path, estimates.Sizes(800, 200, 0, 4))
+    with pytest.raises(TlzooError, match="cannot pay for one pass over the 1000 images") as caught:
+        check_one_pass(search, [speed("slow", 0.5), speed("slower", 1.0)])
+    need = estimates.probe_s(speed("slow", 0.5), search.sizes) + estimates.final_head_s(
+        speed("slow", 0.5), search.sizes, 10)
+    assert f"with slow, the fastest candidate, that pass and the final run need about {need:.0f} s" in str(caught.value)
+    assert caught.value.hint.startswith("give --time ")
+    check_one_pass(make_search(FakeClock(), 3600, tmp_path, estimates.Sizes(800, 200, 0, 4)), [speed("slow", 0.5)])
+
+
+def test_no_fine_tune_is_measured_when_the_final_run_would_lose_its_time(monkeypatch, tmp_path):
+    """Measuring a fine-tune costs a model build and a few passes: with the final run's time at stake, it is
+    not started (a measurement that ate that time once left a head trained for one epoch)."""
+    from tlzoo.auto.recipes import Recipe
+    from tlzoo.auto.search import choose_recipe
+
+    def never(*args, **kwargs):
+        raise AssertionError("a fine-tune was measured")
+
+    monkeypatch.setattr(search_module, "measure_finetune", never)
+    monkeypatch.setattr(Search, "resolve", lambda self, spec: spec)
+    clock = FakeClock()
+    search = make_search(clock, 100, tmp_path)
+    fast = speed("fast", 0.05)
+    head = Recipe(0, 3e-3, 10)
+    clock.advance(100 - estimates.final_head_s(fast, search.sizes, 10) - 2)  # the final run and 2 s are left
+    choice = choose_recipe(search, fast, head, 18)
+    assert choice.recipe == head
+    row = search.decisions.rows[-1]
+    assert row.step == "fine-tune trial" and row.reason.startswith("not measured:") and not row.kept
+    assert any("could not pay for a fine-tune" in note for note in search.decisions.notes)

@@ -1,0 +1,174 @@
+"""`tlzoo train DATA`: what DATA is (every layout, tiny generated images), the one-line summary, the refusals."""
+
+from __future__ import annotations
+
+import csv
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from support import make_image_folder
+from tlzoo.auto.layout import detect_layout, summary_line
+from tlzoo.auto.train import read_data
+from tlzoo.errors import TlzooError
+from tlzoo.registry import get_registry
+
+
+def flat_folder(root: Path, counts: dict[str, int]) -> Path:
+    """One folder of class folders, `counts` noisy 8x8 PNGs per class."""
+    rng = np.random.default_rng(len(counts))
+    for name, count in counts.items():
+        (root / name).mkdir(parents=True)
+        for number in range(count):
+            Image.fromarray(rng.integers(0, 255, (8, 8, 3), dtype=np.uint8)).save(root / name / f"{number}.png")
+    return root
+
+
+def listed(tmp_path: Path, kind: str) -> tuple[Path, Path]:
+    """A 3-class tree and a list of all its images in `kind` format ('txt' or 'csv'): (list, tree)."""
+    tree = make_image_folder(tmp_path / "tree", classes=3, per_class=5, val_per_class=0, size=8)
+    images = sorted((tree / "train").rglob("*.png"))
+    path = tmp_path / f"labels.{kind}"
+    if kind == "txt":
+        path.write_text("".join(f"{image.relative_to(tmp_path)} {image.parent.name}\n" for image in images))
+        (tmp_path / "indices.txt").write_text("".join(f"{image.relative_to(tmp_path)} {image.parent.name[-1]}\n"
+                                                      for image in images))  # seed 001's format
+    else:
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["filename", "Class"])
+            writer.writerows([image.relative_to(tmp_path), image.parent.name] for image in images)
+    return path, tree
+
+
+def read(layout):
+    return read_data(layout, get_registry(), lambda message: None)
+
+
+def test_split_folders_with_val_and_test(tmp_path):
+    make_image_folder(tmp_path / "data", classes=3, per_class=4, val_per_class=2, size=8)
+    make_image_folder(tmp_path / "extra", classes=3, per_class=3, val_per_class=0, size=8, seed=1)
+    (tmp_path / "extra" / "train").rename(tmp_path / "data" / "test")
+    layout = detect_layout(tmp_path / "data")
+    assert layout.kind == "split folders"
+    assert layout.reader == {"name": "imagefolder", "options": {"root": str((tmp_path / "data").resolve()),
+                                                                "train": "train", "val": "val"}}
+    assert layout.test == "test" and layout.final_reader()["options"]["test"] == "test"
+    data, load_s, test_count = read(layout)
+    assert (len(data.train), len(data.val), data.test, test_count) == (12, 6, None, 9)
+    assert load_s > 0
+    line = summary_line(layout, data, test_count)
+    assert "3 classes, 12 train / 6 val (from val/), 9 test" in line
+    assert "smallest class 'class0' with 4 training images" in line
+
+
+def test_split_folders_without_val_get_a_stratified_seeded_split(tmp_path):
+    make_image_folder(tmp_path / "data", classes=2, per_class=10, val_per_class=0, size=8)
+    for folder in (tmp_path / "data" / "val").iterdir():
+        folder.rmdir()
+    (tmp_path / "data" / "val").rmdir()
+    layout = detect_layout(tmp_path / "data", seed=3)
+    assert layout.reader["options"] == {"root": str((tmp_path / "data").resolve()), "train": "train",
+                                        "val_split": 0.2, "seed": 3}
+    data, _, test_count = read(layout)
+    assert (len(data.train), len(data.val), test_count) == (16, 4, None)
+    assert sorted(label for _, label in data.val) == [0, 0, 1, 1]  # stratified: 2 of each class
+    again, _, _ = read(detect_layout(tmp_path / "data", seed=3))
+    other, _, _ = read(detect_layout(tmp_path / "data", seed=4))
+    assert again.val == data.val and other.val != data.val
+    assert "no test split" in summary_line(layout, data, test_count)
+
+
+def test_one_folder_of_class_folders(tmp_path):
+    root = flat_folder(tmp_path / "photos", {"cats": 10, "dogs": 5, "owls": 6})
+    layout = detect_layout(root, test=None, seed=0)
+    assert layout.kind == "class folders"
+    assert layout.reader["options"]["train"] == "." and layout.test is None
+    data, _, _ = read(layout)
+    assert data.classes == ["cats", "dogs", "owls"]
+    assert (len(data.train), len(data.val)) == (17, 4)  # round(0.2 n) of each class: 2 + 1 + 1
+    line = summary_line(layout, data, None)
+    assert "a folder of class folders: 3 classes" in line and "smallest class 'dogs' with 4 training images" in line
+
+
+def test_test_option_names_the_held_out_folder(tmp_path):
+    root = flat_folder(tmp_path / "photos", {"a": 5, "b": 5})
+    held = flat_folder(tmp_path / "held", {"a": 2, "b": 3})
+    layout = detect_layout(root, test=held)
+    assert layout.test == str(held.resolve())
+    assert "test" not in layout.reader["options"]
+    _, _, test_count = read(layout)
+    assert test_count == 5
+    (held / "zebra").mkdir()
+    (held / "a" / "0.png").rename(held / "zebra" / "0.png")
+    with pytest.raises(TlzooError, match="class 'zebra' in test is not in the class list"):
+        read(layout)  # before any search, not after it
+
+
+@pytest.mark.parametrize("kind", ["txt", "csv"])
+def test_lists(tmp_path, kind):
+    path, _ = listed(tmp_path, kind)
+    layout = detect_layout(path, seed=1)
+    assert layout.kind == ("txt list" if kind == "txt" else "csv")
+    options = layout.reader["options"]
+    assert options["train"] == str(path.resolve()) and options["val_split"] == 0.2 and options["seed"] == 1
+    if kind == "csv":
+        assert (options["path_column"], options["label_column"]) == ("filename", "Class")
+    data, _, _ = read(layout)
+    assert data.classes == ["class0", "class1", "class2"]
+    assert (len(data.train), len(data.val)) == (12, 3)
+    if kind == "txt":  # class names as labels are read as names; integers as seed 001's class indices
+        assert options["labels"] == "names"
+        indices = detect_layout(tmp_path / "indices.txt", seed=1)
+        assert "labels" not in indices.reader["options"]
+        assert read(indices)[0].classes == ["0", "1", "2"]
+
+
+def test_refusals_name_the_fix(tmp_path):
+    one_class = flat_folder(tmp_path / "one", {"only": 6})
+    with pytest.raises(TlzooError, match="holds one class \\('only'\\): a classifier needs at least two") as caught:
+        read(detect_layout(one_class))
+    assert "add a folder" in caught.value.hint
+
+    lonely = flat_folder(tmp_path / "lonely", {"many": 6, "single": 1})
+    with pytest.raises(TlzooError, match="class\\(es\\) with only one image: 'single'") as caught:
+        read(detect_layout(lonely))
+    assert "add images, or remove the class" in caught.value.hint
+
+    (tmp_path / "empty" / "a").mkdir(parents=True)
+    (tmp_path / "empty" / "b").mkdir()
+    with pytest.raises(TlzooError, match="no images found"):
+        read(detect_layout(tmp_path / "empty"))
+
+    loose = make_image_folder(tmp_path / "loose", classes=1, per_class=3, val_per_class=0, size=8)
+    for image in (loose / "train" / "class0").iterdir():
+        image.rename(tmp_path / image.name)
+    (tmp_path / "bare").mkdir()
+    for image in tmp_path.glob("*.png"):
+        image.rename(tmp_path / "bare" / image.name)
+    with pytest.raises(TlzooError, match="3 image\\(s\\) but no class folders") as caught:
+        detect_layout(tmp_path / "bare")
+    assert "sub-folder named after the class" in caught.value.hint
+
+    make_image_folder(tmp_path / "noval", classes=2, per_class=2, val_per_class=2, size=8)
+    (tmp_path / "noval" / "train").rename(tmp_path / "noval" / "elsewhere")
+    with pytest.raises(TlzooError, match="has val/ but no train/ folder"):
+        detect_layout(tmp_path / "noval")
+
+    with pytest.raises(TlzooError, match="does not exist"):
+        detect_layout(tmp_path / "missing")
+
+    bad_csv = tmp_path / "bad.csv"
+    bad_csv.write_text("image_name,kind\na.png,x\n")
+    with pytest.raises(TlzooError, match="no path column") as caught:
+        detect_layout(bad_csv)
+    assert "name the columns 'path' and 'label'" in caught.value.hint
+
+
+def test_a_class_with_one_training_image_and_its_own_validation_images_is_usable(tmp_path):
+    """Only a class that cannot be both trained and validated (one image in all) is refused."""
+    make_image_folder(tmp_path / "data", classes=2, per_class=1, val_per_class=2, size=8)
+    data, _, _ = read(detect_layout(tmp_path / "data"))
+    assert (len(data.train), len(data.val)) == (2, 4)
