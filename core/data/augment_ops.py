@@ -3,7 +3,9 @@
 Parameters and defaults mirror torchvision's transform of the same purpose, so
 a torchvision pipeline translates one op at a time (Resize([300,300]) is
 {"op": "resize", "size": [300, 300]}). A `size` left out means the backbone's
-input size. Image ops work on PIL images, tensor ops after ToTensor.
+input size. Image ops work on PIL images, tensor ops after ToTensor. Resize, centre
+crop and normalize are tlzoo.data.pil_ops (evaluation's own, no torchvision); the
+random ops import torchvision when they are built.
 The presets and list parsing are in tlzoo.data.transforms.
 """
 
@@ -12,6 +14,7 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
+
 from tlzoo.data import pil_ops
 from tlzoo.model.backbone import DataConfig
 
@@ -111,7 +114,7 @@ class RandomCrop(Op):
 
     def build(self, data_config):
         return _vision().RandomCrop(self._size(self.size, data_config), padding=self.padding or None,
-                            pad_if_needed=self.pad_if_needed, fill=self.fill)
+                                    pad_if_needed=self.pad_if_needed, fill=self.fill)
 
 
 class RandomResizedCrop(Op):
@@ -140,7 +143,7 @@ class RandomResizedCrop(Op):
 
     def build(self, data_config):
         return _vision().RandomResizedCrop(self._size(self.size, data_config), scale=self.scale, ratio=self.ratio,
-                                   interpolation=_mode(self.interpolation))
+                                           interpolation=_mode(self.interpolation))
 
 
 class RandomRotation(Op):
@@ -166,7 +169,7 @@ class RandomRotation(Op):
 
     def build(self, data_config):
         return _vision().RandomRotation(self.degrees, interpolation=_mode(self.interpolation), expand=self.expand,
-                                fill=self.fill)
+                                        fill=self.fill)
 
 
 class _Chance(Op):
