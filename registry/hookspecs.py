@@ -6,6 +6,16 @@ hookspec = pluggy.HookspecMarker("tlzoo")
 hookimpl = pluggy.HookimplMarker("tlzoo")
 
 
+def names_under(prefix: str):
+    """Mark a `register_*` implementation whose names all start with `prefix` (`timm/`), so that looking up
+    one name elsewhere need not run it (timm's and torchvision's listings import those libraries: seconds)."""
+    def mark(function):
+        function.tlzoo_names_under = prefix
+        return function
+
+    return mark
+
+
 @hookspec
 def register_backbones(register):
     "Register backbones: call register(Component) once for each."

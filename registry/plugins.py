@@ -36,7 +36,7 @@ class PluginInfo:
 
 
 class PluginError(RuntimeError):
-    """A third-party plugin failed while TLZOO_STRICT_PLUGINS=1."""
+    """A third-party plugin failed while TLZOO_STRICT_PLUGINS=1, or a plugin broke a promise it made."""
 
 
 def strict() -> bool:

@@ -100,3 +100,40 @@ def test_registering_something_that_is_not_a_component_names_the_plugin():
     registry.pm.register(Wrong(), name="wrong-plugin")
     with pytest.raises(TypeError, match="registered a dict"):
         registry.strategies
+
+
+def test_looking_up_one_backbone_runs_only_the_plugins_that_may_hold_it():
+    """`tlzoo predict` of a lite run must not list timm's and torchvision's models (seconds of imports)."""
+    from tlzoo.registry import Component, PluginError, Registry, hookimpl, names_under
+
+    class Prefixed:
+        @hookimpl
+        @names_under("mine/")
+        def register_backbones(self, register):
+            register(Component("mine/net", "a test backbone", lambda options, weights="none": None))
+            if self.stray:
+                register(Component("stray", "a name outside the promised prefix", lambda options, weights: None))
+
+        stray = False
+
+    registry = Registry()
+    plugin = Prefixed()
+    registry.pm.register(plugin, name="prefixed-plugin")
+    ran = []
+    for impl in registry.pm.hook.register_backbones.get_hookimpls():
+        def recording(register, _impl=impl, _function=impl.function):
+            ran.append(_impl.plugin_name)
+            return _function(register=register)
+
+        recording.tlzoo_names_under = getattr(impl.function, "tlzoo_names_under", "")
+        impl.function = recording
+    assert registry.component("backbones", "efficientnet_lite0").plugin == "shipped_backbones"
+    assert {"timm_backbones", "torchvision_backbones", "prefixed-plugin"}.isdisjoint(ran)
+    assert "shipped_backbones" in ran  # a plugin without a prefix may hold any name: it runs
+    ran.clear()
+    assert registry.component("backbones", "mine/net").plugin == "prefixed-plugin"
+    assert "prefixed-plugin" in ran and "timm_backbones" not in ran
+    plugin.stray = True
+    with pytest.raises(PluginError, match="'prefixed-plugin' registered the backbone 'stray' outside its declared "
+                                          "names_under"):
+        registry.component("backbones", "mine/net")

@@ -24,12 +24,12 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
-from torchvision import transforms as T
 
 from tlzoo.data.dataset import ImageDataset
 from tlzoo.data.decode_size import reduced_size
 from tlzoo.data.sample_errors import SampleError
 from tlzoo.data.images import BadImage, load_rgb
+from tlzoo.data.pil_ops import Compose
 from tlzoo.data.transforms import Pipeline
 from tlzoo.cache.store import process_alive
 
@@ -102,7 +102,7 @@ class DecodedImageDataset(ImageDataset):
 
     def __init__(self, items, transform, background, slots: SlotFile, leading: list, rest):
         super().__init__(items, transform, background)
-        self.slots, self.leading, self.rest = slots, T.Compose(leading), rest
+        self.slots, self.leading, self.rest = slots, Compose(leading), rest
 
     def __getitem__(self, index: int):
         path, label = self.items[index]

@@ -3,7 +3,9 @@
 Parameters and defaults mirror torchvision's transform of the same purpose, so
 a torchvision pipeline translates one op at a time (Resize([300,300]) is
 {"op": "resize", "size": [300, 300]}). A `size` left out means the backbone's
-input size. Image ops work on PIL images, tensor ops after ToTensor.
+input size. Image ops work on PIL images, tensor ops after ToTensor. Resize, centre
+crop and normalize are tlzoo.data.pil_ops (evaluation's own, no torchvision); the
+random ops import torchvision when they are built.
 The presets and list parsing are in tlzoo.data.transforms.
 """
 
@@ -12,8 +14,8 @@ from __future__ import annotations
 from typing import Any, ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
-from torchvision import transforms as T
 
+from tlzoo.data import pil_ops
 from tlzoo.model.backbone import DataConfig
 
 Interpolation = Literal["nearest", "bilinear", "bicubic", "box", "hamming", "lanczos"]
@@ -23,8 +25,15 @@ Size = Union[PositiveInt, tuple[PositiveInt, PositiveInt]]
 Probability = Field(0.5, ge=0.0, le=1.0, description="probability of applying the op")
 
 
-def _mode(name: str) -> T.InterpolationMode:
-    return T.InterpolationMode(name)
+def _vision():
+    """torchvision.transforms, imported by the random ops only: evaluation and predict never need it."""
+    from torchvision import transforms
+
+    return transforms
+
+
+def _mode(name: str):
+    return _vision().InterpolationMode(name)
 
 
 def _range(value, name: str, low: float | None = None) -> tuple[float, float]:
@@ -82,7 +91,7 @@ class Resize(Op):
         return False
 
     def build(self, data_config):
-        return T.Resize(self._size(self.size, data_config), _mode(self.interpolation), antialias=self.antialias)
+        return pil_ops.Resize(self._size(self.size, data_config), self.interpolation, antialias=self.antialias)
 
 
 class CenterCrop(Op):
@@ -92,7 +101,7 @@ class CenterCrop(Op):
     random: ClassVar[bool] = False
 
     def build(self, data_config):
-        return T.CenterCrop(self._size(self.size, data_config))
+        return pil_ops.CenterCrop(self._size(self.size, data_config))
 
 
 class RandomCrop(Op):
@@ -104,8 +113,8 @@ class RandomCrop(Op):
     fixes_size: ClassVar[bool] = True
 
     def build(self, data_config):
-        return T.RandomCrop(self._size(self.size, data_config), padding=self.padding or None,
-                            pad_if_needed=self.pad_if_needed, fill=self.fill)
+        return _vision().RandomCrop(self._size(self.size, data_config), padding=self.padding or None,
+                                    pad_if_needed=self.pad_if_needed, fill=self.fill)
 
 
 class RandomResizedCrop(Op):
@@ -133,8 +142,8 @@ class RandomResizedCrop(Op):
         return value
 
     def build(self, data_config):
-        return T.RandomResizedCrop(self._size(self.size, data_config), scale=self.scale, ratio=self.ratio,
-                                   interpolation=_mode(self.interpolation))
+        return _vision().RandomResizedCrop(self._size(self.size, data_config), scale=self.scale, ratio=self.ratio,
+                                           interpolation=_mode(self.interpolation))
 
 
 class RandomRotation(Op):
@@ -159,8 +168,8 @@ class RandomRotation(Op):
         return low != high
 
     def build(self, data_config):
-        return T.RandomRotation(self.degrees, interpolation=_mode(self.interpolation), expand=self.expand,
-                                fill=self.fill)
+        return _vision().RandomRotation(self.degrees, interpolation=_mode(self.interpolation), expand=self.expand,
+                                        fill=self.fill)
 
 
 class _Chance(Op):
@@ -175,14 +184,14 @@ class HorizontalFlip(_Chance):
     op: Literal["horizontal_flip"]
 
     def build(self, data_config):
-        return T.RandomHorizontalFlip(self.p)
+        return _vision().RandomHorizontalFlip(self.p)
 
 
 class VerticalFlip(_Chance):
     op: Literal["vertical_flip"]
 
     def build(self, data_config):
-        return T.RandomVerticalFlip(self.p)
+        return _vision().RandomVerticalFlip(self.p)
 
 
 class Grayscale(_Chance):
@@ -192,7 +201,7 @@ class Grayscale(_Chance):
     p: float = Field(0.1, ge=0.0, le=1.0)
 
     def build(self, data_config):
-        return T.RandomGrayscale(self.p)
+        return _vision().RandomGrayscale(self.p)
 
 
 class ColorJitter(Op):
@@ -207,7 +216,7 @@ class ColorJitter(Op):
         return any((self.brightness, self.contrast, self.saturation, self.hue))
 
     def build(self, data_config):
-        return T.ColorJitter(self.brightness, self.contrast, self.saturation, self.hue)
+        return _vision().ColorJitter(self.brightness, self.contrast, self.saturation, self.hue)
 
 
 class GaussianBlur(Op):
@@ -235,7 +244,7 @@ class GaussianBlur(Op):
         return low != high
 
     def build(self, data_config):
-        return T.GaussianBlur(self.kernel_size, self.sigma)
+        return _vision().GaussianBlur(self.kernel_size, self.sigma)
 
 
 class TrivialAugment(Op):
@@ -244,7 +253,7 @@ class TrivialAugment(Op):
     interpolation: Interpolation = "nearest"
 
     def build(self, data_config):
-        return T.TrivialAugmentWide(self.num_magnitude_bins, _mode(self.interpolation))
+        return _vision().TrivialAugmentWide(self.num_magnitude_bins, _mode(self.interpolation))
 
 
 class RandAugment(Op):
@@ -263,7 +272,7 @@ class RandAugment(Op):
         return value
 
     def build(self, data_config):
-        return T.RandAugment(self.num_ops, self.magnitude, self.num_magnitude_bins, _mode(self.interpolation))
+        return _vision().RandAugment(self.num_ops, self.magnitude, self.num_magnitude_bins, _mode(self.interpolation))
 
 
 class RandomErasing(Op):
@@ -284,7 +293,7 @@ class RandomErasing(Op):
         return self.p > 0.0
 
     def build(self, data_config):
-        return T.RandomErasing(self.p, self.scale, self.ratio, self.value)
+        return _vision().RandomErasing(self.p, self.scale, self.ratio, self.value)
 
 
 class Normalize(Op):
@@ -304,7 +313,7 @@ class Normalize(Op):
         return value
 
     def build(self, data_config):
-        return T.Normalize(self.mean or data_config.mean, self.std or data_config.std)
+        return pil_ops.Normalize(self.mean or data_config.mean, self.std or data_config.std)
 
 
 OPS: dict[str, type[Op]] = {

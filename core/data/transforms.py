@@ -22,11 +22,12 @@ from __future__ import annotations
 import dataclasses
 import difflib
 import math
+import sys
 from typing import Any
 
 from pydantic import ValidationError
-from torchvision import transforms as T
 
+from tlzoo.data import pil_ops
 from tlzoo.data.augment_ops import OPS, Normalize, Op
 from tlzoo.data.decode_size import CropArea, FixedSize, ShorterSide, SizeNeed
 from tlzoo.model.backbone import DataConfig
@@ -116,26 +117,27 @@ def parse_ops(items: Any) -> tuple[list[Op], list[tuple[str, str]]]:
     return ops, problems
 
 
-# torchvision ops whose output depends on the input image only
-DETERMINISTIC_GEOMETRY = (T.Resize, T.CenterCrop)
+# ops whose output depends on the input image only (the resize and centre crop of every pipeline are these)
+DETERMINISTIC_GEOMETRY = (pil_ops.Resize, pil_ops.CenterCrop)
 
 
 def fixed_size(op) -> tuple[int, int] | None:
     """(height, width) every output of `op` has, whatever the input; None if it varies."""
     size = getattr(op, "size", None)
-    if isinstance(op, T.CenterCrop):
-        return tuple(size) if len(size) == 2 else (size[0], size[0])
-    if isinstance(op, T.Resize) and isinstance(size, (list, tuple)) and len(size) == 2 and op.max_size is None:
+    if isinstance(op, pil_ops.CenterCrop):
         return tuple(size)
+    if isinstance(op, pil_ops.Resize) and isinstance(size, tuple) and len(size) == 2:
+        return size
     return None
 
 
 def size_need(op) -> SizeNeed | None:
     """What a resize or a random resized crop needs of the image it gets; None for any other op."""
-    if isinstance(op, T.RandomResizedCrop):
+    vision = sys.modules.get("torchvision.transforms")  # an op can be torchvision's only once it is imported
+    if vision is not None and isinstance(op, vision.RandomResizedCrop):
         height, width = op.size
         return CropArea(width, height, tuple(op.scale), tuple(op.ratio))
-    if isinstance(op, T.Resize):
+    if isinstance(op, pil_ops.Resize):
         size = [op.size] if isinstance(op.size, int) else list(op.size)
         return ShorterSide(size[0]) if len(size) == 1 else FixedSize(size[1], size[0])
     return None
@@ -147,7 +149,7 @@ class Pipeline:
     Kept apart so a cache of decoded or geometry-transformed images can reuse the second part.
     """
 
-    def __init__(self, image_part: T.Compose, tensor_part: T.Compose):
+    def __init__(self, image_part: pil_ops.Compose, tensor_part: pil_ops.Compose):
         self.image_part = image_part
         self.tensor_part = tensor_part
 
@@ -170,7 +172,7 @@ class Pipeline:
                 break
             if fixed_size(op) is not None:
                 cut, size = index + 1, fixed_size(op)
-        return ops[:cut], size, Pipeline(T.Compose(ops[cut:]), self.tensor_part)
+        return ops[:cut], size, Pipeline(pil_ops.Compose(ops[cut:]), self.tensor_part)
 
     def decode_need(self) -> SizeNeed | None:
         """How small an image may be decoded for this pipeline (tlzoo.data.decode_size): what its first op
@@ -182,9 +184,9 @@ class Pipeline:
         """(this pipeline ending in an 8-bit tensor, mean, std) when its tensor part is exactly ToTensor then
         Normalize, so that x / 255, - mean, / std on a batch finish it bit for bit; else None."""
         steps = list(self.tensor_part.transforms)
-        if len(steps) != 2 or type(steps[0]) is not T.ToTensor or type(steps[1]) is not T.Normalize:
+        if len(steps) != 2 or type(steps[0]) is not pil_ops.ToTensor or type(steps[1]) is not pil_ops.Normalize:
             return None
-        return Pipeline(self.image_part, T.PILToTensor()), steps[1].mean, steps[1].std
+        return Pipeline(self.image_part, pil_ops.PILToTensor()), steps[1].mean, steps[1].std
 
 
 def validate_augment(value: Any) -> list[tuple[str, str]]:
@@ -248,34 +250,26 @@ def build_train_transform(augment: str | list, data_config: DataConfig) -> Pipel
     image_part = [op.build(data_config) for op in image_ops]
     if not any(op.fixes_size for op in image_ops):
         image_part = _eval_geometry(data_config) + image_part
-    tensor_part = [T.ToTensor()]
+    tensor_part = [pil_ops.ToTensor()]
     if not any(isinstance(op, Normalize) for op in tensor_ops):
-        tensor_part.append(T.Normalize(data_config.mean, data_config.std))
+        tensor_part.append(pil_ops.Normalize(data_config.mean, data_config.std))
     tensor_part += [op.build(data_config) for op in tensor_ops]
-    return Pipeline(T.Compose(image_part), T.Compose(tensor_part))
+    return Pipeline(pil_ops.Compose(image_part), pil_ops.Compose(tensor_part))
 
 
 def build_eval_transform(data_config: DataConfig) -> Pipeline:
     """Resize to size / crop_pct, centre crop to size, normalize: the backbone's pretrained recipe."""
-    return Pipeline(T.Compose(_eval_geometry(data_config)),
-                    T.Compose([T.ToTensor(), T.Normalize(data_config.mean, data_config.std)]))
-
-
-def interpolation_mode(name: str) -> T.InterpolationMode:
-    """'bicubic' -> InterpolationMode.BICUBIC; timm's 'random' falls back to bilinear."""
-    try:
-        return T.InterpolationMode(name)
-    except ValueError:
-        return T.InterpolationMode.BILINEAR
+    return Pipeline(pil_ops.Compose(_eval_geometry(data_config)),
+                    pil_ops.Compose([pil_ops.ToTensor(), pil_ops.Normalize(data_config.mean, data_config.std)]))
 
 
 def _eval_geometry(data_config: DataConfig) -> list:
     height, width = data_config.input_size[1:]
     crop_pct = data_config.crop_pct or 1.0
-    mode = interpolation_mode(data_config.interpolation)
+    mode = data_config.interpolation  # timm's 'random' falls back to bilinear (pil_ops.interpolation_name)
     if height == width:
-        resize = T.Resize(math.floor(height / crop_pct), interpolation=mode)
+        resize = pil_ops.Resize(math.floor(height / crop_pct), interpolation=mode)
     else:
-        resize = T.Resize((math.floor(height / crop_pct), math.floor(width / crop_pct)), interpolation=mode)
-    return [resize, T.CenterCrop((height, width))]
+        resize = pil_ops.Resize((math.floor(height / crop_pct), math.floor(width / crop_pct)), interpolation=mode)
+    return [resize, pil_ops.CenterCrop((height, width))]
 

@@ -68,7 +68,7 @@ def backbone_component(registry, name: str, options: dict) -> ResolvedComponent:
     from tlzoo.registry import UnknownComponent
 
     try:
-        component = registry.catalog("backbones").get_component(name)
+        component = registry.component("backbones", name)  # runs only the plugins that may hold the name
     except UnknownComponent as exc:
         raise TlzooError(f"the run's backbone is not available here: {exc.args[0]}",
                          "install the plugin that provides it") from None
@@ -92,7 +92,8 @@ def load_run(run_dir: Path, registry, which: str = "best", device: str = "cpu") 
     trust = read_trust(meta, tensors, run_dir / f"{which}.json")
     state = strip_training(tensors)  # `last` also holds optimizer and RNG state, `best` its trust tensors
     try:
-        built.model.load_state_dict(state, strict=True)
+        # assign: the file's tensors become the weights, no second copy of every tensor (time and peak memory)
+        built.model.load_state_dict(state, strict=True, assign=True)
     except RuntimeError as exc:
         raise TlzooError(f"{weights_file} does not fit the model its sidecar describes: {str(exc).splitlines()[0]}",
                          "the run directory is damaged or mixes files from different runs") from None

@@ -62,13 +62,14 @@ def after_normalizing(norm: nn.Module) -> nn.Module | None:
     """What `norm` still does once its affine part is folded away, or None when that is unknown.
 
     A plain BatchNorm leaves nothing. A subclass whose only children are `drop`
-    and `act` (timm's norm + activation layers) applies them after normalizing.
+    and `act` (timm's norm + activation layers), or `act` alone (the lite
+    plugin's), applies them, in that order, after normalizing.
     """
     if type(norm) in (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d):
         return nn.Identity()
     children = dict(norm.named_children())
-    if set(children) == {"drop", "act"}:
-        return nn.Sequential(children["drop"], children["act"])
+    if set(children) in ({"drop", "act"}, {"act"}):
+        return nn.Sequential(*(children[name] for name in ("drop", "act") if name in children))
     return None
 
 

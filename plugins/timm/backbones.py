@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tlzoo.registry import Component, hookimpl
+from tlzoo.registry import Component, hookimpl, names_under
 
 PREFIX = "timm/"
 PLUGIN = "timm_backbones"
@@ -192,6 +192,7 @@ def component(model_name: str, plugin: str = "") -> Component:
 
 
 @hookimpl
+@names_under(PREFIX)  # looking up efficientnet_lite0 (or a plugin's name) then imports no timm
 def register_backbones(register):
     import timm
 

@@ -15,7 +15,7 @@ import re
 
 from pydantic import BaseModel, ConfigDict, Field
 
-from tlzoo.registry import Component, hookimpl
+from tlzoo.registry import Component, hookimpl, names_under
 
 PREFIX = "torchvision/"
 
@@ -172,6 +172,7 @@ def describe(name: str, default) -> str:
 
 
 @hookimpl
+@names_under(PREFIX)  # looking up another plugin's name then imports no torchvision
 def register_backbones(register):
     import torchvision
     from torchvision.models import get_model_weights, list_models
