@@ -78,11 +78,12 @@ def import_breakdown(code: str, env: dict | None = None) -> dict[str, float]:
     return totals
 
 
-def train_demo(folder: Path) -> Path:
-    run_dir = folder / "demo"
+def train_demo(folder: Path, env: dict | None = None) -> Path:
+    """The demo trained by the code `env` imports: a run directory of newer code may hold what older code refuses
+    (the trust record of issue 22), so each side predicts with a run of its own."""
     subprocess.run([sys.executable, "-m", "tlzoo", "run", str(REPO / "examples" / "flowers12.json"), "--output",
-                    str(run_dir)], check=True, capture_output=True)
-    return run_dir
+                    str(folder)], check=True, capture_output=True, env=env)
+    return folder
 
 
 def main() -> None:
@@ -96,15 +97,17 @@ def main() -> None:
 
     with tempfile.TemporaryDirectory(prefix="tlzoo-startup-") as work:
         work = Path(work)
-        run_dir = args.run_dir or train_demo(work)
+        run_dir = args.run_dir or train_demo(work / "demo-now")
         image = args.image or sorted((REPO.parent / "shared" / "datasets" / "flowers12" / "test").rglob("*.jpg"))[0]
         before_env = {**os.environ, "PYTHONPATH": str(export_revision(args.before, work))}
+        before_run = train_demo(work / "demo-before", before_env)
         predict = [sys.executable, "-c", PREDICT.format(run=str(run_dir), image=str(image))]
+        before_predict = [sys.executable, "-c", PREDICT.format(run=str(before_run), image=str(image))]
         cases = {
             "python -c pass": ([sys.executable, "-c", "pass"], None),
             "import torch": ([sys.executable, "-c", "import torch"], None),
             "import torch, timm (the old floor)": ([sys.executable, "-c", "import torch, timm"], None),
-            f"tlzoo predict, before ({args.before})": (predict, before_env),
+            f"tlzoo predict, before ({args.before})": (before_predict, before_env),
             "tlzoo predict, now": (predict, None),
             # two intra-op threads on shared cores spin-wait for each other; passive waiting shows what that costs
             "tlzoo predict, now, OMP_WAIT_POLICY=PASSIVE": (predict, {**os.environ, "OMP_WAIT_POLICY": "PASSIVE"}),
@@ -117,12 +120,11 @@ def main() -> None:
             loads.append(os.getloadavg()[0])
             for name, (command, env) in cases.items():
                 times[name].append(timed(command, env))
-        breakdown = {"before": import_breakdown(predict[-1], before_env), "now": import_breakdown(predict[-1])}
-        heavy_code = predict[-1] + ("; import sys; print([m for m in ('timm', 'torchvision', 'torch._dynamo') "
-                                    "if m in sys.modules])")
-        imported = {label: subprocess.run([sys.executable, "-c", heavy_code], capture_output=True, text=True,
+        breakdown = {"before": import_breakdown(before_predict[-1], before_env), "now": import_breakdown(predict[-1])}
+        heavy = "; import sys; print([m for m in ('timm', 'torchvision', 'torch._dynamo') if m in sys.modules])"
+        imported = {label: subprocess.run([sys.executable, "-c", code[-1] + heavy], capture_output=True, text=True,
                                           env=env, check=True).stdout.strip().splitlines()[-1]
-                    for label, env in (("before", before_env), ("now", None))}
+                    for label, code, env in (("before", before_predict, before_env), ("now", predict, None))}
 
     rows = [f"| {name} | {min(values):.2f} | {statistics.median(values):.2f} | {max(values):.2f} |"
             for name, values in times.items()]
