@@ -13,6 +13,9 @@ import torch
 from PIL import Image
 
 from support import COLOURS, write_spec
+from tlzoo.data.decode_size import reduction
+from tlzoo.data.phash import HASH_NEED, NO_HASH
+from tlzoo.data.scan import check_image
 from tlzoo.findings.balance import balance_of, small_class_issues
 from tlzoo.findings.duplicates import duplicate_issues
 from tlzoo.findings.find import SplitData, find_issues
@@ -90,7 +93,11 @@ def check_plants(rows: list[dict], plants: dict) -> None:
 
 
 def test_inspect_finds_the_planted_flips_and_copies_in_a_data_folder_and_moves_nothing(
-        dirty, tmp_path, tiny_backbone, one_thread, capsys):
+        dirty, tmp_path, tiny_backbone, one_thread, capsys, monkeypatch):
+    def decoded_again(paths, threads=4):
+        raise AssertionError(f"the findings decoded {len(paths)} image(s) the scan had already hashed")
+
+    monkeypatch.setattr("tlzoo.findings.find.hash_files", decoded_again)
     root, plants = dirty
     before = listing(root)
     out = tmp_path / "out"
@@ -265,6 +272,22 @@ def test_the_hash_keeps_resized_recompressed_and_slightly_cropped_copies_close(t
     others = np.stack([image_hashes(p) for p in paths[1:]])
     assert hash_distances(original, others).min() > 12
     assert hash_distances(image_hashes(tmp_path / "gone.png")[None], original)[0, 0] == 64  # unreadable: no match
+
+
+def test_the_scan_hashes_each_image_as_the_findings_would_from_the_file(tmp_path):
+    """The scan decodes once (a photo at 1/8 scale) and its hashes are those of image_hashes(path)."""
+    rng = np.random.default_rng(3)
+    picture = natural_image(rng, (90, 160, 120), side=256)
+    files = {"photo.jpg": picture.resize((1600, 1200)), "small.jpg": picture.resize((224, 224)),
+             "grey.png": picture.convert("L"), "alpha.png": picture.convert("RGBA")}
+    for name, image in files.items():
+        image.save(tmp_path / name)
+    assert reduction(HASH_NEED, 1600, 1200) == 8
+    for name in files:
+        scanned = check_image(tmp_path / name)
+        assert scanned.problem is None
+        assert list(scanned.hashes) == image_hashes(tmp_path / name).tolist(), name
+        assert NO_HASH not in scanned.hashes
 
 
 def test_an_image_far_from_every_training_image_is_the_outlier():

@@ -82,17 +82,6 @@ class CropArea:
         return width * factor, height * factor
 
 
-@dataclass(frozen=True)
-class AnySize:
-    """Pixels are not used (the scan only checks that a file decodes): the smallest decode will do."""
-
-    def least(self, width: int, height: int) -> tuple[float, float]:
-        return 1.0, 1.0
-
-
-ANY_SIZE = AnySize()
-
-
 def reduction(need: SizeNeed | None, width: int, height: int) -> int:
     """The largest r in 8, 4, 2 such that the image at 1/r (rounded up) still meets `need`; 1 when none does."""
     if need is None:

@@ -42,6 +42,7 @@ class LabelledData:
     sizes: dict[Path, ImageSize] = field(default_factory=dict)  # (width, height) of each good image, decoded
     test: list[Item] | None = None  # the held-out split, when the reader gives one
     notes: list[str] = field(default_factory=list)  # the reader's notes, logged by the run
+    hashes: dict[Path, tuple[int, ...]] = field(default_factory=dict)  # perceptual hashes the scan computed
 
 
 def load_labelled(resolved) -> LabelledData:
@@ -76,7 +77,8 @@ def labelled_from(output: ReaderOutput, bad_files: str = "skip", max_bad_fractio
     test_items = None if test is None else [(sample.path, index) for sample, index in test if sample.path in good]
     if test is not None and not test_items:
         raise TlzooError("the test split has no usable images", "check data.reader's test option and the files")
-    return LabelledData(classes, train_items, val_items, problems, sizes, test_items, list(output.notes))
+    hashes = {path: results[path].hashes for path in good if results[path].hashes is not None}
+    return LabelledData(classes, train_items, val_items, problems, sizes, test_items, list(output.notes), hashes)
 
 
 def _check_no_leaks(splits: dict[str, list[tuple[Sample, int]]]) -> None:

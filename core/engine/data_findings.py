@@ -13,6 +13,8 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+
 from tlzoo.engine.features import frozen_view, pooled_features
 from tlzoo.errors import TlzooError
 from tlzoo.findings.find import SplitData, find_issues
@@ -33,14 +35,20 @@ def data_findings(resolved, data, log, names: dict[str, str] | None = None) -> F
         raise TlzooError(f"backbone {resolved.backbone.name!r} has weights 'none': random features say nothing "
                          "about the labels or the images", "use pretrained weights (backbone.weights or --backbone)")
     features = pooled_features(frozen_view(resolved), data, log, with_test=True)
-    splits = [SplitData(names.get("train", "train"), [path for path, _ in data.train], features.train_y,
-                        features.train_x),
-              SplitData(names.get("val", "val"), [path for path, _ in data.val], features.val_y, features.val_x)]
+    splits = [_split(names.get("train", "train"), data.train, features.train_y, features.train_x, data.hashes),
+              _split(names.get("val", "val"), data.val, features.val_y, features.val_x, data.hashes)]
     if features.test_x is not None:
-        splits.append(SplitData(names.get("test", "test"), [path for path, _ in data.test], features.test_y,
-                                features.test_x))
+        splits.append(_split(names.get("test", "test"), data.test, features.test_y, features.test_x, data.hashes))
     with one_thread():
         return find_issues(splits, data.classes)
+
+
+def _split(name: str, items, labels, features, known_hashes: dict) -> SplitData:
+    """One split's SplitData, with the hashes the scan computed when it saw every one of its files."""
+    paths = [path for path, _ in items]
+    known = paths and all(p in known_hashes for p in paths)
+    hashes = np.array([known_hashes[p] for p in paths], dtype=np.uint64) if known else None
+    return SplitData(name, paths, labels, features, hashes)
 
 
 def summary_line(findings: Findings) -> str:

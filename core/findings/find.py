@@ -6,6 +6,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+import numpy as np
 import torch
 
 from tlzoo.findings.balance import balance_of, small_class_issues
@@ -24,6 +25,7 @@ class SplitData:
     paths: list[Path]
     labels: torch.Tensor  # (n,) class indices
     features: torch.Tensor  # (n, D)
+    hashes: np.ndarray | None = None  # (n, len(CENTRES)) perceptual hashes when the scan made them; else hashed here
 
 
 def merged(splits: list[SplitData]) -> list[SplitData]:
@@ -32,12 +34,14 @@ def merged(splits: list[SplitData]) -> list[SplitData]:
     for split in splits:
         if split.name in by_name:
             first = by_name[split.name]
+            both = None if first.hashes is None or split.hashes is None else np.concatenate([first.hashes,
+                                                                                             split.hashes])
             by_name[split.name] = SplitData(split.name, list(first.paths) + list(split.paths),
                                             torch.cat([first.labels, split.labels]),
-                                            torch.cat([first.features, split.features]))
+                                            torch.cat([first.features, split.features]), both)
         else:
             by_name[split.name] = SplitData(split.name, list(split.paths), split.labels.long(),
-                                            split.features.float())
+                                            split.features.float(), split.hashes)
     return list(by_name.values())
 
 
@@ -47,7 +51,7 @@ def find_issues(splits: list[SplitData], classes: list[str], threads: int = 4) -
     splits = [s for s in merged(splits) if len(s.paths)]
     train = splits[0]
     mean = train.features.mean(0)
-    hashes = [hash_files(s.paths, threads) for s in splits]
+    hashes = [s.hashes if s.hashes is not None else hash_files(s.paths, threads) for s in splits]
     unhashed = sum(int((h[:, 0] == NO_HASH).sum()) for h in hashes)
     mislabelled, settings = mislabelled_issues(splits, classes)
     outliers, outlier_settings = outlier_issues(splits, classes)
