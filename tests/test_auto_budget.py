@@ -205,3 +205,68 @@ def test_no_fine_tune_is_measured_when_the_final_run_would_lose_its_time(monkeyp
     row = search.decisions.rows[-1]
     assert row.step == "fine-tune trial" and row.reason.startswith("not measured:") and not row.kept
     assert any("could not pay for a fine-tune" in note for note in search.decisions.notes)
+
+
+def fake_trials(monkeypatch, clock: FakeClock, scores: dict[tuple[str, int], tuple[int, float]]):
+    """Fine-tune trials of (backbone, groups) validate scores[...] = (correct of 20, loss), 3 s each; returns the
+    list of trials run, in order."""
+    from tlzoo.auto.throughput import FinetuneSpeed
+
+    ran = []
+    monkeypatch.setattr(Search, "resolve", lambda self, spec: spec)
+    monkeypatch.setattr(search_module, "measure_finetune",
+                        lambda resolved, data, groups: FinetuneSpeed(groups, 0.01, 0.01, 0.01))
+
+    def trial(search, spec, name, reserve):
+        key = (spec["backbone"]["name"], spec["train"]["strategy"]["options"]["groups"])
+        ran.append(key)
+        clock.advance(3)
+        correct, loss = scores[key]
+        return SimpleNamespace(summary={"best": {"val_top1": correct / 20, "val_loss": loss}})
+
+    monkeypatch.setattr(search_module, "run_trial", trial)
+    return ran
+
+
+def test_a_fine_tune_within_one_image_of_the_head_is_kept_and_other_backbones_get_a_trial(monkeypatch, tmp_path):
+    from tlzoo.auto.recipes import Recipe
+    from tlzoo.auto.search import choose_recipe, try_other_backbones
+
+    clock = FakeClock()
+    search = make_search(clock, 10_000, tmp_path)
+    a, b, c = speed("a", 0.05), speed("b", 0.1), speed("c", 0.2)
+    ran = fake_trials(monkeypatch, clock, {("a", 2): (17, 0.30), ("b", 2): (17, 0.25), ("c", 2): (16, 0.10)})
+    best = choose_recipe(search, a, Recipe(0, 3e-3, 10), 18, 0.5)
+    assert (best.backbone, best.recipe.groups) == ("a", 2)  # one image below the head: within the noise
+    assert ran == [("a", 2)]  # a's top 3 is its whole backbone (3 groups): not a partial fine-tune
+    probed = [(a, None, 18), (c, None, 15), (b, None, 16)]
+    best = try_other_backbones(search, probed, best)
+    assert ran == [("a", 2), ("b", 2), ("c", 2)]  # best probe first
+    assert (best.backbone, best.correct) == ("b", 17)  # as many images as a's, at a lower loss; c has fewer
+    rows = [row for row in search.decisions.rows if row.step == "fine-tune trial"]
+    assert [row.kept for row in rows] == [True, True, False]
+    assert "within the noise" in rows[0].reason and "lower validation loss" in rows[1].reason
+    assert rows[2].reason.startswith("not kept:")
+
+    clock = FakeClock()  # a head two images better than any fine-tune stays
+    search = make_search(clock, 10_000, tmp_path)
+    ran = fake_trials(monkeypatch, clock, {("a", 2): (16, 0.2), ("b", 2): (16, 0.1)})
+    best = try_other_backbones(search, [(a, None, 18), (b, None, 16)],
+                               choose_recipe(search, a, Recipe(0, 3e-3, 10), 18, 0.5))
+    assert (best.backbone, best.recipe.groups) == ("a", 0) and ran == [("a", 2), ("b", 2)]
+
+
+def test_other_backbones_are_tried_only_while_the_final_run_keeps_its_time(monkeypatch, tmp_path):
+    from tlzoo.auto.recipes import Recipe
+    from tlzoo.auto.search import choose_recipe, try_other_backbones
+
+    clock = FakeClock()
+    search = make_search(clock, 100, tmp_path)
+    a, b = speed("a", 0.05), speed("b", 0.1)
+    ran = fake_trials(monkeypatch, clock, {("a", 2): (18, 0.3), ("b", 2): (20, 0.1)})
+    best = choose_recipe(search, a, Recipe(0, 3e-3, 10), 18, 0.5)
+    clock.advance(search.budget.left() - best.final_s - 1)  # only the final run's time and 1 s are left
+    best = try_other_backbones(search, [(a, None, 18), (b, None, 17)], best)
+    assert ran == [("a", 2)] and best.backbone == "a"
+    row = search.decisions.rows[-1]
+    assert row.candidate.startswith("b, top 2 groups") and not row.kept and row.reason.startswith("not measured:")

@@ -28,7 +28,7 @@ from tlzoo.auto.decisions import DECISIONS_FILE, Decisions, Row
 from tlzoo.auto.layout import Layout, check_usable, detect_layout, summary_line
 from tlzoo.auto.recipes import base_spec
 from tlzoo.auto.search import Search, check_one_pass, choose_backbone, choose_head, choose_recipe, final_spec, \
-    measure_candidates, probe_candidates
+    measure_candidates, probe_candidates, try_other_backbones
 from tlzoo.cache import run_cache_scope
 from tlzoo.data.class_mapping import map_splits
 from tlzoo.data.labelled import labelled_from
@@ -158,9 +158,11 @@ def run_search(search: Search, candidates, offline: bool):
     speeds = measure_candidates(search, candidates, offline)
     search.budget.start_plan()
     check_one_pass(search, speeds)
-    speed, features, correct = choose_backbone(search, probe_candidates(search, speeds))
-    head, head_correct = choose_head(search, speed, features)
-    return choose_recipe(search, speed, head, head_correct)
+    probed = probe_candidates(search, speeds)
+    speed, features, correct = choose_backbone(search, probed)
+    head, head_correct, head_loss = choose_head(search, speed, features)
+    best = choose_recipe(search, speed, head, head_correct, head_loss)
+    return try_other_backbones(search, probed, best)
 
 
 def final_run(search: Search, layout: Layout, choice, output: Path | None, stream, log):
