@@ -295,3 +295,26 @@ def test_frozen_epochs_are_counted_per_boundary_not_listed_per_epoch():
 
     counts = frozen_epochs(plan_run(tiny_model(), HeadThenAll(), 10))
     assert dict(counts) == {3: 3, 0: 7}  # one entry a boundary, whatever the epoch count
+
+
+def test_view_inputs_decode_a_batch_in_threads_in_order_and_random_views_alike(tmp_path):
+    """ViewInputs.__getitems__ (what a DataLoader's fetcher calls): deterministic views decoded in threads give
+    what one-by-one gives, in order; seeded random views come out as their own seed makes them, batch or not."""
+    from tlzoo.cache.prefix import ViewInputs
+    from tlzoo.data.dataset import ImageDataset
+
+    rng = np.random.default_rng(0)
+    items = []
+    for number in range(9):
+        path = tmp_path / f"{number}.jpg"
+        Image.fromarray(rng.integers(0, 256, (60 + number, 80, 3), dtype=np.uint8)).save(path)
+        items.append((path, number % 3))
+    eval_set = ImageDataset(items, T.Compose([T.Resize(32), T.CenterCrop(32), T.ToTensor()]))
+    random_set = ImageDataset(items, T.Compose([T.RandomResizedCrop(24), T.ToTensor()]))
+    pairs = [(row, 0) for row in range(9)][::-1]
+    for dataset, seed in ((eval_set, None), (random_set, 7)):
+        inputs = ViewInputs(dataset, pairs, seed)
+        batch = inputs.__getitems__(list(range(9)))
+        single = [inputs[index] for index in range(9)]
+        assert [(row, view) for _, row, view in batch] == pairs
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(batch, single))

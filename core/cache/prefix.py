@@ -16,9 +16,11 @@ trains on the same batches as an uncached one.
 from __future__ import annotations
 
 import contextlib
+import os
 import random
 import shutil
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable, Iterator
@@ -57,6 +59,17 @@ class CacheSettings:
     latest_prefix: tuple | None = None  # (key, InferencePath): shared by the train and val builds
 
 
+DECODE_THREADS = 2  # per loader process: a phone photo's decode dwarfs the frozen pass's share of an image
+_decode_pools: dict[int, ThreadPoolExecutor] = {}  # by process id: a forked loader worker makes its own
+
+
+def decode_pool() -> ThreadPoolExecutor:
+    pool = _decode_pools.get(os.getpid())
+    if pool is None:
+        pool = _decode_pools[os.getpid()] = ThreadPoolExecutor(DECODE_THREADS, thread_name_prefix="tlzoo-decode")
+    return pool
+
+
 class ViewInputs(Dataset):
     """(image tensor, row, view) for the listed (row, view) pairs; random views seeded per pair."""
 
@@ -65,6 +78,14 @@ class ViewInputs(Dataset):
 
     def __len__(self) -> int:
         return len(self.pairs)
+
+    def __getitems__(self, indices: list[int]) -> list:
+        """A batch's items; deterministic views are decoded in threads (Pillow releases the GIL while it
+        decodes and resizes: the one loader worker of a 2-core machine then keeps the frozen pass fed with
+        12 Mpx photos). Random views seed the process-wide RNGs, so they stay in order in one thread."""
+        if self.seed is not None or len(indices) < 2:
+            return [self[index] for index in indices]
+        return list(decode_pool().map(self.__getitem__, indices))
 
     def __getitem__(self, index: int):
         row, view = self.pairs[index]
