@@ -41,6 +41,7 @@ import numpy as np
 from PIL import Image, ImageFile, UnidentifiedImageError
 
 from tlzoo.data.decode_size import SizeNeed, reduction
+from tlzoo.data.decoded_once import active_store
 from tlzoo.data.jpeg_structure import jpeg_damage
 from tlzoo.errors import TlzooError
 
@@ -78,6 +79,10 @@ def decode_rgb(path: Path | str, background: Background = (255, 255, 255),
                need: SizeNeed | None = None) -> tuple[Image.Image, tuple[int, int]]:
     """(upright RGB image, the upright (width, height) of the file at full size): load_rgb and the scan's check."""
     path = Path(path)
+    store = active_store()
+    kept = store.take(path, background, need) if store is not None else None
+    if kept is not None:  # the scan decoded it at this scale for this run (tlzoo.data.decoded_once)
+        return kept
 
     def opened() -> Image.Image:
         _require_regular_file(path)

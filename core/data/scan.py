@@ -6,7 +6,9 @@ same path training uses). It needs the pixels only for the perceptual hashes
 the data findings compare (tlzoo.data.phash), so a JPEG is decoded no larger
 than they need, 1/8 scale for a photo: libjpeg still entropy-decodes every
 coefficient, and finds the same damage, at a fraction of the cost (a 12 Mpx
-photo: about 10 ms against 45); the findings then decode nothing again.
+photo: about 10 ms against 45); the findings then decode nothing again, and
+within a run the first epoch takes the decoded image back
+(tlzoo.data.decoded_once).
 Decoders release the GIL, so a thread pool scales with cores.
 """
 
@@ -17,10 +19,12 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from pathlib import Path
 
+from tlzoo.data.decoded_once import active_store
 from tlzoo.data.images import BadImage, decode_rgb
 from tlzoo.data.phash import HASH_NEED, rgb_hashes
 
 ImageSize = tuple[int, int]  # (width, height) after EXIF rotation
+DEFAULT_BACKGROUND = (255, 255, 255)  # decode_rgb's: what transparent pixels are composited on
 
 
 @dataclass(frozen=True)
@@ -36,7 +40,11 @@ def check_image(path: Path) -> ScanResult:
         image, size = decode_rgb(path, need=HASH_NEED)
     except BadImage as exc:
         return ScanResult(exc.reason)
-    return ScanResult(None, size, tuple(int(h) for h in rgb_hashes(image)))
+    hashes = tuple(int(h) for h in rgb_hashes(image))
+    store = active_store()
+    if store is not None:  # a run's first epoch takes it back instead of decoding the file again
+        store.put(path, DEFAULT_BACKGROUND, HASH_NEED, image, size)
+    return ScanResult(None, size, hashes)
 
 
 def default_workers() -> int:

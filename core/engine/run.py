@@ -18,6 +18,7 @@ import torch
 
 from tlzoo.model.backbone import count_parameters
 from tlzoo.cache import attach_caches, run_cache_scope
+from tlzoo.data.decoded_once import keeping_decoded
 from tlzoo.runtime.precision import precision_note, resolve_precision
 from tlzoo.rundir import outputs
 from tlzoo.rundir.lock import writer_lock
@@ -318,7 +319,8 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
             return finished
     try:
         # the allocator setting ends with the training (a notebook's process goes on)
-        with StopRequest(stream) as stop, allocator_scope():
+        # images the scan decodes are kept for the first epoch (a photo is decoded once) until training ends
+        with StopRequest(stream) as stop, allocator_scope(), keeping_decoded():
             stop.duplicate_seconds = 2.0 if distributed.active() else 0.0  # torchrun forwards a terminal's Ctrl-C
             setup = prepare(resolved, output, progress.message, resumed, claimed, writers, extras)
             setup.loggers.start(setup.spec_json, setup.data.classes)
