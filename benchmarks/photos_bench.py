@@ -144,7 +144,7 @@ def decode_costs(large: list[Path], small: list[Path]) -> list[tuple[str, float,
         return pipeline.image_part(Image.fromarray(pixels.permute(1, 2, 0).numpy()))
 
     cases = [
-        ("scan: check_image (before: a full decode; now 1/8 scale)", check_image),
+        ("scan: check_image (before: a full decode; now 1/8 scale and the hashes)", check_image),
         ("scan as before: full decode", lambda p: decode_rgb(p)),
         ("decode + resize + crop, full decode (before)", lambda p: pipeline.image_part(load_rgb(p))),
         ("decode + resize + crop, reduced decode (now)", lambda p: pipeline.image_part(load_rgb(p, need=need))),
@@ -317,7 +317,8 @@ def markdown(args, count, megabytes, made, runs, predicts, costs, pixels, agreem
               "", "Per-image decode cost, one thread, ms (best of 2 passes over 12 test images):", "",
               "| step | 12 Mpx JPEG | 224-pixel JPEG |", "|---|---:|---:|"]
     lines += [f"| {what} | {large:.1f} | {small:.2f} |" for what, large, small in costs]
-    lines += ["", f"- Frozen-pass cache builds (train + val, where every image is decoded and resized once), s: "
+    lines += ["", f"- Frozen-pass cache builds (train + val: each image resized and passed once, decoded there unless "
+              "the run's scan kept it, tlzoo.data.decoded_once), s: "
               f"224 px {builds['small']}; 12 Mpx {builds['large']}.",
               f"- Reduced decode against the full decode, after the eval resize and crop to 224 (uint8, "
               f"{pixels['images']} test photos): mean |difference| {pixels['mean']:.3f} levels, 99th percentile "
