@@ -22,6 +22,7 @@ recipe (examples/flowers12_lite2.json), the last two with the data's train/val/t
 from __future__ import annotations
 
 import argparse
+import functools
 import io
 import json
 import os
@@ -64,21 +65,16 @@ def write_split(root: Path, split: str, name: str, images: list, convert=None) -
             convert(image).save(folder / f"{index:04d}.jpg", quality=80)
 
 
-def flowers_resplit(root: Path) -> None:
-    rng = random.Random(1)
+def flowers_resplit(root: Path, seed: int = 1, sizes: tuple[int, int, int] = (25, 8, 25)) -> None:
+    """flowers12's images pooled and re-split: sizes = (train, val, test) images a class."""
+    rng = random.Random(seed)
+    train, val, test = sizes
     for name, images in pooled_flowers().items():
         images = list(images)
         rng.shuffle(images)
-        for split, part in (("train", images[:25]), ("val", images[25:33]), ("test", images[33:58])):
-            write_split(root, split, name, part)
-
-
-def flowers_fewshot(root: Path) -> None:
-    rng = random.Random(5)
-    for name, images in pooled_flowers().items():
-        images = list(images)
-        rng.shuffle(images)
-        for split, part in (("train", images[:10]), ("val", images[10:15]), ("test", images[15:55])):
+        parts = (("train", images[:train]), ("val", images[train:train + val]),
+                 ("test", images[train + val:train + val + test]))
+        for split, part in parts:
             write_split(root, split, name, part)
 
 
@@ -123,7 +119,7 @@ def patches(root: Path) -> None:
 
 
 DATASETS = {"flowers12-resplit": flowers_resplit, "flowers12-imbalanced-128": flowers_imbalanced,
-            "patches": patches, "flowers12-fewshot": flowers_fewshot}
+            "patches": patches, "flowers12-fewshot": functools.partial(flowers_resplit, seed=5, sizes=(10, 5, 40))}
 
 
 def recipe_spec(path: Path, data: Path, out: Path) -> Path:
