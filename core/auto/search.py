@@ -101,14 +101,14 @@ class Choice:
         return correct > self.correct or (correct == self.correct and val_loss < self.val_loss)
 
     def margin(self, correct: int, val_loss: float) -> str:
+        than = f"{self.backbone}, {self.recipe.describe()}"
         if correct != self.correct:
             more = correct - self.correct
-            return (f"{more} image(s) better than {self.recipe.describe()}" if more > 0 else
-                    f"{-more} image below {self.recipe.describe()}, within the noise: a fine-tune is preferred")
+            return (f"{more} image(s) better than {than}" if more > 0 else
+                    f"{-more} image below {than}, within the noise: a fine-tune is preferred")
         if self.recipe.groups == 0:
-            return f"as good as {self.recipe.describe()}: a fine-tune is preferred"
-        return f"as many images as {self.recipe.describe()}, at a lower validation loss ({val_loss:.3f} " \
-               f"against {self.val_loss:.3f})"
+            return f"as good as {than}: a fine-tune is preferred"
+        return f"as many images as {than}, at a lower validation loss ({val_loss:.3f} against {self.val_loss:.3f})"
 
 
 def measure_candidates(search: Search, candidates, offline: bool) -> list[Speed]:
@@ -303,7 +303,9 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
     seconds = search.budget.elapsed() - started
     search.observe(raw_trial, seconds)
     measured = result.summary.get("best") or {}
-    best_val, val_loss = measured.get("val_top1"), measured.get("val_loss", float("inf"))
+    best_val = measured.get("val_top1")
+    val_loss = measured.get("val_loss")
+    val_loss = float("inf") if val_loss is None else val_loss
     correct = -1 if best_val is None else round(best_val * sizes.val)
     cut = " (cut short by the budget)" if result.summary.get("stopped_early") else ""
     row = search.decisions.add(Row("fine-tune trial", name, best_val, seconds, False, "", trial_s))
