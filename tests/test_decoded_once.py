@@ -62,6 +62,16 @@ def test_the_store_keeps_no_more_than_its_budget_and_nothing_outside_a_run(tmp_p
     image, full = decode_rgb(paths[0], need=HASH_NEED)
     assert store.put(paths[0], (255, 255, 255), HASH_NEED, image, full)
     assert not store.put(paths[1], (255, 255, 255), HASH_NEED, image, full)
+    store.clear()
+    assert store.used == 0 and store.take(paths[0], (255, 255, 255), HASH_NEED) is None
+
+
+def test_an_image_decoded_at_full_size_is_not_kept(tmp_path):
+    """A 224-pixel file decodes again in a millisecond: holding 10,000 of them cost 0.7 GiB for nothing."""
+    small = photo(tmp_path / "small.jpg", (224, 224))
+    with keeping_decoded() as store:
+        assert scan_images([small])[small].problem is None
+        assert store.used == 0
 
 
 def test_a_nested_block_shares_the_store(monkeypatch):

@@ -320,12 +320,13 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
     try:
         # the allocator setting ends with the training (a notebook's process goes on)
         # images the scan decodes are kept for the first epoch (a photo is decoded once) until training ends
-        with StopRequest(stream) as stop, allocator_scope(), keeping_decoded():
+        with StopRequest(stream) as stop, allocator_scope(), keeping_decoded() as kept:
             stop.duplicate_seconds = 2.0 if distributed.active() else 0.0  # torchrun forwards a terminal's Ctrl-C
             setup = prepare(resolved, output, progress.message, resumed, claimed, writers, extras)
             setup.loggers.start(setup.spec_json, setup.data.classes)
             with progress:
                 trainer = make_trainer(setup, progress, extras)
+                trainer.epoch_hooks.append(lambda *_: kept.clear())  # the first epoch took what it needed
                 guard_training(trainer, setup, stop, resumed, sidecar, progress.message)
                 state = trainer.fit()
     except BaseException:  # a run that fails before its first checkpoint leaves no empty run directory
