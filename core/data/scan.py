@@ -24,7 +24,7 @@ from tlzoo.data.images import BadImage, decode_rgb
 from tlzoo.data.phash import HASH_NEED, rgb_hashes
 
 ImageSize = tuple[int, int]  # (width, height) after EXIF rotation
-DEFAULT_BACKGROUND = (255, 255, 255)  # decode_rgb's: what transparent pixels are composited on
+DEFAULT_BACKGROUND = (255, 255, 255)  # transparent pixels on white, as decode_rgb's default and a spec's
 
 
 @dataclass(frozen=True)
@@ -37,7 +37,7 @@ class ScanResult:
 def check_image(path: Path) -> ScanResult:
     """Decode one file (no larger than its hashes need); a problem is reported, never raised."""
     try:
-        image, size = decode_rgb(path, need=HASH_NEED)
+        image, size = decode_rgb(path, DEFAULT_BACKGROUND, HASH_NEED)
     except BadImage as exc:
         return ScanResult(exc.reason)
     hashes = tuple(int(h) for h in rgb_hashes(image))
