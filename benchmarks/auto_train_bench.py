@@ -8,6 +8,9 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
   every image re-encoded as a 128 px JPEG (quality 80);
 - flowers12-fewshot: seed 5, 10 train / 5 val / 40 test per class (added after the search's tie rule was
   set on the three others: a check that did not inform it, with a validation split of 60 images);
+- patches-fewshot and flowers12-15shot-160 (added with the cross-validation of small validation splits, set
+  before any of their figures were seen): patches with seed 4, 10 train / 5 val / 40 test a class; flowers12
+  re-split with seed 11, 15 / 5 / 40 a class, re-encoded with a shorter side of 160 px;
 - patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
   pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
   the picture a crop came from; 30 train / 10 val / 30 test per class.
@@ -65,8 +68,9 @@ def write_split(root: Path, split: str, name: str, images: list, convert=None) -
             convert(image).save(folder / f"{index:04d}.jpg", quality=80)
 
 
-def flowers_resplit(root: Path, seed: int = 1, sizes: tuple[int, int, int] = (25, 8, 25)) -> None:
-    """flowers12's images pooled and re-split: sizes = (train, val, test) images a class."""
+def flowers_resplit(root: Path, seed: int = 1, sizes: tuple[int, int, int] = (25, 8, 25), side: int = 0) -> None:
+    """flowers12's images pooled and re-split: sizes = (train, val, test) images a class; `side`: re-encoded
+    with that shorter side (0: copied as they are)."""
     rng = random.Random(seed)
     train, val, test = sizes
     for name, images in pooled_flowers().items():
@@ -75,36 +79,38 @@ def flowers_resplit(root: Path, seed: int = 1, sizes: tuple[int, int, int] = (25
         parts = (("train", images[:train]), ("val", images[train:train + val]),
                  ("test", images[train + val:train + val + test]))
         for split, part in parts:
-            write_split(root, split, name, part)
+            write_split(root, split, name, part, None if side == 0 else functools.partial(shorter_side, side=side))
+
+
+def shorter_side(path, side: int):
+    image = Image.open(path).convert("RGB")
+    scale = side / min(image.size)
+    return image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
 
 
 def flowers_imbalanced(root: Path) -> None:
     rng = random.Random(2)
     counts = [60, 50, 40, 30, 25, 20, 15, 12, 10, 8, 8, 8]
 
-    def small(path):
-        image = Image.open(path).convert("RGB")
-        scale = 128 / min(image.size)
-        return image.resize((round(image.width * scale), round(image.height * scale)), Image.BICUBIC)
-
     for count, (name, images) in zip(counts, pooled_flowers().items()):
         images = list(images)
         rng.shuffle(images)
         test, val, rest = images[:14], images[14:20], images[20:]
         for split, part in (("train", rest[:count]), ("val", val), ("test", test)):
-            write_split(root, split, name, part, small)
+            write_split(root, split, name, part, functools.partial(shorter_side, side=128))
 
 
-def patches(root: Path) -> None:
+def patches(root: Path, seed: int = 3, sizes: tuple[int, int, int] = (30, 10, 30)) -> None:
     import skimage.data
     from skimage.color import rgb2gray
 
-    rng = np.random.default_rng(3)
+    rng = np.random.default_rng(seed)
+    train, val, test = sizes
     for name in PATCH_SOURCES:
         picture = getattr(skimage.data, name)()
         grey = rgb2gray(picture[..., :3]) * 255 if picture.ndim == 3 else picture.astype(np.float64)
         crops = []
-        for _ in range(70):
+        for _ in range(train + val + test):
             side = int(rng.integers(24, 65))
             top, left = (int(rng.integers(0, grey.shape[axis] - side)) for axis in (0, 1))
             crop = np.rot90(grey[top:top + side, left:left + side], int(rng.integers(0, 4)))
@@ -114,12 +120,15 @@ def patches(root: Path) -> None:
         def to_image(crop):
             return Image.fromarray(crop).convert("RGB").resize((96, 96), Image.BICUBIC)
 
-        for split, part in (("train", crops[:30]), ("val", crops[30:40]), ("test", crops[40:70])):
+        for split, part in (("train", crops[:train]), ("val", crops[train:train + val]),
+                            ("test", crops[train + val:])):
             write_split(root, split, name, part, to_image)
 
 
 DATASETS = {"flowers12-resplit": flowers_resplit, "flowers12-imbalanced-128": flowers_imbalanced,
-            "patches": patches, "flowers12-fewshot": functools.partial(flowers_resplit, seed=5, sizes=(10, 5, 40))}
+            "patches": patches, "flowers12-fewshot": functools.partial(flowers_resplit, seed=5, sizes=(10, 5, 40)),
+            "patches-fewshot": functools.partial(patches, seed=4, sizes=(10, 5, 40)),
+            "flowers12-15shot-160": functools.partial(flowers_resplit, seed=11, sizes=(15, 5, 40), side=160)}
 
 
 def recipe_spec(path: Path, data: Path, out: Path) -> Path:

@@ -217,7 +217,7 @@ def fake_trials(monkeypatch, clock: FakeClock, scores: dict[tuple[str, int], tup
     monkeypatch.setattr(search_module, "measure_finetune",
                         lambda resolved, data, groups: FinetuneSpeed(groups, 0.01, 0.01, 0.01))
 
-    def trial(search, spec, name, reserve):
+    def trial(search, spec, name, reserve, data=None):
         key = (spec["backbone"]["name"], spec["train"]["strategy"]["options"]["groups"])
         ran.append(key)
         clock.advance(3)
