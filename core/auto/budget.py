@@ -91,9 +91,13 @@ class Budget:
     def planned_left(self) -> float:
         return self.seconds - (self.planned if self.planned is not None else self.elapsed())
 
+    def available(self) -> float:
+        """Seconds left by the tighter ledger: what a step may still be planned into."""
+        return min(self.left(), self.planned_left())
+
     def shortfall(self, estimate: float, reserve: float = 0.0) -> float:
         """Seconds missing to pay `estimate` now and keep `reserve` free, by the tighter ledger; <= 0: affordable."""
-        return estimate + reserve - min(self.left(), self.planned_left())
+        return estimate + reserve - self.available()
 
     def affords(self, estimate: float, reserve: float = 0.0) -> bool:
         return self.shortfall(estimate, reserve) <= 0

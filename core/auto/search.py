@@ -182,7 +182,7 @@ def probe_candidates(search: Search, speeds: list[Speed]) -> list[tuple[Speed, o
         if not search.budget.affords(estimate, reserve):
             search.decisions.add(Row("probe", speed.backbone, None, None, False,
                                      f"not probed: its features and probe need about {estimate:.0f} s; "
-                                     f"{max(0.0, search.budget.left() - reserve):.0f} s were left after keeping "
+                                     f"{max(0.0, search.budget.available() - reserve):.0f} s were left after keeping "
                                      f"{reserve:.0f} s for the final run", estimate))
             search.log(f"{speed.backbone}: not probed (about {estimate:.0f} s; the budget cannot pay for it)")
             continue
@@ -302,7 +302,7 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
     runs = search.runs_per_trial
     if not search.budget.affords(measuring, search.scaled(best.final_s)):
         search.decisions.add(Row("fine-tune trial", name, None, None, False,
-                                 f"not measured: {max(0.0, search.budget.left()):.0f} s were left, the final "
+                                 f"not measured: {max(0.0, search.budget.available()):.0f} s were left, the final "
                                  f"run needs about {search.scaled(best.final_s):.0f} s", measuring))
         if first:
             search.decisions.notes.append("The budget could not pay for a fine-tune, so the head was trained "
@@ -312,13 +312,13 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
     resolved = search.resolve(trial_spec(search, speed.backbone, recipe))
     search.budget.charge(measuring)
     tune = measure_finetune(resolved, search.data, recipe.groups)
-    raw_trial = runs * estimates.finetune_trial_s(speed, tune, sizes, recipe.epochs)
+    raw_trial = estimates.finetune_trial_s(speed, tune, sizes, recipe.epochs, runs)
     trial_s, final_s = search.scaled(raw_trial), estimates.final_finetune_s(speed, tune, sizes, recipe.epochs)
     if not search.budget.affords(trial_s, search.scaled(max(final_s, best.final_s))):
         final_s = search.scaled(final_s)
         search.decisions.add(Row("fine-tune trial", name, None, None, False,
                                  f"not tried: its trial needs about {trial_s:.0f} s and its final run about "
-                                 f"{final_s:.0f} s; {max(0.0, search.budget.left()):.0f} s were left", trial_s))
+                                 f"{final_s:.0f} s; {max(0.0, search.budget.available()):.0f} s were left", trial_s))
         if first:
             search.decisions.notes.append(f"The budget could not pay for a fine-tune (top {recipe.groups} groups: "
                                           f"about {trial_s + final_s:.0f} s for its trial and final run), so "
