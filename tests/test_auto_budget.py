@@ -56,8 +56,9 @@ def test_budget_counts_what_was_spent_before_and_keeps_both_ledgers():
     assert budget.left() == 85
     # the plan still counts 60 s: a warm second run affords exactly what the cold first one did
     assert budget.planned_left() == 30 and not budget.affords(31) and budget.affords(30)
+    assert budget.available() == 30  # what the messages say was left: the tighter ledger
     clock.advance(70)  # a step that ran far over its estimate: the clock binds
-    assert budget.left() == 15 and budget.shortfall(20) == 5 and not budget.affords(20)
+    assert budget.left() == 15 and budget.available() == 15 and budget.shortfall(20) == 5 and not budget.affords(20)
     assert budget.status() == "1:25 of 1:40 used, 0:15 left"
 
 
@@ -217,7 +218,7 @@ def fake_trials(monkeypatch, clock: FakeClock, scores: dict[tuple[str, int], tup
     monkeypatch.setattr(search_module, "measure_finetune",
                         lambda resolved, data, groups: FinetuneSpeed(groups, 0.01, 0.01, 0.01))
 
-    def trial(search, spec, name, reserve, data=None):
+    def trial(search, spec, name, reserve):
         key = (spec["backbone"]["name"], spec["train"]["strategy"]["options"]["groups"])
         ran.append(key)
         clock.advance(3)

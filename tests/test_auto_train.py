@@ -63,10 +63,6 @@ def test_train_chooses_by_validation_reads_test_last_and_its_spec_reruns(tmp_pat
     assert steps[:3] == ["speed", "probe", "head sweep"] and steps[-1] == "final choice"
     assert "fine-tune trial" in steps  # tiny_cnn has 3 groups: a top-2 trial ran (or says why not)
     assert all(row["reason"] for row in decisions["candidates"])
-    # 9 validation images: every score is cross-validated over the 33 train and val images
-    assert any("3-fold cross-validation over the 33" in note for note in decisions["notes"])
-    assert all(round(row["val_top1"] * 33, 6).is_integer() for row in decisions["candidates"]
-               if row["step"] in ("probe", "head sweep") and row["val_top1"] is not None)
     assert decisions["final"]["test_top1"] == result.summary["test"]["top1"]
     assert decisions["final"]["within_budget"] is True
     assert "data: " in decisions["data"] and "held out until the end" in decisions["data"]

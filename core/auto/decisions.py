@@ -19,7 +19,7 @@ SECTION_ID = "how-chosen"
 class Row:
     step: str  # "throughput", "probe", "head sweep", "fine-tune trial", "final choice"
     candidate: str  # backbone, with the recipe where it matters
-    val_top1: float | None  # on the validation split, or cross-validated (a note says); None: nothing scored
+    val_top1: float | None  # on the validation split; None where nothing was scored
     seconds: float | None  # measured; None when the step did not run
     kept: bool
     reason: str
@@ -60,7 +60,7 @@ class Decisions:
         paragraphs = [
             f"tlzoo train chose this model within a budget of {self.budget_s:.0f} s on {self.machine.get('cpu', '?')} "
             f"({self.machine.get('threads', '?')} threads, {self.machine.get('precision', '?')} frozen passes), "
-            f"seed {self.seed}, measuring on the train and validation splits only; the test split, if any, was read once "
+            f"seed {self.seed}, measuring on the validation split only; the test split, if any, was read once "
             "the model below was fixed.",
             self.data,
         ]

@@ -72,12 +72,11 @@ def trust_s(speed: Speed, sizes: Sizes, fine_tuned: bool) -> float:
     return FOLD_S + sizes.searched * (speed.forward_s + speed.load_s) if fine_tuned else 2.0
 
 
-def finetune_trial_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int, runs: int = 1) -> float:
-    """A fine-tune trial: its frozen prefix once over train and val (then cached), and `runs` runs of its epochs
-    and calibration (one per fold when cross-validating: each about as long as a run on the train/val split)."""
+def finetune_trial_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int) -> float:
+    """A fine-tune trial: its frozen prefix once over train and val (then cached), its epochs, its calibration."""
     prefix = FOLD_S + sizes.searched * (tune.prefix_s + speed.load_s)
-    return prefix + runs * (speed.build_s + epochs * finetune_epoch_s(tune, sizes) + checkpoints_s(speed, epochs)
-                            + trust_s(speed, sizes, True) + RUN_OVERHEAD_S)
+    return (speed.build_s + prefix + epochs * finetune_epoch_s(tune, sizes) + checkpoints_s(speed, epochs)
+            + trust_s(speed, sizes, True) + RUN_OVERHEAD_S)
 
 
 def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int) -> float:

@@ -9,8 +9,7 @@ top-1) for each learning rate and length, in milliseconds per configuration.
 A configuration replaces the demo's (lr 3e-3, 10 epochs) only when it
 validates better by more than one image: with a few hundred validation images,
 smaller differences are noise, and picking the best of twelve by noise is how a
-search overfits its validation split. With folds (tlzoo.auto.folds) each setting
-is trained once per fold and scored on the images of all folds.
+search overfits its validation split.
 """
 
 from __future__ import annotations
@@ -33,7 +32,7 @@ DEFAULT = (3e-3, 10)
 class SweepPoint:
     lr: float
     epochs: int
-    best_epoch: int  # 0 when scored over folds: each fold has its own
+    best_epoch: int
     val_top1: float
     val_loss: float  # at the best epoch
     correct: int
@@ -82,42 +81,25 @@ def train_head(train_x, train_y, val_x, val_y, num_classes: int, lr: float, epoc
     return best
 
 
-def fold_splits(features, folds=None) -> list[tuple]:
-    """(train_x, train_y, val_x, val_y) of the train/val split, or of each fold."""
-    if folds is None:
-        return [(features.train_x.float(), features.train_y, features.val_x.float(), features.val_y)]
-    return [folds.features(features, index) for index in range(folds.count)]
-
-
-def score_head(splits: list[tuple], num_classes: int, lr: float, epochs: int, seed: int, label_smoothing: float,
-               weight_decay: float, batch_size: int) -> SweepPoint:
-    """A head trained on each split's train part: images right summed over the splits' val parts."""
-    points = [train_head(*split, num_classes, lr, epochs, seed, label_smoothing, weight_decay, batch_size)
-              for split in splits]
-    if len(points) == 1:
-        return points[0]
-    sizes = [split[3].numel() for split in splits]
-    correct = sum(point.correct for point in points)
-    loss = sum(point.val_loss * size for point, size in zip(points, sizes)) / max(1, sum(sizes))
-    return SweepPoint(lr, epochs, 0, correct / max(1, sum(sizes)), loss, correct)
-
-
 def sweep_head(features, seed: int, label_smoothing: float, weight_decay: float, batch_size: int,
-               lrs=LRS, epochs=EPOCHS, folds=None) -> Sweep:
+               lrs=LRS, epochs=EPOCHS) -> Sweep:
     """Every (lr, epochs) on `features` (tlzoo.engine.features.Features); the chosen point and why."""
-    splits = fold_splits(features, folds)
-    scored = sum(split[3].numel() for split in splits)
+    train_x, val_x = features.train_x.float(), features.val_x.float()
     points = []
     with one_thread(), torch.enable_grad():
         for lr in lrs:
             for length in epochs:
-                points.append(score_head(splits, features.num_classes, lr, length, seed, label_smoothing,
-                                         weight_decay, batch_size))
+                points.append(train_head(train_x, features.train_y, val_x, features.val_y, features.num_classes,
+                                         lr, length, seed, label_smoothing, weight_decay, batch_size))
     best = max(points, key=lambda p: (p.correct, -p.val_loss, -p.epochs))
     default = next((p for p in points if (p.lr, p.epochs) == DEFAULT), None)
     if default is not None and best.correct - default.correct <= 1:
         return Sweep(points, default, f"the demo's lr {DEFAULT[0]:g} and {DEFAULT[1]} epochs: no other of the "
                                       f"{len(points)} settings validated better by more than one image")
     return Sweep(points, best, f"lr {best.lr:g} and {best.epochs} epochs validated best ({best.correct} of "
-                               f"{scored} images" + (f", {best.correct - default.correct} more than "
-                                                     f"the demo's setting)" if default else ")"))
+                               f"{val_y_count(features)} images" + (f", {best.correct - default.correct} more than "
+                                                                    f"the demo's setting)" if default else ")"))
+
+
+def val_y_count(features) -> int:
+    return int(features.val_y.numel())

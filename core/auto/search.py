@@ -1,4 +1,4 @@
-"""The search of `tlzoo train`: from measured speeds to one chosen spec, never on the test split.
+"""The search of `tlzoo train`: from measured speeds to one chosen spec, on the validation split only.
 
 1. Speed: build every candidate backbone and time it (tlzoo.auto.throughput).
 2. Probe: cheapest first, each candidate that the budget can pay for gets
@@ -21,10 +21,6 @@ as well as the head or up to 6 points better, so within the noise of a small
 validation split it is the better bet. Between fine-tunes, more validation
 images right win, and on equal images the lower validation loss.
 
-Below tlzoo.auto.folds.CV_BELOW_VAL validation images every score above is a
-3-fold cross-validation over the train and val images (a trial is then 3 runs),
-so that the choices rest on several times as many images.
-
 Each step is a row of the Decisions; what the budget could not pay for is a
 row too, with its estimate. The test split is not part of any spec here.
 """
@@ -40,7 +36,6 @@ from typing import Callable
 from tlzoo.auto import estimates
 from tlzoo.auto.budget import Budget
 from tlzoo.auto.decisions import Decisions, Row
-from tlzoo.auto.folds import Folds
 from tlzoo.auto.head_sweep import sweep_head
 from tlzoo.auto.recipes import BATCH_SIZE, DEFAULT_LR, HEAD_EPOCHS, LABEL_SMOOTHING, WEIGHT_DECAY, Recipe, \
     candidate_spec, finetune_epochs, finetune_lr
@@ -71,22 +66,12 @@ class Search:
     log: Callable[[str], None]
     trial_stream: object = None
     slowdown: float = 1.0  # how much slower than estimated the steps so far ran (>= 1): later estimates grow by it
-    folds: Folds | None = None  # set: every score is cross-validated over train and val (tlzoo.auto.folds)
 
     def resolve(self, spec: dict):
         return resolve_spec(spec, self.registry, Path.cwd(), "tlzoo train")
 
-    @property
-    def scored(self) -> int:
-        """Images each score counts: the val split, or every train and val image when cross-validating."""
-        return self.sizes.val if self.folds is None else self.folds.images
-
-    @property
-    def runs_per_trial(self) -> int:
-        return 1 if self.folds is None else self.folds.count
-
     def images(self, correct: int) -> str:
-        return f"{correct} of {self.scored}"
+        return f"{correct} of {self.sizes.val}"
 
     def scaled(self, estimate: float) -> float:
         return estimate * self.slowdown
@@ -191,33 +176,18 @@ def probe_candidates(search: Search, speeds: list[Speed]) -> list[tuple[Speed, o
         started = search.budget.elapsed()
         spec = candidate_spec(search.base, speed.backbone, Recipe(0, DEFAULT_LR, HEAD_EPOCHS))
         features = pooled_features(search.resolve(spec), search.data, search.log)
-        correct, penalties = probe_score(search, features)
+        with one_thread():
+            probe = linear_probe(features.train_x, features.train_y, features.val_x, features.val_y,
+                                 features.num_classes)
+        correct = round(probe.top1 * search.sizes.val)
         seconds = search.budget.elapsed() - started
         search.observe(raw, seconds)
         probed.append((speed, features, correct))
-        top1 = correct / max(1, search.scored)
-        row = search.decisions.add(Row("probe", speed.backbone, top1, seconds, False, "", estimate))
-        row.reason = (f"linear probe (L2 {penalties}) on pooled features" + (" from the cache" if features.cached
-                                                                            else "")
-                      + ("" if search.folds is None else f", {search.folds.count}-fold cross-validated"))
-        search.log(f"{speed.backbone}: probe top-1 {top1:.4f} ({search.images(correct)}), {seconds:.1f} s")
+        row = search.decisions.add(Row("probe", speed.backbone, probe.top1, seconds, False, "", estimate))
+        row.reason = f"linear probe (L2 {probe.l2:g}) on pooled features" + (" from the cache" if features.cached
+                                                                             else "")
+        search.log(f"{speed.backbone}: probe top-1 {probe.top1:.4f} ({search.images(correct)}), {seconds:.1f} s")
     return probed
-
-
-def probe_score(search: Search, features) -> tuple[int, str]:
-    """Images the linear probe got right (on the val split, or held out in each fold) and its L2 penalties."""
-    with one_thread():
-        if search.folds is None:
-            probe = linear_probe(features.train_x, features.train_y, features.val_x, features.val_y,
-                                 features.num_classes)
-            return round(probe.top1 * search.sizes.val), f"{probe.l2:g}"
-        correct, penalties = 0, []
-        for index in range(search.folds.count):
-            train_x, train_y, val_x, val_y = search.folds.features(features, index)
-            probe = linear_probe(train_x, train_y, val_x, val_y, features.num_classes)
-            correct += round(probe.top1 * val_y.numel())
-            penalties.append(f"{probe.l2:g}")
-        return correct, "/".join(penalties)
 
 
 def choose_backbone(search: Search, probed) -> tuple[Speed, object, int]:
@@ -252,7 +222,7 @@ def choose_backbone(search: Search, probed) -> tuple[Speed, object, int]:
 def choose_head(search: Search, speed: Speed, features) -> tuple[Recipe, int, float]:
     started = search.budget.elapsed()
     spec = search.base["train"]
-    sweep = sweep_head(features, spec["seed"], LABEL_SMOOTHING, WEIGHT_DECAY, BATCH_SIZE, folds=search.folds)
+    sweep = sweep_head(features, spec["seed"], LABEL_SMOOTHING, WEIGHT_DECAY, BATCH_SIZE)
     point = sweep.chosen
     recipe = Recipe(0, point.lr, point.epochs)
     search.decisions.add(Row("head sweep", f"{speed.backbone}, {recipe.describe()}", point.val_top1,
@@ -299,7 +269,6 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
     name = f"{speed.backbone}, {recipe.describe()}"
     # measuring a fine-tune builds the model and times 3 prefix passes and 3 steps of 32: about twice this
     measuring = search.scaled(2 * (speed.build_s + 3 * BATCH * speed.forward_s))
-    runs = search.runs_per_trial
     if not search.budget.affords(measuring, search.scaled(best.final_s)):
         search.decisions.add(Row("fine-tune trial", name, None, None, False,
                                  f"not measured: {max(0.0, search.budget.available()):.0f} s were left, the final "
@@ -312,7 +281,7 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
     resolved = search.resolve(trial_spec(search, speed.backbone, recipe))
     search.budget.charge(measuring)
     tune = measure_finetune(resolved, search.data, recipe.groups)
-    raw_trial = estimates.finetune_trial_s(speed, tune, sizes, recipe.epochs, runs)
+    raw_trial = estimates.finetune_trial_s(speed, tune, sizes, recipe.epochs)
     trial_s, final_s = search.scaled(raw_trial), estimates.final_finetune_s(speed, tune, sizes, recipe.epochs)
     if not search.budget.affords(trial_s, search.scaled(max(final_s, best.final_s))):
         final_s = search.scaled(final_s)
@@ -329,12 +298,16 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
     search.budget.charge(trial_s)
     search.log(f"fine-tune trial: {name} (about {trial_s:.0f} s)")
     started = search.budget.elapsed()
-    correct, val_loss, cut = trial_score(search, resolved, f"trial-{speed.backbone}-top{recipe.groups}",
-                                         search.scaled(max(final_s, best.final_s)))
+    result = run_trial(search, resolved, f"trial-{speed.backbone}-top{recipe.groups}",
+                       search.scaled(max(final_s, best.final_s)))
     seconds = search.budget.elapsed() - started
     search.observe(raw_trial, seconds)
-    best_val = None if correct < 0 else correct / max(1, search.scored)
-    cut = " (cut short by the budget)" if cut else ""
+    measured = result.summary.get("best") or {}
+    best_val = measured.get("val_top1")
+    val_loss = measured.get("val_loss")
+    val_loss = float("inf") if val_loss is None else val_loss
+    correct = -1 if best_val is None else round(best_val * sizes.val)
+    cut = " (cut short by the budget)" if result.summary.get("stopped_early") else ""
     row = search.decisions.add(Row("fine-tune trial", name, best_val, seconds, False, "", trial_s))
     search.log(f"{name}: val top-1 {best_val if best_val is not None else float('nan'):.4f} "
                f"({search.images(correct)}), {seconds:.1f} s{cut}")
@@ -347,24 +320,6 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
     return best
 
 
-def trial_score(search: Search, resolved, name: str, reserve: float) -> tuple[int, float, bool]:
-    """Images right at the best epoch (-1: none scored), the validation loss there, and whether the budget cut
-    a run short: one run on the val split, or one per fold, summed over the folds' held-out images."""
-    folds = search.folds
-    splits = [None] if folds is None else [folds.data(search.data, index) for index in range(folds.count)]
-    correct, loss, cut = 0, 0.0, False
-    for index, data in enumerate(splits):
-        result = run_trial(search, resolved, name if data is None else f"{name}-fold{index + 1}", reserve, data)
-        measured = result.summary.get("best") or {}
-        images = search.sizes.val if data is None else len(data.val)
-        if measured.get("val_top1") is None:
-            return -1, float("inf"), bool(result.summary.get("stopped_early"))
-        correct += round(measured["val_top1"] * images)
-        loss += (float("inf") if measured.get("val_loss") is None else measured["val_loss"]) * images
-        cut = cut or bool(result.summary.get("stopped_early"))
-    return correct, loss / max(1, search.scored), cut
-
-
 def trial_spec(search: Search, backbone: str, recipe: Recipe) -> dict:
     spec = candidate_spec(search.base, backbone, recipe)
     spec["report"] = {"enabled": False}
@@ -372,13 +327,13 @@ def trial_spec(search: Search, backbone: str, recipe: Recipe) -> dict:
     return spec
 
 
-def run_trial(search: Search, resolved, name: str, reserve: float, data=None):
-    """A trial as an ordinary run in the scratch folder, on the data already scanned (or `data`, one fold of
-    it); cut short when an epoch more would leave less than `reserve` seconds for the final run."""
+def run_trial(search: Search, resolved, name: str, reserve: float):
+    """A trial as an ordinary run in the scratch folder, on the data already scanned; cut short when an epoch
+    more would leave less than `reserve` seconds for the final run."""
     from tlzoo.auto.deadline import DeadlineHook
 
     hook = DeadlineHook(search.budget, reserve, search.log, "trial")
-    extras = RunExtras(data=search.data if data is None else data, epoch_hooks=[hook])
+    extras = RunExtras(data=search.data, epoch_hooks=[hook])
     return run_spec(resolved, search.scratch / name, stream=search.trial_stream or sys.stderr, extras=extras)
 
 

@@ -25,7 +25,6 @@ from tlzoo.auto import estimates
 from tlzoo.auto.budget import OVERRUN, Budget, clock_text, parse_duration
 from tlzoo.auto.deadline import DeadlineHook
 from tlzoo.auto.decisions import DECISIONS_FILE, Decisions, Row
-from tlzoo.auto.folds import CV_BELOW_VAL, cross_validates, make_folds
 from tlzoo.auto.layout import Layout, check_usable, detect_layout, summary_line
 from tlzoo.auto.recipes import base_spec
 from tlzoo.auto.search import Search, check_one_pass, choose_backbone, choose_head, choose_recipe, final_spec, \
@@ -143,14 +142,7 @@ def train(data: str | Path, time_budget: str | float = "10m", candidates=(), off
                                     len(search_data.classes))
             decisions = Decisions(budget.seconds, seed, line, machine())
             search = Search(budget, registry, base_spec(run_name(layout.source), layout.reader, seed, "runs"),
-                            search_data, sizes, load_s, scratch, decisions, log, PrefixedStream(stream),
-                            folds=make_folds(search_data, seed) if cross_validates(search_data) else None)
-            if search.folds is not None:
-                note = (f"The validation split holds {sizes.val} images (fewer than {CV_BELOW_VAL}): every score "
-                        f"below is a {search.folds.count}-fold cross-validation over the {search.folds.images} "
-                        "train and val images, and a fine-tune trial is one run per fold.")
-                decisions.notes.append(note)
-                log(note)
+                            search_data, sizes, load_s, scratch, decisions, log, PrefixedStream(stream))
             choice = run_search(search, list(candidates), offline)
     except Interrupted as exc:
         raise Interrupted(exc.signum, f"stopped by {signal_name(exc.signum)} during the search, before any model "
@@ -182,7 +174,7 @@ def final_run(search: Search, layout: Layout, choice, output: Path | None, strea
         decisions.notes.append(f"Steps ran up to {search.slowdown:.1f}x slower than this machine measured at the "
                                "start (a busier machine): later estimates were scaled by that factor.")
     decisions.add(Row("final choice", f"{choice.backbone}, {choice.recipe.describe()}",
-                      choice.correct / max(1, search.scored), None, True,
+                      choice.correct / max(1, search.sizes.val), None, True,
                       f"the best validation score the budget could pay for; its final run was estimated at "
                       f"{search.scaled(choice.final_s):.0f} s", search.scaled(choice.final_s)))
     decisions.chosen = {"backbone": choice.backbone, "recipe": choice.recipe.describe(),
