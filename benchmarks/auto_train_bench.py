@@ -8,9 +8,10 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
   every image re-encoded as a 128 px JPEG (quality 80);
 - flowers12-fewshot: seed 5, 10 train / 5 val / 40 test per class (added after the search's tie rule was
   set on the three others: a check that did not inform it, with a validation split of 60 images);
-- patches-fewshot and flowers12-15shot-160 (added with the cross-validation of small validation splits, set
-  before any of their figures were seen): patches with seed 4, 10 train / 5 val / 40 test a class; flowers12
-  re-split with seed 11, 15 / 5 / 40 a class, re-encoded with a shorter side of 160 px;
+- patches-fewshot and flowers12-15shot-160 (made, before any of their figures were seen, to check a 3-fold
+  cross-validation of small validation splits; that change lost on both and was reverted): patches with seed
+  4, 10 train / 5 val / 40 test a class; flowers12 re-split with seed 11, 15 / 5 / 40 a class, re-encoded
+  with a shorter side of 160 px;
 - patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
   pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
   the picture a crop came from; 30 train / 10 val / 30 test per class.
