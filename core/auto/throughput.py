@@ -22,6 +22,9 @@ from tlzoo.runtime.device import autocast
 
 BATCH = 16  # the whole backbone's batch: per image, a batch of 8 measured up to twice a run's batch of 32
 STEP_BATCH = 32  # a training step at the runs' batch size (tlzoo.auto.recipes.BATCH_SIZE), on repeated activations
+# the backbone's speed orders the probes and sets every estimate: the fastest of 2 batches put lite0 at a third of
+# its speed in 3 of 11 processes here (both batches slow), the fastest of 4 in none of 9
+SPEED_REPEATS = 4
 
 
 @dataclass
@@ -81,7 +84,7 @@ def measure_speed(resolved, data, load_s: float) -> Speed:
         with torch.inference_mode(), autocast(setup.precision, setup.device):
             model.forward_stages(x)
 
-    seconds = timed(forward)
+    seconds = timed(forward, SPEED_REPEATS)
     return Speed(resolved.backbone.name, build_s, seconds / x.shape[0], load_s, count_parameters(model),
                  model.num_features, model.num_groups - 1)
 
