@@ -1,11 +1,11 @@
 """This machine's speed, measured before anything is decided: what each candidate's steps will cost.
 
-One batch of random images at the backbone's input size through the model as a
-run builds it (device, precision, channels_last), after one warm-up batch of the
-same shape (the first call creates the kernels' primitives and is slow). Reading
-an image (decode, resize) costs what the data scan measured per image. A
-fine-tune is timed the same way: the frozen prefix once, then forward and
-backward through the trainable top and the head.
+The fastest of 4 batches of random images at the backbone's input size through
+the model as a run builds it (device, precision, channels_last), after one
+warm-up batch of the same shape (the first call creates the kernels' primitives
+and is slow). Reading an image (decode, resize) costs what the data scan
+measured per image. A fine-tune is timed likewise, the fastest of 2: the frozen
+prefix once, then forward and backward through the trainable top and the head.
 """
 
 from __future__ import annotations
