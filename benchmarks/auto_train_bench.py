@@ -12,6 +12,8 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
   cross-validation of small validation splits; that change lost on both and was reverted): patches with seed
   4, 10 train / 5 val / 40 test a class; flowers12 re-split with seed 11, 15 / 5 / 40 a class, re-encoded
   with a shorter side of 160 px;
+- flowers12-fewshot-s21, -s22, -s23 (on request): flowers12-fewshot's sizes drawn again with seeds 21-23,
+  to tell a few-shot set's draw from the search's rule;
 - patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
   pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
   the picture a crop came from; 30 train / 10 val / 30 test per class.
@@ -130,6 +132,10 @@ DATASETS = {"flowers12-resplit": flowers_resplit, "flowers12-imbalanced-128": fl
             "patches": patches, "flowers12-fewshot": functools.partial(flowers_resplit, seed=5, sizes=(10, 5, 40)),
             "patches-fewshot": functools.partial(patches, seed=4, sizes=(10, 5, 40)),
             "flowers12-15shot-160": functools.partial(flowers_resplit, seed=11, sizes=(15, 5, 40), side=160)}
+REDRAWS = {f"flowers12-fewshot-s{seed}": functools.partial(flowers_resplit, seed=seed, sizes=(10, 5, 40))
+           for seed in (21, 22, 23)}  # flowers12-fewshot drawn again: run on request (--datasets)
+DEFAULT_SETS = tuple(DATASETS)
+DATASETS.update(REDRAWS)
 
 
 def recipe_spec(path: Path, data: Path, out: Path) -> Path:
@@ -220,7 +226,7 @@ def verdicts(rows: list[dict]) -> list[str]:
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--time", default="10m")
-    parser.add_argument("--datasets", default=",".join(DATASETS))
+    parser.add_argument("--datasets", default=",".join(DEFAULT_SETS))
     parser.add_argument("--work", type=Path, default=Path("/tmp/tlzoo-auto-bench"))
     parser.add_argument("--methods", default=None, help="run only these: auto, flowers12, flowers12_lite2")
     parser.add_argument("--no-append", action="store_true")
