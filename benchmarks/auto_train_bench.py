@@ -20,7 +20,9 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
 
 Methods, each in its own process with an empty activation cache (so each pays its own feature passes):
 `tlzoo train DIR --time T`, the demo recipe (examples/flowers12.json: lite0 head only) and the lite2 partial
-recipe (examples/flowers12_lite2.json), the last two with the data's train/val/test folders.
+recipe (examples/flowers12_lite2.json), the last two with the data's train/val/test folders. Each verdict
+also pairs tlzoo train with the better fixed recipe on the same test images (`tlzoo predict`): how many only
+one of them gets right, and the exact McNemar p of that split.
 
     python benchmarks/auto_train_bench.py [--time 10m] [--datasets flowers12-resplit,patches] [--work DIR]
 """
@@ -28,9 +30,11 @@ recipe (examples/flowers12_lite2.json), the last two with the data's train/val/t
 from __future__ import annotations
 
 import argparse
+import csv
 import functools
 import io
 import json
+import math
 import os
 import platform
 import random
@@ -184,7 +188,7 @@ def bench(name: str, work: Path, budget: str, methods: set[str] | None = None) -
         result = summary(run_dir)
         decisions = run_dir / "decisions.json"
         chosen = json.loads(decisions.read_text())["chosen"] if decisions.is_file() else None
-        rows.append({"dataset": name, "method": label, "code": code, "wall": wall, "load": load,
+        rows.append({"dataset": name, "method": label, "run": run_dir.name, "code": code, "wall": wall, "load": load,
                      "test_top1": (result.get("test") or {}).get("top1"),
                      "val_top1": (result.get("best") or {}).get("val_top1"),
                      "counts": (result.get("num_train"), result.get("num_val"), (result.get("test") or {}).get("count")),
@@ -192,6 +196,32 @@ def bench(name: str, work: Path, budget: str, methods: set[str] | None = None) -
         print(json.dumps(rows[-1]), file=sys.stderr, flush=True)
         shutil.rmtree(cache, ignore_errors=True)
     return rows
+
+
+def test_hits(run_dir: Path, data: Path) -> dict[str, bool]:
+    """Each test image's path: whether the run's model predicts its folder's class (unknown never refused)."""
+    found = subprocess.run([str(TLZOO), "predict", str(run_dir), str(data / "test"), "--format", "csv", "--no-reject",
+                            "--top-k", "1"], capture_output=True, text=True)
+    return {row["path"]: Path(row["path"]).parent.name == row["class"]
+            for row in csv.DictReader(io.StringIO(found.stdout)) if not row.get("error")}
+
+
+def paired(rows: list[dict], work: Path) -> str:
+    """tlzoo train against the better fixed recipe on the same test images: the images only one of them gets
+    right, and the exact two-sided McNemar p of that split (a small difference in top-1 may be a coin's)."""
+    auto = next(r for r in rows if r["method"].startswith("tlzoo train"))
+    other = max((r for r in rows if r is not auto and r["code"] == 0 and r["test_top1"] is not None),
+                key=lambda r: r["test_top1"])
+    data, runs = work / "data" / auto["dataset"], work / "runs" / auto["dataset"]
+    mine, theirs = test_hits(runs / auto["run"], data), test_hits(runs / other["run"], data)
+    if not mine or not theirs:
+        return "no paired comparison (tlzoo predict on the test split failed)"
+    only_mine = sum(1 for path, hit in mine.items() if hit and not theirs.get(path, False))
+    only_theirs = sum(1 for path, hit in theirs.items() if hit and not mine.get(path, False))
+    n, k = only_mine + only_theirs, min(only_mine, only_theirs)
+    p = min(1.0, 2 * sum(math.comb(n, i) for i in range(k + 1)) / 2 ** n) if n else 1.0
+    return (f"only tlzoo train right on {only_mine} test images, only {other['method']} on {only_theirs} "
+            f"(exact McNemar p {p:.2f})")
 
 
 def table(rows: list[dict]) -> str:
@@ -207,7 +237,7 @@ def table(rows: list[dict]) -> str:
     return "\n".join(lines)
 
 
-def verdicts(rows: list[dict]) -> list[str]:
+def verdicts(rows: list[dict], work: Path) -> list[str]:
     out = []
     for name in dict.fromkeys(row["dataset"] for row in rows):
         mine = [r for r in rows if r["dataset"] == name]
@@ -219,7 +249,14 @@ def verdicts(rows: list[dict]) -> list[str]:
             continue
         bar = max(fixed) - 0.005
         out.append(f"- {name}: tlzoo train {auto:.4f} against the better fixed recipe's {max(fixed):.4f}: target "
-                   f"(>= {bar:.4f}) {'met' if auto >= bar else 'missed'}; wall {autos[0]['wall']:.0f} s")
+                   f"(>= {bar:.4f}) {'met' if auto >= bar else 'missed'}; wall {autos[0]['wall']:.0f} s; "
+                   + paired(mine, work))
+    means = {}
+    for row in rows:
+        means.setdefault(row["method"], []).append(row["test_top1"] if row["code"] == 0 else None)
+    if len(out) > 1 and all(None not in scores for scores in means.values()):
+        out.append("- mean test top-1 over these data sets: " + "; ".join(
+            f"{method} {sum(scores) / len(scores):.4f}" for method, scores in means.items()))
     return out
 
 
@@ -242,7 +279,7 @@ def main() -> None:
                f"with an empty activation cache. Load average before {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; "
                f"after {', '.join(f'{v:.2f}' for v in os.getloadavg())}; the bench took "
                f"{(time.monotonic() - started) / 60:.0f} min.\n\n")
-    text.write(table(rows) + "\n\n" + "\n".join(verdicts(rows)) + "\n")
+    text.write(table(rows) + "\n\n" + "\n".join(verdicts(rows, args.work)) + "\n")
     print(text.getvalue())
     if not args.no_append:
         with RESULTS.open("a") as handle:
