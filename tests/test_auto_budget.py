@@ -330,3 +330,15 @@ def test_every_candidate_is_timed_again_after_all_had_a_first_pass(monkeypatch, 
     assert events == [("first", "a"), ("first", "b"), ("second", "a"), ("second", "b")]
     assert [s.forward_s for s in speeds] == [0.01, 0.01]
     assert [row.reason.split(" images/s")[0] for row in search.decisions.rows] == ["100", "100"]
+
+
+def test_a_gpu_timing_waits_for_the_queued_kernels(monkeypatch):
+    """A GPU returns from a launch before the work is done: the clock must stop after torch.cuda.synchronize."""
+    from tlzoo.runtime.device import synchronize
+
+    waited = []
+    monkeypatch.setattr(torch.cuda, "synchronize", lambda device=None: waited.append(device))
+    synchronize(torch.device("cpu"))
+    assert waited == []
+    synchronize(torch.device("cuda", 0))
+    assert waited == [torch.device("cuda", 0)]

@@ -6,7 +6,8 @@ warm-up batch of the same shape (the first call creates the kernels' primitives
 and is slow); then, once every candidate has had that first pass, 2 batches
 more each (`second_pass`), the fastest of all counting. Reading an image (decode, resize) costs what the data scan
 measured per image. A fine-tune is timed likewise, the fastest of 2: the frozen
-prefix once, then forward and backward through the trainable top and the head.
+prefix once, then forward and backward through the trainable top and the head. On a GPU every timed call
+waits for its kernels (`synchronize`) before the clock stops.
 """
 
 from __future__ import annotations
@@ -21,7 +22,7 @@ import torch
 from tlzoo.engine.setup import model_setup
 from tlzoo.model.backbone import count_parameters
 from tlzoo.model.freeze import apply_plan
-from tlzoo.runtime.device import autocast
+from tlzoo.runtime.device import autocast, synchronize
 
 BATCH = 16  # the whole backbone's batch: per image, a batch of 8 measured up to twice a run's batch of 32
 STEP_BATCH = 32  # a training step at the runs' batch size (tlzoo.auto.recipes.BATCH_SIZE), on repeated activations
@@ -92,6 +93,7 @@ def measure_speed(resolved, data, load_s: float) -> tuple[Speed, Callable[[], No
     def forward():
         with torch.inference_mode(), autocast(setup.precision, setup.device):
             model.forward_stages(x)
+        synchronize(setup.device)
 
     seconds = timed(forward, SPEED_REPEATS)
     return Speed(resolved.backbone.name, build_s, seconds / x.shape[0], load_s, count_parameters(model),
@@ -113,7 +115,9 @@ def measure_finetune(resolved, data, groups: int) -> FinetuneSpeed:
 
     def prefix():
         with torch.no_grad(), autocast(setup.precision, setup.device):
-            return model.forward_stages(x, 0, k).float()
+            out = model.forward_stages(x, 0, k).float()
+        synchronize(setup.device)
+        return out
 
     model.eval()
     prefix_s = timed(prefix)
@@ -124,6 +128,7 @@ def measure_finetune(resolved, data, groups: int) -> FinetuneSpeed:
     def step():
         model.zero_grad(set_to_none=True)
         model.head(model.forward_stages(activations, k)).logsumexp(1).mean().backward()
+        synchronize(setup.device)
 
     step_s = timed(step)
     model.eval()
@@ -131,6 +136,7 @@ def measure_finetune(resolved, data, groups: int) -> FinetuneSpeed:
     def top():
         with torch.inference_mode(), autocast(setup.precision, setup.device):
             model.head(model.forward_stages(activations, k))
+        synchronize(setup.device)
 
     top_s = timed(top)
     return FinetuneSpeed(groups, prefix_s / x.shape[0], step_s / STEP_BATCH, top_s / STEP_BATCH)

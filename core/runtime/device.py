@@ -150,6 +150,13 @@ def resolve_device(value: str) -> torch.device:
     return device
 
 
+def synchronize(device: torch.device) -> None:
+    """Wait for `device`'s queued work: a GPU runs kernels after the call that launched them has returned, so a
+    clock read without this measures the launch, not the work."""
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
 def autocast(precision: str, device: torch.device):
     """A context that runs a pass in `precision` ('fp32' does nothing)."""
     if precision == "fp32":
