@@ -13,7 +13,8 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
   4, 10 train / 5 val / 40 test a class; flowers12 re-split with seed 11, 15 / 5 / 40 a class, re-encoded
   with a shorter side of 160 px;
 - flowers12-fewshot-s21, -s22, -s23 (on request): flowers12-fewshot's sizes drawn again with seeds 21-23,
-  to tell a few-shot set's draw from the search's rule;
+  to tell a few-shot set's draw from the search's rule; patches-fewshot-s21, -s22, -s23 likewise for the
+  other source (made after round 10, before any of their figures were seen);
 - patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
   pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
   the picture a crop came from; 30 train / 10 val / 30 test per class.
@@ -138,6 +139,8 @@ DATASETS = {"flowers12-resplit": flowers_resplit, "flowers12-imbalanced-128": fl
             "flowers12-15shot-160": functools.partial(flowers_resplit, seed=11, sizes=(15, 5, 40), side=160)}
 REDRAWS = {f"flowers12-fewshot-s{seed}": functools.partial(flowers_resplit, seed=seed, sizes=(10, 5, 40))
            for seed in (21, 22, 23)}  # flowers12-fewshot drawn again: run on request (--datasets)
+REDRAWS.update({f"patches-fewshot-s{seed}": functools.partial(patches, seed=seed, sizes=(10, 5, 40))
+                for seed in (21, 22, 23)})  # the few-shot sizes on the other source, likewise
 DEFAULT_SETS = tuple(DATASETS)
 DATASETS.update(REDRAWS)
 
