@@ -85,6 +85,11 @@ def tlzoo(args: list[str], cache: Path, log: Path) -> tuple[float, int]:
     return time.monotonic() - started, code
 
 
+def read_json(path: Path) -> dict:
+    """A run's JSON file, {} where the run did not get that far."""
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
 def run_spec(name: str, backbone: str, reader: dict, train: dict, work: Path) -> dict:
     spec = {"name": name, "backbone": {"name": backbone, "weights": "pretrained"},
             "data": {"reader": {"name": "imagefolder", "options": reader}, "batch_size": 32, "augment": "none"},
@@ -93,13 +98,12 @@ def run_spec(name: str, backbone: str, reader: dict, train: dict, work: Path) ->
     path.write_text(json.dumps(spec, indent=1))
     wall, code = tlzoo(["run", str(path)], work / "caches" / name, work / "logs" / f"{name}.log")
     run_dir = work / "runs" / name
-    summary = json.loads((run_dir / "summary.json").read_text()) if (run_dir / "summary.json").is_file() else {}
+    summary = read_json(run_dir / "summary.json")
     epochs = [json.loads(line)["seconds"] for line in (run_dir / "metrics.jsonl").read_text().splitlines()] \
         if (run_dir / "metrics.jsonl").is_file() else []
     return {"name": name, "code": code, "wall": wall, "epochs_s": sum(epochs),
             "val": (summary.get("best") or {}).get("val_top1"), "test": (summary.get("test") or {}).get("top1"),
-            "precision": (json.loads((run_dir / "best.json").read_text())["eval"]["precision"]
-                          if (run_dir / "best.json").is_file() else None)}
+            "precision": read_json(run_dir / "best.json").get("eval", {}).get("precision")}
 
 
 def fmt(value, digits=4) -> str:
@@ -124,11 +128,15 @@ def main() -> None:
              f"{torch.__version__}, CUDA {torch.version.cuda}; the same machine's CPUs: {cpu_line()} "
              f"{len(os.sched_getaffinity(0))} cores; Python {sys.version.split()[0]}.\n"]
 
+    printed = 0
+
     def flush():
-        text = "\n".join(lines) + "\n"
-        print(text, flush=True)
+        """Print the lines added since the last call; rewrite the section under --out (a timeout keeps it)."""
+        nonlocal printed
+        print("\n".join(lines[printed:]), flush=True)
+        printed = len(lines)
         if args.out:
-            (args.out / "gpu_section.md").write_text(text)
+            (args.out / "gpu_section.md").write_text("\n".join(lines) + "\n")
 
     # 1. throughput
     from tlzoo.runtime.precision import auto_precision
@@ -142,7 +150,7 @@ def main() -> None:
             speeds[backbone, device, precision] = speed = throughput(backbone, device, precision, batch)
             lines.append(f"| {backbone} | {device} | {batch} | {precision} | {speed:.0f} |")
             flush()
-    checks = [(f"bf16 autocast faster than fp32 on the GPU (lite0, lite2)",
+    checks = [("bf16 autocast faster than fp32 on the GPU (lite0, lite2)",
                all(speeds[b, GPU, "bf16"] > speeds[b, GPU, "fp32"] for b in ("efficientnet_lite0",
                                                                                     "efficientnet_lite2")))]
     torch.cuda.empty_cache()
@@ -181,8 +189,7 @@ def main() -> None:
     from tlzoo.auto.budget import parse_duration
 
     budget = parse_duration(args.time)
-    decisions = json.loads((out_dir / "decisions.json").read_text()) if (out_dir / "decisions.json").is_file() else {}
-    summary = json.loads((out_dir / "summary.json").read_text()) if (out_dir / "summary.json").is_file() else {}
+    decisions, summary = read_json(out_dir / "decisions.json"), read_json(out_dir / "summary.json")
     chosen = decisions.get("chosen") or {}
     measured = [f"{row['candidate']}: {row['reason'].split(',')[0]}" for row in decisions.get("candidates", [])
                 if row["step"] in ("speed", "throughput") and row["kept"]]
