@@ -175,7 +175,8 @@ def main() -> None:
         return None not in (by[a][key], by[b][key]) and abs(by[a][key] - by[b][key]) <= 0.01
 
     checks += [("every run exited 0", all(r["code"] == 0 for r in runs)),
-               ("head only: GPU's best val top-1 within 1 point of the CPUs'", within_a_point("head-cuda", "head-cpu", "val")),
+               ("head only: GPU's best val top-1 within 1 point of the CPUs'",
+                within_a_point("head-cuda", "head-cpu", "val")),
                ("lite2 partial: bf16 (auto) test top-1 within 1 point of fp32",
                 within_a_point("partial-cuda-auto", "partial-cuda-fp32", "test")),
                ("lite2 partial: fp16 test top-1 within 1 point of fp32",
@@ -190,12 +191,12 @@ def main() -> None:
 
     budget = parse_duration(args.time)
     decisions, summary = read_json(out_dir / "decisions.json"), read_json(out_dir / "summary.json")
-    chosen = decisions.get("chosen") or {}
+    chosen, test_top1 = decisions.get("chosen") or {}, (summary.get("test") or {}).get("top1")
     measured = [f"{row['candidate']}: {row['reason'].split(',')[0]}" for row in decisions.get("candidates", [])
                 if row["step"] in ("speed", "throughput") and row["kept"]]
     lines += ["", f"tlzoo train --time {args.time} on the GPU: exit {code}, wall {wall:.1f} s of {budget:.0f} s "
               f"(+10 %: {budget * 1.1:.0f} s); machine {decisions.get('machine')}; chose "
-              f"{chosen.get('backbone')}, {chosen.get('recipe')}; test top-1 {fmt((summary.get('test') or {}).get('top1'))}"
+              f"{chosen.get('backbone')}, {chosen.get('recipe')}; test top-1 {fmt(test_top1)}"
               f". Speeds it measured (batch 16): {'; '.join(measured) or '-'}."]
     checks += [("tlzoo train exited 0 within its budget plus 10 %", code == 0 and wall <= budget * 1.1)]
     lines += ["", "| check | result |", "|---|---|"] + [f"| {name} | {'PASS' if ok else 'FAIL'} |"

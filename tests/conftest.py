@@ -11,8 +11,8 @@ import pytest
 
 # The suite checks the CPU paths, bit for bit where it can, on every machine: with a GPU visible, device
 # "auto" would train every test's run there, where bf16 kernels change with the batch shape, so a run and its
-# re-evaluation can disagree on one borderline image (28 of 945 tests failed on an H200). Set before torch touches
-# CUDA, and inherited by the CLI subprocesses. benchmarks/gpu_bench.py checks the CUDA paths on a GPU machine.
+# re-evaluation can disagree on one borderline image (28 of 945 tests failed on an H200). Set before torch
+# touches CUDA, and inherited by the CLI subprocesses. benchmarks/gpu_bench.py checks CUDA on a GPU machine.
 os.environ["CUDA_VISIBLE_DEVICES"] = ""
 
 REPO = Path(__file__).resolve().parents[1]
