@@ -100,6 +100,14 @@ def one_thread(monkeypatch):
     torch.set_num_threads(before)
 
 
+@pytest.fixture(scope="session")
+def exported(tmp_path_factory):
+    """A tiny run exported three ways (export_support.py), once for test_export and test_export_tampering."""
+    from export_support import export_tiny_run
+
+    return export_tiny_run(tmp_path_factory.mktemp("export"))
+
+
 @pytest.fixture
 def tiny_backbone():
     """test/tiny_cnn (tests/support.py) in the (fresh, per-test) registry."""
