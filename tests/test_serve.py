@@ -254,7 +254,9 @@ def test_the_page_uploads_a_file_and_shows_its_top_classes(server, tiny_run, tmp
             page.on("pageerror", lambda error: console.append(f"error: {error}"))
             page.on("request", lambda sent: requests.append(sent.url))
             page.goto(server.url)
-            page.wait_for_function("document.getElementById('model').textContent.includes('classes')")
+            # a selector, not wait_for_function: its polling evaluates the predicate as a string, which the
+            # page's Content-Security-Policy (no 'unsafe-eval') refuses whenever the first check comes too early
+            page.wait_for_selector("#model:has-text('classes')")
             page.fill("#topk", "3")
             page.set_input_files("#files", str(image))
             page.wait_for_selector(".card .pred", timeout=30_000)
