@@ -15,6 +15,10 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
 - flowers12-fewshot-s21, -s22, -s23 (on request): flowers12-fewshot's sizes drawn again with seeds 21-23,
   to tell a few-shot set's draw from the search's rule; patches-fewshot-s21, -s22, -s23 likewise for the
   other source (made after round 10, before any of their figures were seen);
+- glyphs-fewshot (seed 31, 10 / 5 / 40 a class), glyphs-imbalanced (seed 32, 40 down to 6 training images
+  a class, val 8, test 30), shapes-fewshot (seed 33, 10 / 5 / 40) and shapes (seed 34, 30 / 10 / 30):
+  printed letters and drawn shapes on photographs (drawn_sets.py), domains far from flowers12, made after
+  round 10 and before any of their figures was seen (on request, --datasets);
 - patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
   pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
   the picture a crop came from; 30 train / 10 val / 30 test per class.
@@ -47,6 +51,8 @@ from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+import drawn_sets  # benchmarks/drawn_sets.py, beside this script
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -141,6 +147,13 @@ REDRAWS = {f"flowers12-fewshot-s{seed}": functools.partial(flowers_resplit, seed
            for seed in (21, 22, 23)}  # flowers12-fewshot drawn again: run on request (--datasets)
 REDRAWS.update({f"patches-fewshot-s{seed}": functools.partial(patches, seed=seed, sizes=(10, 5, 40))
                 for seed in (21, 22, 23)})  # the few-shot sizes on the other source, likewise
+# far from flowers12 (drawn_sets.py): made before any of their figures was seen, the search unchanged
+DRAWN = {"glyphs-fewshot": functools.partial(drawn_sets.glyphs, seed=31, train=10, val=5, test=40),
+         "glyphs-imbalanced": functools.partial(drawn_sets.glyphs, seed=32, train=[40, 34, 28, 22, 18, 14, 11, 9, 7, 6],
+                                                val=8, test=30),
+         "shapes-fewshot": functools.partial(drawn_sets.shapes, seed=33, train=10, val=5, test=40),
+         "shapes": functools.partial(drawn_sets.shapes, seed=34, train=30, val=10, test=30)}
+REDRAWS.update(DRAWN)  # on request (--datasets), as the redraws
 DEFAULT_SETS = tuple(DATASETS)
 DATASETS.update(REDRAWS)
 
