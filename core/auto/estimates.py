@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from tlzoo.auto import head_sweep
 from tlzoo.auto.throughput import FinetuneSpeed, Speed
 
 REPORT_S = 10.0  # report.html: matplotlib's import, figures, thumbnails of the top losses, per_image.csv
@@ -17,6 +18,8 @@ CHECKPOINT_BYTES_PER_S = 50e6  # best and last written each epoch (safetensors, 
 EPOCH_OVERHEAD_S = 0.5  # an epoch's fixed cost: its validation, metrics lines, the writes' fsync
 HEAD_EPOCH_IMAGE_S = 2e-5  # an epoch of a head on cached features, per image (reading the cache, the step)
 PROBE_FIT_UNIT_S = 3e-9  # the probe's fit (3-fold CV over 3 penalties, then the fit), per sample x feature x class
+SWEEP_STEP_S = (5e-4, 3e-4)  # a head sweep's step: fixed, and per seed (5 seeds: 0.9-1.8 ms on a 2-core Xeon)
+SWEEP_EPOCH_S = 1e-2  # a sweep epoch's new batch orders and its validation
 
 
 @dataclass(frozen=True)
@@ -36,6 +39,14 @@ def probe_s(speed: Speed, sizes: Sizes) -> float:
     """Features of train and val through the whole backbone, and the probe's fit on them."""
     fit = PROBE_FIT_UNIT_S * sizes.train * speed.num_features * max(sizes.classes, 8)
     return speed.features_s(sizes.searched) + FOLD_S + fit + 1.0
+
+
+def head_sweep_s(sizes: Sizes, seeds: int) -> float:
+    """The head sweep (tlzoo.auto.head_sweep): every setting's epochs, each of steps of 32 over the training
+    features with `seeds` heads side by side; Python's steps, not arithmetic, set the pace."""
+    steps = -(-sizes.train // 32)
+    step_s = SWEEP_STEP_S[0] + SWEEP_STEP_S[1] * seeds
+    return len(head_sweep.LRS) * sum(head_sweep.EPOCHS) * (steps * step_s + SWEEP_EPOCH_S + sizes.val * 1e-6)
 
 
 def checkpoints_s(speed: Speed, epochs: int) -> float:

@@ -6,7 +6,8 @@
    The best probe wins; a costlier backbone must beat a cheaper one by more than
    one validation image, or the cheaper one is kept.
 3. Head: the learning rate and epochs of a head on those cached features
-   (tlzoo.auto.head_sweep).
+   (tlzoo.auto.head_sweep: each setting trained from several seeds, scored by
+   their mean, since one seed's score on a small validation split is a draw).
 4. Fine-tune: while the budget pays for a trial and the final run after it,
    train the top 2 (then 3, ...) backbone groups with the head as a real run.
 5. Other backbones: budget left pays for a top-2 fine-tune trial of each other
@@ -36,7 +37,7 @@ from typing import Callable
 from tlzoo.auto import estimates
 from tlzoo.auto.budget import Budget
 from tlzoo.auto.decisions import Decisions, Row
-from tlzoo.auto.head_sweep import sweep_head
+from tlzoo.auto.head_sweep import seeds_for, sweep_head
 from tlzoo.auto.recipes import BATCH_SIZE, DEFAULT_LR, HEAD_EPOCHS, LABEL_SMOOTHING, WEIGHT_DECAY, Recipe, \
     candidate_spec, finetune_epochs, finetune_lr
 from tlzoo.auto.throughput import BATCH, Speed, measure_finetune, measure_speed, second_pass
@@ -70,8 +71,8 @@ class Search:
     def resolve(self, spec: dict):
         return resolve_spec(spec, self.registry, Path.cwd(), "tlzoo train")
 
-    def images(self, correct: int) -> str:
-        return f"{correct} of {self.sizes.val}"
+    def images(self, correct: float) -> str:
+        return f"{count_text(correct)} of {self.sizes.val}"
 
     def scaled(self, estimate: float) -> float:
         return estimate * self.slowdown
@@ -84,28 +85,33 @@ class Search:
             self.slowdown = min(MAX_SLOWDOWN, max(self.slowdown, seconds / estimate))
 
 
+def count_text(images: float) -> str:
+    """Images right: a trial's whole count, or the head sweep's mean over seeds."""
+    return f"{images:.0f}" if float(images).is_integer() else f"{images:.1f}"
+
+
 @dataclass
 class Choice:
     backbone: str
     recipe: Recipe
-    correct: int  # validation images right, as the search measured the choice
+    correct: float  # validation images right, as the search measured the choice (a head: the sweep's mean)
     speed: Speed
     final_s: float  # the final run's estimate
     finish_s: float  # of which the end (test split, report)
     val_loss: float = float("inf")  # at the best epoch, as measured (the sweep's for a head)
 
-    def beaten_by(self, correct: int, val_loss: float) -> bool:
+    def beaten_by(self, correct: float, val_loss: float) -> bool:
         """Whether a fine-tune trial with these validation figures replaces this choice (module docstring)."""
         if self.recipe.groups == 0:
             return correct >= self.correct - 1
         return correct > self.correct or (correct == self.correct and val_loss < self.val_loss)
 
-    def margin(self, correct: int, val_loss: float) -> str:
+    def margin(self, correct: float, val_loss: float) -> str:
         than = f"{self.backbone}, {self.recipe.describe()}"
         if correct != self.correct:
             more = correct - self.correct
-            return (f"{more} image(s) better than {than}" if more > 0 else
-                    f"{-more} image below {than}, within the noise: a fine-tune is preferred")
+            return (f"{count_text(more)} image(s) better than {than}" if more > 0 else
+                    f"{count_text(-more)} image(s) below {than}, within the noise: a fine-tune is preferred")
         if self.recipe.groups == 0:
             return f"as good as {than}: a fine-tune is preferred"
         return f"as many images as {than}, at a lower validation loss ({val_loss:.3f} against {self.val_loss:.3f})"
@@ -224,20 +230,37 @@ def choose_backbone(search: Search, probed) -> tuple[Speed, object, int]:
     return chosen
 
 
-def choose_head(search: Search, speed: Speed, features) -> tuple[Recipe, int, float]:
+def choose_head(search: Search, speed: Speed, features, probe_correct: int) -> tuple[Recipe, float, float]:
+    """The head's learning rate and epochs by the sweep; the demo's, scored by the probe, when the budget cannot
+    pay for the sweep and the final run after it."""
+    seeds = seeds_for(search.sizes.train)
+    raw = estimates.head_sweep_s(search.sizes, seeds)
+    estimate = search.scaled(raw)
+    reserve = search.scaled(estimates.final_head_s(speed, search.sizes, HEAD_EPOCHS))
+    if not search.budget.affords(estimate, reserve):
+        recipe = Recipe(0, DEFAULT_LR, HEAD_EPOCHS)
+        search.decisions.add(Row("head sweep", f"{speed.backbone}, {recipe.describe()}", None, None, True,
+                                 f"not swept: the sweep needs about {estimate:.0f} s; the demo's setting is kept, "
+                                 "its score the probe's", estimate))
+        search.log(f"head: {recipe.describe()} (the budget cannot pay for the sweep, about {estimate:.0f} s)")
+        return recipe, probe_correct, float("inf")
+    search.budget.charge(estimate)
     started = search.budget.elapsed()
     spec = search.base["train"]
-    sweep = sweep_head(features, spec["seed"], LABEL_SMOOTHING, WEIGHT_DECAY, BATCH_SIZE)
+    sweep = sweep_head(features, spec["seed"], LABEL_SMOOTHING, WEIGHT_DECAY, BATCH_SIZE, repeats=seeds)
+    seconds = search.budget.elapsed() - started
+    search.observe(raw, seconds)
     point = sweep.chosen
     recipe = Recipe(0, point.lr, point.epochs)
-    search.decisions.add(Row("head sweep", f"{speed.backbone}, {recipe.describe()}", point.val_top1,
-                             search.budget.elapsed() - started, True,
-                             f"{sweep.reason}; {len(sweep.points)} settings of lr and epochs on the cached features"))
-    search.log(f"head: {recipe.describe()}: val top-1 {point.val_top1:.4f} ({search.images(point.correct)})")
+    search.decisions.add(Row("head sweep", f"{speed.backbone}, {recipe.describe()}", point.val_top1, seconds, True,
+                             f"{sweep.reason}; {len(sweep.points)} settings of lr and epochs on the cached features",
+                             estimate))
+    search.log(f"head: {recipe.describe()}: val top-1 {point.val_top1:.4f} "
+               f"({point.describe(search.sizes.val)}), {seconds:.1f} s")
     return recipe, point.correct, point.val_loss
 
 
-def choose_recipe(search: Search, speed: Speed, head: Recipe, head_correct: int,
+def choose_recipe(search: Search, speed: Speed, head: Recipe, head_correct: float,
                   head_loss: float = float("inf")) -> Choice:
     """Head only, or the top groups fine-tuned: each fine-tune trial is a real run, kept when it wins."""
     sizes = search.sizes

@@ -160,7 +160,7 @@ def run_search(search: Search, candidates, offline: bool):
     check_one_pass(search, speeds)
     probed = probe_candidates(search, speeds)
     speed, features, correct = choose_backbone(search, probed)
-    head, head_correct, head_loss = choose_head(search, speed, features)
+    head, head_correct, head_loss = choose_head(search, speed, features, correct)
     best = choose_recipe(search, speed, head, head_correct, head_loss)
     return try_other_backbones(search, probed, best)
 
