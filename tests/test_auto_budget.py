@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from types import SimpleNamespace
 
@@ -342,3 +343,31 @@ def test_a_gpu_timing_waits_for_the_queued_kernels(monkeypatch):
     assert waited == []
     synchronize(torch.device("cuda", 0))
     assert waited == [torch.device("cuda", 0)]
+
+
+def test_the_disk_is_timed_where_the_run_goes_and_left_clean(tmp_path):
+    from tlzoo.auto.throughput import DEFAULT_WRITE_S, measure_writes
+
+    target = tmp_path / "runs" / "not-yet"  # the run folder does not exist yet: its nearest parent is timed
+    write_s = measure_writes(target)
+    assert 0 < write_s < 1e-5  # some real speed: 16 MiB in under 170 s
+    assert list(tmp_path.iterdir()) == [] and not target.exists()  # nothing left, nothing created
+    read_only = tmp_path / "read-only"
+    read_only.mkdir()
+    read_only.chmod(0o500)
+    try:
+        if not os.access(read_only, os.W_OK):  # root writes anyway: nothing to check then
+            assert measure_writes(read_only) == DEFAULT_WRITE_S and list(read_only.iterdir()) == []
+    finally:
+        read_only.chmod(0o700)
+
+
+def test_a_slow_disk_lengthens_every_estimate_that_writes_checkpoints():
+    sizes = estimates.Sizes(300, 100, 100, 10)
+    fast, slow = speed("a", 0.01), speed("a", 0.01)
+    fast.parameters = slow.parameters = 4_000_000
+    fast.write_s, slow.write_s = 1 / 1e9, 1 / 10e6
+    per_epoch = 2 * 4_000_000 * 4 * (slow.write_s - fast.write_s)  # best and last, 4 bytes a parameter
+    assert estimates.final_head_s(slow, sizes, 10) - estimates.final_head_s(fast, sizes, 10) == \
+        pytest.approx(10 * per_epoch)
+    assert estimates.checkpoints_s(slow, 40) > 40 * 3 > estimates.checkpoints_s(fast, 40)

@@ -14,8 +14,9 @@ from tlzoo.auto.throughput import FinetuneSpeed, Speed
 REPORT_S = 10.0  # report.html: matplotlib's import, figures, thumbnails of the top losses, per_image.csv
 FOLD_S = 5.0  # folding BatchNorm into a fresh model's convolutions before its first image pass (lite0: 2-7 s)
 RUN_OVERHEAD_S = 4.0  # a run's start and end: spec, run directory, loggers, summary
-CHECKPOINT_BYTES_PER_S = 50e6  # best and last written each epoch (safetensors, fsync)
-EPOCH_OVERHEAD_S = 0.5  # an epoch's fixed cost: its validation, metrics lines, the writes' fsync
+# an epoch's fixed cost besides its checkpoints (validation, metrics lines): a head epoch on cached features took
+# 0.1 s with its writes on a quiet 2-core Xeon; a busier machine scales every estimate (Search.slowdown)
+EPOCH_OVERHEAD_S = 0.25
 HEAD_EPOCH_IMAGE_S = 2e-5  # an epoch of a head on cached features, per image (reading the cache, the step)
 PROBE_FIT_UNIT_S = 3e-9  # the probe's fit (3-fold CV over 3 penalties, then the fit), per sample x feature x class
 SWEEP_STEP_S = (5e-4, 3e-4)  # a head sweep's step: fixed, and per seed (5 seeds: 0.9-1.8 ms on a 2-core Xeon)
@@ -50,9 +51,9 @@ def head_sweep_s(sizes: Sizes, seeds: int) -> float:
 
 
 def checkpoints_s(speed: Speed, epochs: int) -> float:
-    """Each epoch's fixed cost and its best and last checkpoints (on a shared 2-core machine, a head-only epoch
-    on cached lite0 features took 1.6-2.4 s, nearly all of it this)."""
-    return epochs * (EPOCH_OVERHEAD_S + 2 * speed.parameters * 4 / CHECKPOINT_BYTES_PER_S)
+    """Each epoch's fixed cost and its best and last checkpoints at the disk's measured speed (on a shared 2-core
+    machine, a head-only epoch on cached lite0 features took 1.6-2.4 s, nearly all of it these writes)."""
+    return epochs * (EPOCH_OVERHEAD_S + 2 * speed.parameters * 4 * speed.write_s)
 
 
 def finish_s(speed: Speed, sizes: Sizes) -> float:

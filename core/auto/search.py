@@ -29,6 +29,7 @@ row too, with its estimate. The test split is not part of any spec here.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -40,7 +41,7 @@ from tlzoo.auto.decisions import Decisions, Row
 from tlzoo.auto.head_sweep import seeds_for, sweep_head
 from tlzoo.auto.recipes import BATCH_SIZE, DEFAULT_LR, HEAD_EPOCHS, LABEL_SMOOTHING, WEIGHT_DECAY, Recipe, \
     candidate_spec, finetune_epochs, finetune_lr
-from tlzoo.auto.throughput import BATCH, Speed, measure_finetune, measure_speed, second_pass
+from tlzoo.auto.throughput import BATCH, DEFAULT_WRITE_S, Speed, measure_finetune, measure_speed, second_pass
 from tlzoo.engine.extras import RunExtras
 from tlzoo.engine.run import run_spec
 from tlzoo.errors import TlzooError
@@ -66,6 +67,7 @@ class Search:
     decisions: Decisions
     log: Callable[[str], None]
     trial_stream: object = None
+    write_s: float = DEFAULT_WRITE_S  # seconds per byte a checkpoint takes to write where the final run goes
     slowdown: float = 1.0  # how much slower than estimated the steps so far ran (>= 1): later estimates grow by it
 
     def resolve(self, spec: dict):
@@ -136,7 +138,7 @@ def measure_candidates(search: Search, candidates, offline: bool) -> list[Speed]
     speeds = []
     for speed, forward, seconds in measured:  # every candidate again, once all had a first pass (throughput.py)
         started = search.budget.elapsed()
-        speed = second_pass(speed, forward)
+        speed = dataclasses.replace(second_pass(speed, forward), write_s=search.write_s)
         speeds.append(speed)
         pass_s = speed.features_s(search.sizes.searched)
         search.decisions.add(Row("speed", speed.backbone, None, seconds + search.budget.elapsed() - started, True,

@@ -7,21 +7,27 @@ and is slow); then, once every candidate has had that first pass, 2 batches
 more each (`second_pass`), the fastest of all counting. Reading an image (decode, resize) costs what the data scan
 measured per image. A fine-tune is timed likewise, the fastest of 2: the frozen
 prefix once, then forward and backward through the trainable top and the head. On a GPU every timed call
-waits for its kernels (`synchronize`) before the clock stops.
+waits for its kernels (`synchronize`) before the clock stops. The disk is timed too
+(`measure_writes`): every epoch of a run writes its checkpoints, fsynced, and that
+cost is the disk's, from 0.1 s an epoch on a quiet local disk to seconds on a shared one.
 """
 
 from __future__ import annotations
 
 import dataclasses
+import os
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Callable
 
 import torch
 
 from tlzoo.engine.setup import model_setup
+from tlzoo.errors import TlzooError
 from tlzoo.model.backbone import count_parameters
 from tlzoo.model.freeze import apply_plan
+from tlzoo.rundir.writing import atomic_write
 from tlzoo.runtime.device import autocast, synchronize
 
 BATCH = 16  # the whole backbone's batch: per image, a batch of 8 measured up to twice a run's batch of 32
@@ -33,6 +39,8 @@ SPEED_REPEATS = 4
 # benchmark, on a machine that had been idle) the first backbone measured, lite0, timed at 44-52 images/s in
 # all its 4 batches against 114-141 in the others, which reorders the probes and changed one choice
 SECOND_PASS_REPEATS = 2
+WRITE_PROBE_BYTES = 16 * 2**20  # about one of a lite0 run's checkpoints (14-21 MB)
+DEFAULT_WRITE_S = 1 / 50e6  # seconds per byte written where the disk could not be timed
 
 
 @dataclass
@@ -46,6 +54,7 @@ class Speed:
     parameters: int = 0  # of the whole model (checkpoint sizes)
     num_features: int = 0  # pooled features (the probe's width)
     groups: int = 0  # backbone parameter groups (the head not counted)
+    write_s: float = DEFAULT_WRITE_S  # seconds per checkpoint byte written (measure_writes)
 
     def features_s(self, images: int) -> float:
         """One pass of `images` through the whole backbone, images read from disk."""
@@ -140,3 +149,20 @@ def measure_finetune(resolved, data, groups: int) -> FinetuneSpeed:
 
     top_s = timed(top)
     return FinetuneSpeed(groups, prefix_s / x.shape[0], step_s / STEP_BATCH, top_s / STEP_BATCH)
+
+
+def measure_writes(folder: Path) -> float:
+    """Seconds per byte of a checkpoint-sized file written as run directories write theirs (fsynced, renamed,
+    the folder fsynced), the faster of 2, in `folder` or its nearest existing parent; the file is removed."""
+    folder = Path(folder).absolute()
+    while not folder.is_dir() and folder != folder.parent:
+        folder = folder.parent
+    data = os.urandom(WRITE_PROBE_BYTES)  # not zeros: a compressing file system would write nothing
+    path = folder / f".tlzoo-write-probe-{os.getpid()}"
+    try:
+        best = timed(lambda: atomic_write(path, data), repeats=2, warm_up=False)
+    except TlzooError:  # a folder that cannot be written: the final run will say so; estimate as before
+        return DEFAULT_WRITE_S
+    finally:
+        path.unlink(missing_ok=True)
+    return best / len(data)

@@ -29,6 +29,7 @@ from tlzoo.auto.layout import Layout, check_usable, detect_layout, summary_line
 from tlzoo.auto.recipes import base_spec
 from tlzoo.auto.search import Search, check_one_pass, choose_backbone, choose_head, choose_recipe, final_spec, \
     measure_candidates, probe_candidates, try_other_backbones
+from tlzoo.auto.throughput import measure_writes
 from tlzoo.cache import run_cache_scope
 from tlzoo.data.class_mapping import map_splits
 from tlzoo.data.labelled import labelled_from
@@ -141,8 +142,11 @@ def train(data: str | Path, time_budget: str | float = "10m", candidates=(), off
             sizes = estimates.Sizes(len(search_data.train), len(search_data.val), test_count or 0,
                                     len(search_data.classes))
             decisions = Decisions(budget.seconds, seed, line, machine())
+            write_s = measure_writes(output or Path.cwd() / "runs")
+            log(f"disk: checkpoints written at {1e-6 / write_s:.0f} MB/s where the run goes (fsynced)")
             search = Search(budget, registry, base_spec(run_name(layout.source), layout.reader, seed, "runs"),
-                            search_data, sizes, load_s, scratch, decisions, log, PrefixedStream(stream))
+                            search_data, sizes, load_s, scratch, decisions, log, PrefixedStream(stream),
+                            write_s=write_s)
             choice = run_search(search, list(candidates), offline)
     except Interrupted as exc:
         raise Interrupted(exc.signum, f"stopped by {signal_name(exc.signum)} during the search, before any model "
