@@ -130,6 +130,6 @@ def sweep_head(features, seed: int, label_smoothing: float, weight_decay: float,
         return Sweep(points, default, f"the demo's lr {DEFAULT[0]:g} and {DEFAULT[1]} epochs, "
                                       f"{default.describe(images)}: no other of the {len(points)} settings "
                                       "validated better by more than one image")
-    more = f", {best.correct - default.correct:.1f} more than the demo's setting" if default else ""
+    more = f", {round(best.correct - default.correct, 1):g} more than the demo's setting" if default else ""
     return Sweep(points, best, f"lr {best.lr:g} and {best.epochs} epochs validated best "
                                f"({best.describe(images)}{more})")
