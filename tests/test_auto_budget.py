@@ -2,8 +2,8 @@
 
 from __future__ import annotations
 
-import os
 from dataclasses import dataclass, field
+from pathlib import Path
 from types import SimpleNamespace
 
 import pytest
@@ -346,20 +346,22 @@ def test_a_gpu_timing_waits_for_the_queued_kernels(monkeypatch):
 
 
 def test_the_disk_is_timed_where_the_run_goes_and_left_clean(tmp_path):
-    from tlzoo.auto.throughput import DEFAULT_WRITE_S, measure_writes
+    from tlzoo.auto.throughput import measure_writes
 
     target = tmp_path / "runs" / "not-yet"  # the run folder does not exist yet: its nearest parent is timed
-    write_s = measure_writes(target)
+    write_s = measure_writes(target, "--output", "hint")
     assert 0 < write_s < 1e-5  # some real speed: 16 MiB in under 170 s
     assert list(tmp_path.iterdir()) == [] and not target.exists()  # nothing left, nothing created
-    read_only = tmp_path / "read-only"
-    read_only.mkdir()
-    read_only.chmod(0o500)
-    try:
-        if not os.access(read_only, os.W_OK):  # root writes anyway: nothing to check then
-            assert measure_writes(read_only) == DEFAULT_WRITE_S and list(read_only.iterdir()) == []
-    finally:
-        read_only.chmod(0o700)
+
+
+@pytest.mark.skipif(not Path("/proc/self").is_dir(), reason="needs Linux's /proc, where no file can be made")
+def test_a_place_that_cannot_be_written_fails_before_the_search():
+    from tlzoo.auto.throughput import measure_writes
+
+    with pytest.raises(TlzooError) as caught:
+        measure_writes(Path("/proc/tlzoo-run"), "--output", "pass an --output you can write")
+    assert caught.value.message.startswith("cannot write where the run goes, --output (/proc): ")
+    assert caught.value.hint == "pass an --output you can write"
 
 
 def test_a_slow_disk_lengthens_every_estimate_that_writes_checkpoints():

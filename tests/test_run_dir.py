@@ -75,3 +75,21 @@ def test_a_run_failing_before_its_first_checkpoint_leaves_no_run_directory(tmp_p
     with pytest.raises(FloatingPointError):
         run_spec(load_spec(spec, get_registry()), kept)
     assert kept.is_dir() and os.listdir(kept) == []  # an empty --output folder the user made: emptied, kept
+
+
+def test_a_run_directory_that_cannot_be_made_is_an_error_naming_the_option(tmp_path):
+    from pathlib import Path
+
+    from tlzoo.errors import TlzooError
+    from tlzoo.rundir.outputs import claim_run_dir, new_run_dir
+
+    (tmp_path / "taken").write_text("a file")
+    with pytest.raises(TlzooError, match=r"run directory .*taken/run \(--output\): Not a directory") as caught:
+        claim_run_dir(tmp_path / "taken" / "run")  # a file where a folder must go
+    assert caught.value.hint == "set --output to a folder you can write"
+    with pytest.raises(TlzooError, match="a file of that name is in the way"):
+        new_run_dir(tmp_path / "taken", "run")
+    if Path("/proc/self").is_dir():  # no folder can be made in /proc, whoever runs this
+        with pytest.raises(TlzooError, match=r"/proc/tlzoo-runs \(the spec's `output`\)"):
+            new_run_dir(Path("/proc/tlzoo-runs"), "run")
+    assert claim_run_dir(tmp_path / "new" / "run").is_dir()  # the usual case still makes its parents

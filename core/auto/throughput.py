@@ -40,7 +40,7 @@ SPEED_REPEATS = 4
 # all its 4 batches against 114-141 in the others, which reorders the probes and changed one choice
 SECOND_PASS_REPEATS = 2
 WRITE_PROBE_BYTES = 16 * 2**20  # about one of a lite0 run's checkpoints (14-21 MB)
-DEFAULT_WRITE_S = 1 / 50e6  # seconds per byte written where the disk could not be timed
+DEFAULT_WRITE_S = 1 / 50e6  # seconds per byte written, until the disk is timed
 
 
 @dataclass
@@ -151,9 +151,10 @@ def measure_finetune(resolved, data, groups: int) -> FinetuneSpeed:
     return FinetuneSpeed(groups, prefix_s / x.shape[0], step_s / STEP_BATCH, top_s / STEP_BATCH)
 
 
-def measure_writes(folder: Path) -> float:
+def measure_writes(folder: Path, what: str, hint: str) -> float:
     """Seconds per byte of a checkpoint-sized file written as run directories write theirs (fsynced, renamed,
-    the folder fsynced), the faster of 2, in `folder` or its nearest existing parent; the file is removed."""
+    the folder fsynced), the faster of 2, in `folder` or its nearest existing parent; the file is removed.
+    A folder that cannot be written fails here, before the search: `what` says where it came from."""
     folder = Path(folder).absolute()
     while not folder.is_dir() and folder != folder.parent:
         folder = folder.parent
@@ -161,8 +162,9 @@ def measure_writes(folder: Path) -> float:
     path = folder / f".tlzoo-write-probe-{os.getpid()}"
     try:
         best = timed(lambda: atomic_write(path, data), repeats=2, warm_up=False)
-    except TlzooError:  # a folder that cannot be written: the final run will say so; estimate as before
-        return DEFAULT_WRITE_S
+    except TlzooError as exc:  # atomic_write's, its OSError as the context
+        reason = getattr(exc.__context__, "strerror", None) or exc.message
+        raise TlzooError(f"cannot write where the run goes, {what} ({folder}): {reason}", hint) from None
     finally:
         path.unlink(missing_ok=True)
     return best / len(data)

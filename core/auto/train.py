@@ -142,7 +142,11 @@ def train(data: str | Path, time_budget: str | float = "10m", candidates=(), off
             sizes = estimates.Sizes(len(search_data.train), len(search_data.val), test_count or 0,
                                     len(search_data.classes))
             decisions = Decisions(budget.seconds, seed, line, machine())
-            write_s = measure_writes(output or Path.cwd() / "runs")
+            if output is not None:
+                write_s = measure_writes(output, "--output", "pass an --output you can write")
+            else:
+                write_s = measure_writes(Path.cwd() / "runs", "runs/ in the current folder",
+                                         "run tlzoo train from a folder you can write, or pass --output")
             log(f"disk: checkpoints written at {1e-6 / write_s:.0f} MB/s where the run goes (fsynced)")
             search = Search(budget, registry, base_spec(run_name(layout.source), layout.reader, seed, "runs"),
                             search_data, sizes, load_s, scratch, decisions, log, PrefixedStream(stream),

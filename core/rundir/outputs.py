@@ -23,14 +23,29 @@ SUMMARY_FILE = "summary.json"
 SKIPPED_FILE = "skipped.txt"
 
 
+def make_folder(path: Path, what: str, exist_ok: bool = True) -> None:
+    """mkdir with parents; a folder that cannot be made (read-only, no such device, a file in the way) is an
+    error naming `what` the user passed."""
+    try:
+        path.mkdir(parents=True, exist_ok=exist_ok)
+    except FileExistsError:
+        if path.is_dir():  # another run made it this moment: the caller picks another name
+            raise
+        raise TlzooError(f"cannot create the run directory {path} ({what}): a file of that name is in the way",
+                         f"set {what} to another folder, or move the file") from None
+    except OSError as exc:
+        raise TlzooError(f"cannot create the run directory {path} ({what}): {exc.strerror or exc}",
+                         f"set {what} to a folder you can write") from None
+
+
 def new_run_dir(output_root: Path, name: str) -> Path:
     """`output_root/name`, or name-2, name-3, ... when taken."""
-    output_root.mkdir(parents=True, exist_ok=True)
+    make_folder(output_root, "the spec's `output`")
     candidate, number = output_root / name, 1
     while candidate.exists():
         number += 1
         candidate = output_root / f"{name}-{number}"
-    candidate.mkdir()
+    make_folder(candidate, "the spec's `output`", exist_ok=False)
     return candidate
 
 
@@ -41,7 +56,7 @@ def claim_run_dir(path: Path) -> Path:
     if path.is_dir() and any(path.iterdir()):
         raise TlzooError(f"--output {path} already holds files",
                          "pass a new or empty folder, or leave --output out to get a fresh run directory")
-    path.mkdir(parents=True, exist_ok=True)
+    make_folder(path, "--output")
     return path
 
 
