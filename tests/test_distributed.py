@@ -337,3 +337,15 @@ def test_the_rendezvous_port_is_the_kernels_choice_and_a_failed_rendezvous_is_a_
         launch.launch_local(2, ["run", "spec.json"], tmp_path, False)
     assert seen[0].rdzv_endpoint == "127.0.0.1:0" and seen[0].rdzv_configs.get("is_host") is True
     assert "torchrun" in caught.value.hint
+
+
+def test_a_launched_worker_ends_without_the_interpreters_finalization():
+    """Where gloo's threads sometimes abort a worker after its work is saved (runtime.distributed.leave_worker)."""
+    code = ("import atexit; from tlzoo.cli.main import main; "
+            "atexit.register(lambda: print('finalized', flush=True)); main(['list', 'strategies'])")
+    plain = {key: value for key, value in os.environ.items() if key not in ("WORLD_SIZE", "TORCHELASTIC_RUN_ID")}
+    worker = dict(plain, WORLD_SIZE="2", TORCHELASTIC_RUN_ID="test")
+    ended = subprocess.run([sys.executable, "-c", code], env=worker, capture_output=True, text=True, timeout=120)
+    assert ended.returncode == 0 and "head_only" in ended.stdout and "finalized" not in ended.stdout
+    ended = subprocess.run([sys.executable, "-c", code], env=plain, capture_output=True, text=True, timeout=120)
+    assert ended.returncode == 0 and "head_only" in ended.stdout and "finalized" in ended.stdout

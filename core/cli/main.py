@@ -127,6 +127,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
         sys.stdout.flush()  # a closed pipe shows here, while BrokenPipeError is still caught below
+        from tlzoo.runtime import distributed
+
+        if distributed.launched_worker():
+            distributed.leave_worker()
     except BrokenPipeError:
         quiet_broken_pipe()
     except SystemExit as exc:

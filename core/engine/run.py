@@ -8,7 +8,6 @@ the loop, and the outputs (spec.json, metrics.jsonl, best/last, summary.json).
 from __future__ import annotations
 
 import contextlib
-import os
 import sys
 import time
 from dataclasses import dataclass
@@ -262,7 +261,7 @@ def run_spec(resolved, output: Path | None = None, stream=None, resume: Path | N
              allow_changes=(), extras: RunExtras | None = None) -> RunResult:
     """`train_and_report`, in the process group of a torchrun job when WORLD_SIZE > 1 (else exactly as is)."""
     asked = resolved.spec.train.distributed
-    if distributed.env_world_size() > 1 and os.environ.get("TORCHELASTIC_RUN_ID"):  # a worker of torch's launcher
+    if distributed.launched_worker():
         from tlzoo.runtime.interrupts import stop_when_orphaned
 
         stop_when_orphaned()
