@@ -18,7 +18,8 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
 - glyphs-fewshot (seed 31, 10 / 5 / 40 a class), glyphs-imbalanced (seed 32, 40 down to 6 training images
   a class, val 8, test 30), shapes-fewshot (seed 33, 10 / 5 / 40) and shapes (seed 34, 30 / 10 / 30):
   printed letters and drawn shapes on photographs (drawn_sets.py), domains far from flowers12, made after
-  round 10 and before any of their figures was seen (on request, --datasets);
+  round 10 and before any of their figures was seen (on request, --datasets); glyphs-fewshot-s51 and
+  shapes-fewshot-s53 drawn again after the head sweep's change (3addec4) and the disk timing, likewise unseen;
 - patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
   pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
   the picture a crop came from; 30 train / 10 val / 30 test per class.
@@ -153,6 +154,8 @@ DRAWN = {"glyphs-fewshot": functools.partial(drawn_sets.glyphs, seed=31, train=1
                                                 val=8, test=30),
          "shapes-fewshot": functools.partial(drawn_sets.shapes, seed=33, train=10, val=5, test=40),
          "shapes": functools.partial(drawn_sets.shapes, seed=34, train=30, val=10, test=30)}
+DRAWN.update({"glyphs-fewshot-s51": functools.partial(drawn_sets.glyphs, seed=51, train=10, val=5, test=40),
+              "shapes-fewshot-s53": functools.partial(drawn_sets.shapes, seed=53, train=10, val=5, test=40)})
 REDRAWS.update(DRAWN)  # on request (--datasets), as the redraws
 DEFAULT_SETS = tuple(DATASETS)
 DATASETS.update(REDRAWS)
