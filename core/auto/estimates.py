@@ -9,6 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tlzoo.auto import head_sweep
+from tlzoo.auto.recipes import BATCH_SIZE
 from tlzoo.auto.throughput import FinetuneSpeed, Speed
 
 REPORT_S = 10.0  # report.html: matplotlib's import, figures, thumbnails of the top losses, per_image.csv
@@ -20,7 +21,8 @@ EPOCH_OVERHEAD_S = 0.25
 HEAD_EPOCH_IMAGE_S = 2e-5  # an epoch of a head on cached features, per image (reading the cache, the step)
 PROBE_FIT_UNIT_S = 3e-9  # the probe's fit (3-fold CV over 3 penalties, then the fit), per sample x feature x class
 SWEEP_STEP_S = (5e-4, 3e-4)  # a head sweep's step: fixed, and per seed (5 seeds: 0.9-1.8 ms on a 2-core Xeon)
-SWEEP_EPOCH_S = 1e-2  # a sweep epoch's new batch orders and its validation
+SWEEP_EPOCH_S = 1e-2  # a sweep epoch's new batch orders and its validation ...
+SWEEP_VAL_IMAGE_S = 1e-6  # ... and per validation image
 
 
 @dataclass(frozen=True)
@@ -43,11 +45,12 @@ def probe_s(speed: Speed, sizes: Sizes) -> float:
 
 
 def head_sweep_s(sizes: Sizes, seeds: int) -> float:
-    """The head sweep (tlzoo.auto.head_sweep): every setting's epochs, each of steps of 32 over the training
+    """The head sweep (tlzoo.auto.head_sweep): every setting's epochs, each of batches of 32 over the training
     features with `seeds` heads side by side; Python's steps, not arithmetic, set the pace."""
-    steps = -(-sizes.train // 32)
+    steps = -(-sizes.train // BATCH_SIZE)
     step_s = SWEEP_STEP_S[0] + SWEEP_STEP_S[1] * seeds
-    return len(head_sweep.LRS) * sum(head_sweep.EPOCHS) * (steps * step_s + SWEEP_EPOCH_S + sizes.val * 1e-6)
+    epoch_s = steps * step_s + SWEEP_EPOCH_S + sizes.val * SWEEP_VAL_IMAGE_S
+    return len(head_sweep.LRS) * sum(head_sweep.EPOCHS) * epoch_s
 
 
 def checkpoints_s(speed: Speed, epochs: int) -> float:

@@ -47,13 +47,17 @@ class SweepPoint:
     correct: float  # validation images right at each seed's best epoch, averaged over the seeds
     lowest: int  # the seeds' fewest and most images right: how far one draw of this setting strays
     highest: int
-
     seeds: int
 
     def describe(self, val_images: int) -> str:
         if self.seeds == 1:
-            return f"{self.correct:.0f} of {val_images}"
+            return f"{count_text(self.correct)} of {val_images}"
         return f"{self.correct:.1f} of {val_images} on average over {self.seeds} seeds ({self.lowest}-{self.highest})"
+
+
+def count_text(images: float) -> str:
+    """Images right: a whole count as such, a mean over seeds to one decimal."""
+    return f"{images:.0f}" if float(images).is_integer() else f"{images:.1f}"
 
 
 @dataclass
@@ -130,6 +134,6 @@ def sweep_head(features, seed: int, label_smoothing: float, weight_decay: float,
         return Sweep(points, default, f"the demo's lr {DEFAULT[0]:g} and {DEFAULT[1]} epochs, "
                                       f"{default.describe(images)}: no other of the {len(points)} settings "
                                       "validated better by more than one image")
-    more = f", {round(best.correct - default.correct, 1):g} more than the demo's setting" if default else ""
+    more = f", {count_text(best.correct - default.correct)} more than the demo's setting" if default else ""
     return Sweep(points, best, f"lr {best.lr:g} and {best.epochs} epochs validated best "
                                f"({best.describe(images)}{more})")

@@ -38,7 +38,7 @@ from typing import Callable
 from tlzoo.auto import estimates
 from tlzoo.auto.budget import Budget
 from tlzoo.auto.decisions import Decisions, Row
-from tlzoo.auto.head_sweep import seeds_for, sweep_head
+from tlzoo.auto.head_sweep import count_text, seeds_for, sweep_head
 from tlzoo.auto.recipes import BATCH_SIZE, DEFAULT_LR, HEAD_EPOCHS, LABEL_SMOOTHING, WEIGHT_DECAY, Recipe, \
     candidate_spec, finetune_epochs, finetune_lr
 from tlzoo.auto.throughput import BATCH, DEFAULT_WRITE_S, Speed, measure_finetune, measure_speed, second_pass
@@ -85,11 +85,6 @@ class Search:
         runs choose alike; the factor is capped, one odd step must not starve the search."""
         if estimate > 0:
             self.slowdown = min(MAX_SLOWDOWN, max(self.slowdown, seconds / estimate))
-
-
-def count_text(images: float) -> str:
-    """Images right: a trial's whole count, or the head sweep's mean over seeds."""
-    return f"{images:.0f}" if float(images).is_integer() else f"{images:.1f}"
 
 
 @dataclass

@@ -76,7 +76,8 @@ def launched_worker() -> bool:
 def leave_worker() -> None:
     """End a launched worker whose work is done and saved, skipping the interpreter's finalization: there,
     gloo's threads sometimes abort the process ("terminate called without an active exception", exit -6:
-    2 of 9 resumed 2-process runs on a 2-core Xeon), and the launcher then reports a finished run as failed."""
+    4 of 17 runs of tests/test_distributed.py's resume test on a 2-core Xeon), and the launcher then reports a
+    finished run as failed."""
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(0)
