@@ -20,6 +20,8 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
   printed letters and drawn shapes on photographs (drawn_sets.py), domains far from flowers12, made after
   round 10 and before any of their figures was seen (on request, --datasets); glyphs-fewshot-s51 and
   shapes-fewshot-s53 drawn again after the head sweep's change (3addec4) and the disk timing, likewise unseen;
+  flowers12-fewshot-s24, -s25, patches-fewshot-s24 and glyphs-imbalanced-s54 drawn before the head-only
+  runs' checkpoint rule changed (the epoch of lowest validation loss), likewise unseen;
 - patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
   pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
   the picture a crop came from; 30 train / 10 val / 30 test per class.
@@ -156,6 +158,12 @@ DRAWN = {"glyphs-fewshot": functools.partial(drawn_sets.glyphs, seed=31, train=1
          "shapes": functools.partial(drawn_sets.shapes, seed=34, train=30, val=10, test=30)}
 DRAWN.update({"glyphs-fewshot-s51": functools.partial(drawn_sets.glyphs, seed=51, train=10, val=5, test=40),
               "shapes-fewshot-s53": functools.partial(drawn_sets.shapes, seed=53, train=10, val=5, test=40)})
+# drawn before the head's checkpoint rule changed (val_loss for head-only runs), none of their figures seen
+REDRAWS.update({f"flowers12-fewshot-s{seed}": functools.partial(flowers_resplit, seed=seed, sizes=(10, 5, 40))
+                for seed in (24, 25)})
+REDRAWS["patches-fewshot-s24"] = functools.partial(patches, seed=24, sizes=(10, 5, 40))
+DRAWN["glyphs-imbalanced-s54"] = functools.partial(drawn_sets.glyphs, seed=54,
+                                                   train=[40, 34, 28, 22, 18, 14, 11, 9, 7, 6], val=8, test=30)
 REDRAWS.update(DRAWN)  # on request (--datasets), as the redraws
 DEFAULT_SETS = tuple(DATASETS)
 DATASETS.update(REDRAWS)
