@@ -74,6 +74,7 @@ def test_train_chooses_by_validation_reads_test_last_and_its_spec_reruns(tmp_pat
     assert spec["data"]["reader"]["options"]["test"] == "test"
     chosen = decisions["chosen"]["strategy"]
     assert spec["train"]["strategy"] == ({"name": "head_only", "options": {}} if chosen == "head_only" else chosen)
+    assert spec["train"].get("keep", "best") == ("last" if chosen == "head_only" else "best")
     assert (spec["train"]["epochs"], spec["train"]["optimizer"]["lr"]) == (decisions["chosen"]["epochs"],
                                                                           decisions["chosen"]["lr"])
     import tlzoo

@@ -10,6 +10,7 @@ import torch.nn.functional as F
 
 from tlzoo.auto import estimates, head_sweep
 from tlzoo.auto.head_sweep import seeds_for, sweep_head, train_head
+from tlzoo.auto.recipes import Recipe, base_spec, candidate_spec
 from tlzoo.auto.search import choose_head
 
 from test_auto_budget import FakeClock, make_search, speed
@@ -34,7 +35,7 @@ def one_head(train_x, train_y, val_x, val_y, weight, bias, orders, lr, epochs):
     weight, bias = weight.clone().requires_grad_(), bias.clone().requires_grad_()
     optimizer = torch.optim.AdamW([weight, bias], lr=lr, weight_decay=1e-4)
     steps = -(-train_x.shape[0] // 8)
-    total, step, best = epochs * steps, 0, (-1, None)
+    total, step, first_top1 = epochs * steps, 0, (-1, None)
     for epoch in range(epochs):
         for start in range(0, steps * 8, 8):
             rows = orders[epoch][start:start + 8]
@@ -47,10 +48,10 @@ def one_head(train_x, train_y, val_x, val_y, weight, bias, orders, lr, epochs):
             step += 1
         with torch.no_grad():
             logits = val_x @ weight + bias
-            correct = int((logits.argmax(1) == val_y).sum())
-            if correct > best[0]:
-                best = (correct, float(F.cross_entropy(logits, val_y)))
-    return best
+            correct, loss = int((logits.argmax(1) == val_y).sum()), float(F.cross_entropy(logits, val_y))
+            if correct > first_top1[0]:  # what the engine's default (keep the best by val_top1) would keep
+                first_top1 = (correct, loss)
+    return (correct, loss), first_top1  # a head-only run of tlzoo train keeps its last epoch
 
 
 def test_stacked_seeds_train_as_separate_heads_would():
@@ -64,11 +65,12 @@ def test_stacked_seeds_train_as_separate_heads_would():
     orders = [[torch.randperm(40, generator=generator) for _ in range(3)] for _ in range(6)]
     alone = [one_head(data.train_x, data.train_y, data.val_x, data.val_y, weight[seed], bias[seed, 0],
                       [epoch[seed] for epoch in orders], 1e-2, 6) for seed in range(3)]
-    counts = [correct for correct, _ in alone]
+    counts = [kept[0] for kept, _ in alone]
     assert point.seeds == 3 and len(set(counts)) > 1  # the seeds differ: the test compares something
+    assert any(kept != top1 for kept, top1 in alone)  # and the two rules of keeping an epoch differ here
     assert point.correct == pytest.approx(sum(counts) / 3)
     assert (point.lowest, point.highest) == (min(counts), max(counts))
-    assert point.val_loss == pytest.approx(sum(loss for _, loss in alone) / 3, rel=1e-4)
+    assert point.val_loss == pytest.approx(sum(kept[1] for kept, _ in alone) / 3, rel=1e-4)
     assert point.val_top1 == pytest.approx(point.correct / 40)
 
 
@@ -120,3 +122,11 @@ def test_a_sweep_is_charged_and_scored_by_its_mean(tmp_path):
     row = search.decisions.rows[-1]
     assert row.kept and row.val_top1 == pytest.approx(correct / 20) and "on average over 5 seeds" in row.reason
     assert recipe.groups == 0 and loss < float("inf")
+
+
+def test_a_head_keeps_its_last_epoch_and_a_fine_tune_its_best_top1():
+    base = base_spec("photos", {"name": "imagefolder", "options": {"root": "photos"}}, 0, "runs")
+    head = candidate_spec(base, "efficientnet_lite0", Recipe(0, 3e-3, 10))["train"]
+    tuned = candidate_spec(base, "efficientnet_lite0", Recipe(2, 3e-3, 8))["train"]
+    assert head["keep"] == "last" and head["strategy"] == "head_only"
+    assert tuned.get("keep", "best") == "best" and tuned["strategy"]["options"] == {"groups": 2}

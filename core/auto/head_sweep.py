@@ -3,13 +3,13 @@
 With the backbone frozen and no augmentation a head-only run trains a linear
 layer on fixed pooled features, the ones `rank`'s probe read from the cache.
 The sweep trains that layer as the run would (AdamW, the engine's cosine
-schedule per step, label smoothing, batches of 32, the best epoch by validation
-top-1) for each learning rate and length.
+schedule per step, label smoothing, batches of 32, the last epoch kept:
+tlzoo.auto.recipes.HEAD_KEEP says why) for each learning rate and length.
 
 Each setting is trained from REPEATS seeds at once (their weights stacked in
 one tensor, each with its own initialisation and batch order; fewer seeds on
 larger training sets, see `seeds_for`) and scored by the mean of their
-best-epoch validation images: on 40 validation images one seed
+kept-epoch validation images: on 40 validation images one seed
 of the demo's setting scored anywhere from 17 to 26 (benchmarks/RESULTS.md,
 2026-12-04, shapes-fewshot), so a single draw would compare seeds, not settings,
 and a final run (another draw) would not repeat the score its choice was made on.
@@ -43,8 +43,8 @@ class SweepPoint:
     lr: float
     epochs: int
     val_top1: float  # the seeds' mean, as `correct`
-    val_loss: float  # at each seed's best epoch, averaged
-    correct: float  # validation images right at each seed's best epoch, averaged over the seeds
+    val_loss: float  # at each seed's last epoch (the one a head-only run keeps), averaged
+    correct: float  # validation images right at each seed's last epoch, averaged over the seeds
     lowest: int  # the seeds' fewest and most images right: how far one draw of this setting strays
     highest: int
     seeds: int
@@ -82,8 +82,6 @@ def train_head(train_x, train_y, val_x, val_y, num_classes: int, lr: float, epoc
     drop_last = count % batch_size == 1 and count > 1  # as the engine: a batch of one is dropped
     steps = count // batch_size if drop_last else -(-count // batch_size)
     schedule = Schedule(SchedulerSpec(name="cosine"), epochs, steps)
-    best_correct = torch.full((repeats,), -1)
-    best_loss = torch.zeros(repeats)
     val_stack = val_x.expand(repeats, *val_x.shape)
     step = 0
     for epoch in range(epochs):
@@ -100,16 +98,13 @@ def train_head(train_x, train_y, val_x, val_y, num_classes: int, lr: float, epoc
             loss.backward()
             optimizer.step()
             step += 1
-        with torch.no_grad():
-            logits = torch.baddbmm(bias, val_stack, weight)
-            correct = (logits.argmax(2) == val_y).sum(1)
-            losses = F.cross_entropy(logits.transpose(1, 2), val_y.expand(repeats, -1), reduction="none").mean(1)
-            better = correct > best_correct  # a run's best epoch: the first of its best validation top-1
-            best_correct = torch.where(better, correct, best_correct)
-            best_loss = torch.where(better, losses, best_loss)
-    mean = float(best_correct.double().mean())
-    return SweepPoint(lr, epochs, mean / max(1, val_y.numel()), float(best_loss.mean()), mean,
-                      int(best_correct.min()), int(best_correct.max()), repeats)
+    with torch.no_grad():  # the last epoch: the one a head-only run of tlzoo train keeps
+        logits = torch.baddbmm(bias, val_stack, weight)
+        correct = (logits.argmax(2) == val_y).sum(1)
+        losses = F.cross_entropy(logits.transpose(1, 2), val_y.expand(repeats, -1), reduction="none").mean(1)
+    mean = float(correct.double().mean())
+    return SweepPoint(lr, epochs, mean / max(1, val_y.numel()), float(losses.mean()), mean,
+                      int(correct.min()), int(correct.max()), repeats)
 
 
 def seeds_for(train_images: int) -> int:

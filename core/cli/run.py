@@ -67,7 +67,8 @@ def best_line(summary: dict) -> str:
     top5 = f", val top-5 {best['val_top5']:.4f}" if best.get("val_top5") is not None else ""
     test = summary.get("test")
     held_out = f"; test top-1 {test['top1']:.4f} ({test['count']} held-out images)" if test else ""
-    return (f"best epoch {summary['best_epoch']}/{summary['epochs_run']}: val top-1 {best['val_top1']:.4f}"
+    kept = "kept the last epoch," if summary.get("keep") == "last" else "best epoch"
+    return (f"{kept} {summary['best_epoch']}/{summary['epochs_run']}: val top-1 {best['val_top1']:.4f}"
             f"{top5}, val loss {best['val_loss']:.4f}{held_out}; run directory: {summary['run_dir']}")
 
 

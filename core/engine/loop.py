@@ -103,7 +103,8 @@ class Trainer:
                   "frozen_stages": plan.frozen_stages, "trainable_groups": state.model.num_groups - plan.first_trainable,
                   **recipe}
         monitored = record.get(state.monitor)
-        record["is_best"] = state.is_improvement(monitored)
+        improved = state.is_improvement(monitored)
+        record["is_best"] = state.is_kept(monitored)
         if state.is_improvement(monitored, config.min_delta):
             state.bad_epochs = 0
         else:
@@ -112,8 +113,10 @@ class Trainer:
         if config.patience is not None and state.bad_epochs >= config.patience:
             state.stopped_early = state.epoch < config.epochs
         record["seconds"] = time.perf_counter() - started
+        if improved:
+            state.best_metric = monitored
         if record["is_best"]:
-            state.best_metric, state.best_epoch = monitored, epoch + 1
+            state.best_epoch = epoch + 1
             state.best_record, state.best_confusion = record, result.confusion
             self.best_eval = result
             if use_ema:  # best.safetensors holds the average that validated better

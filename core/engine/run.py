@@ -162,7 +162,7 @@ def make_trainer(setup: RunSetup, progress, extras: RunExtras | None = None) -> 
         layer_decay_factors(model.num_groups, train.layer_decay))]
     optimizer = build_optimizer(model.group_parameters(), train.optimizer, base_lrs)
     state = TrainState(model, optimizer, Schedule(train.scheduler, train.epochs, len(train_batches)),
-                       monitor=train.monitor)
+                       monitor=train.monitor, keep=train.keep)
     weights = class_weights(data.train, num_classes) if train.class_weights == "balanced" else None
     criterion = torch.nn.CrossEntropyLoss(weight=None if weights is None else weights.to(setup.device),
                                           label_smoothing=train.label_smoothing)
@@ -234,6 +234,7 @@ def run_summary(setup: RunSetup, state: TrainState, seconds: float) -> dict:
         "epochs_run": state.epoch,
         "stopped_early": state.stopped_early,
         "monitor": state.monitor,
+        "keep": state.keep,
         "best_epoch": state.best_epoch,
         "best": {k: v for k, v in best.items() if k not in ("epochs", "is_best")},
         "per_class_accuracy": per_class,

@@ -24,9 +24,10 @@ class TrainState:
     epoch: int = 0  # epochs completed = 0-based index of the next epoch
     step: int = 0  # optimizer steps completed
     monitor: str = "val_top1"
-    best_metric: float | None = None
-    best_epoch: int | None = None  # 1-based, as in metrics.jsonl
-    best_record: dict | None = None  # the best epoch's metrics line
+    keep: str = "best"  # "best": the epoch best by `monitor` is kept; "last": the last epoch with a finite one
+    best_metric: float | None = None  # the monitor's best so far (early stopping counts from it)
+    best_epoch: int | None = None  # 1-based, as in metrics.jsonl: the kept epoch (`keep`)
+    best_record: dict | None = None  # the kept epoch's metrics line
     best_confusion: list[list[int]] | None = None
     bad_epochs: int = 0  # epochs since the monitored metric last improved by min_delta
     stopped_early: bool = False
@@ -44,6 +45,12 @@ class TrainState:
             return True
         gain = value - self.best_metric if self.higher_is_better else self.best_metric - value
         return gain > min_delta
+
+    def is_kept(self, value: float | None) -> bool:
+        """Whether this epoch's weights replace the kept ones (`keep`)."""
+        if self.keep == "last":
+            return value is not None and math.isfinite(value)
+        return self.is_improvement(value)
 
     def counters(self) -> dict:
         """The JSON-able scalars (a checkpoint stores these next to the tensors)."""

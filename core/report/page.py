@@ -49,7 +49,8 @@ def glance(data: RunData) -> list[dict]:
         ("val top-1", _fixed(best.get("val_top1")), True),
         ("val top-5", _fixed(best.get("val_top5")), True),
         ("val loss", _fixed(best.get("val_loss")), False),
-        ("best epoch", f"{best_epoch if best_epoch is not None else '-'} of {epochs}"
+        ("kept epoch (the last)" if summary.get("keep") == "last" else "best epoch",
+         f"{best_epoch if best_epoch is not None else '-'} of {epochs}"
          + (" (stopped early)" if summary.get("stopped_early") else ""), False),
         ("backbone", _component(spec.get("backbone", {})), False),
         ("weights", str(best_meta.get("weights_source") or (spec.get("backbone") or {}).get("weights", "-")), False),

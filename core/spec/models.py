@@ -205,6 +205,9 @@ class TrainSpec(StrictModel):
     early_stopping: EarlyStoppingSpec = EarlyStoppingSpec()
     bn: Literal["frozen", "train"] = Field("frozen", description="BatchNorm of frozen groups")
     monitor: Literal["val_top1", "val_loss"] = "val_top1"
+    keep: Literal["best", "last"] = Field("best", description="the epoch whose weights the run keeps "
+                                          "(best.safetensors, the test split's score): 'best' by `monitor`, or "
+                                          "'last' (the last epoch whose `monitor` is finite)")
     seed: StrictInteger = Field(0, ge=0, le=MAX_SEED)
     precision: Literal["auto", "fp32", "bf16", "fp16"] = "auto"
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'")
