@@ -66,7 +66,8 @@ def test_budget_counts_what_was_spent_before_and_keeps_both_ledgers():
 @dataclass
 class Trainer:
     epochs: int
-    state: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(epoch=1, stopped_early=False))
+    state: SimpleNamespace = field(default_factory=lambda: SimpleNamespace(epoch=1, stopped_early=False,
+                                                                           keep="best"))
 
     @property
     def config(self):
@@ -86,6 +87,10 @@ def test_deadline_stops_training_when_another_epoch_would_eat_the_reserve():
     hook(trainer, {"seconds": 25})  # 40 left: 25 more would leave 15 < 20
     assert trainer.state.stopped_early and hook.cut_at == 2
     assert "stopping after epoch 2 of 5" in said[-1] and "best epoch so far is kept" in said[-1]
+    head = Trainer(epochs=5)  # a head-only run of tlzoo train keeps its last epoch: the message says so
+    head.state.keep = "last"
+    DeadlineHook(budget, reserve=20, log=said.append)(head, {"seconds": 25})
+    assert head.state.stopped_early and said[-1].endswith("this epoch is kept")
     last = Trainer(epochs=2)
     last.state.epoch = 2
     DeadlineHook(budget, reserve=1000, log=said.append)(last, {"seconds": 25})  # the last epoch: nothing to stop

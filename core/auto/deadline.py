@@ -4,7 +4,8 @@ The engine calls it after every epoch (tlzoo.engine.extras.RunExtras.epoch_hooks
 When one more epoch, as long as the last one, would leave less than `reserve`
 seconds (what must still happen after training: the test split, the report, or
 for a trial the final run), training stops there as early stopping would: the
-best epoch so far is the model, and the run ends normally.
+epoch the run keeps (its best, or for a head its last) is the model, and the run
+ends normally.
 """
 
 from __future__ import annotations
@@ -36,7 +37,8 @@ class DeadlineHook:
             self.cut_at = state.epoch
             self.log(f"{self.what}: stopping after epoch {state.epoch} of {trainer.config.epochs}: another epoch "
                      f"(about {next_epoch:.0f} s) would leave less than the {self.reserve:.0f} s still needed "
-                     f"({self.budget.status()}); the best epoch so far is kept")
+                     f"({self.budget.status()}); " + ("this epoch is kept" if state.keep == "last"
+                                                                else "the best epoch so far is kept"))
         elif self.what == "final run" and self.budget.elapsed() - self.said_at >= STATUS_EVERY_S:
             self.said_at = self.budget.elapsed()
             self.log(f"time: {self.budget.status()}")
