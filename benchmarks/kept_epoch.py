@@ -4,8 +4,9 @@ A head-only run trains a linear layer on frozen pooled features; the engine keep
 one epoch's weights (`train.monitor`). On a few dozen validation images the
 choice is noisy. For every data set of auto_train_bench.py already made under
 --work, every EfficientNet-Lite backbone and every head setting below, this
-trains SEEDS heads side by side (the engine's AdamW, cosine schedule per step,
-label smoothing 0.1, batches of 32) and scores, on the test split, the epoch
+trains SEEDS heads side by side as the head sweep of `tlzoo train` does (the
+engine's AdamW, cosine schedule per step, label smoothing 0.1, batches of 32)
+and scores, on the test split, the epoch
 each rule keeps:
 
 - first best top-1: the first epoch of highest validation top-1 (the engine's default, `monitor: val_top1`);
@@ -33,9 +34,9 @@ import torch.nn.functional as F
 
 from tlzoo.data.labelled import labelled_from
 from tlzoo.engine.features import pooled_features
-from tlzoo.engine.optim import Schedule, build_optimizer
+from tlzoo.auto.head_sweep import stacked_heads
 from tlzoo.registry import get_registry
-from tlzoo.spec import OptimizerSpec, SchedulerSpec, resolve_spec
+from tlzoo.spec import resolve_spec
 
 HERE = Path(__file__).resolve().parent
 DEMO = HERE.parent / "examples" / "flowers12.json"
@@ -57,29 +58,10 @@ def features_of(data_dir: Path, backbone: str):
 
 def trajectories(f, lr: float, epochs: int, seed: int = 0) -> list[dict]:
     """Per epoch: each seed's validation images right and loss, its test images right; the 5-seed average's."""
-    generator = torch.Generator().manual_seed(seed)
     train_x, val_x, test_x = f.train_x.float(), f.val_x.float(), f.test_x.float()
-    width, classes = train_x.shape[1], f.num_classes
-    bound = 1 / width ** 0.5
-    weight = torch.empty(SEEDS, width, classes).uniform_(-bound, bound, generator=generator).requires_grad_()
-    bias = torch.empty(SEEDS, 1, classes).uniform_(-bound, bound, generator=generator).requires_grad_()
-    optimizer = build_optimizer([[weight, bias]], OptimizerSpec(name="adamw", lr=lr, weight_decay=1e-4), [lr])
-    count, batch = train_x.shape[0], 32
-    steps = -(-count // batch)
-    schedule = Schedule(SchedulerSpec(name="cosine"), epochs, steps)
-    out, step = [], 0
-    for epoch in range(epochs):
-        orders = torch.stack([torch.randperm(count, generator=generator) for _ in range(SEEDS)])
-        for start in range(0, steps * batch, batch):
-            rows = orders[:, start:start + batch]
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * schedule.factor(epoch, step)
-            logits = torch.baddbmm(bias, train_x[rows], weight)
-            loss = F.cross_entropy(logits.flatten(0, 1), f.train_y[rows].flatten(), label_smoothing=0.1) * SEEDS
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
+    out = []
+    for weight, bias in stacked_heads(train_x, f.train_y, f.num_classes, lr, epochs, seed, label_smoothing=0.1,
+                                      weight_decay=1e-4, batch_size=32, repeats=SEEDS):
         with torch.no_grad():
             val = torch.baddbmm(bias, val_x.expand(SEEDS, *val_x.shape), weight)
             test = torch.baddbmm(bias, test_x.expand(SEEDS, *test_x.shape), weight)

@@ -67,10 +67,11 @@ class Sweep:
     reason: str
 
 
-def train_head(train_x, train_y, val_x, val_y, num_classes: int, lr: float, epochs: int, seed: int,
-               label_smoothing: float, weight_decay: float, batch_size: int, repeats: int = REPEATS) -> SweepPoint:
-    """`repeats` linear heads trained side by side; AdamW's update is elementwise, so stacking them changes
-    nothing but the number of Python steps."""
+def stacked_heads(train_x, train_y, num_classes: int, lr: float, epochs: int, seed: int, label_smoothing: float,
+                  weight_decay: float, batch_size: int, repeats: int = REPEATS):
+    """`repeats` linear heads trained side by side, as a head-only run trains one; yields their stacked weight
+    (repeats, width, classes) and bias (repeats, 1, classes) after each epoch. AdamW's update is elementwise, so
+    stacking them changes nothing but the number of Python steps."""
     generator = torch.Generator().manual_seed(seed)
     width = train_x.shape[1]
     bound = 1 / width ** 0.5  # nn.Linear's own initialisation, drawn from the sweep's seeded generator
@@ -82,7 +83,6 @@ def train_head(train_x, train_y, val_x, val_y, num_classes: int, lr: float, epoc
     drop_last = count % batch_size == 1 and count > 1  # as the engine: a batch of one is dropped
     steps = count // batch_size if drop_last else -(-count // batch_size)
     schedule = Schedule(SchedulerSpec(name="cosine"), epochs, steps)
-    val_stack = val_x.expand(repeats, *val_x.shape)
     step = 0
     for epoch in range(epochs):
         orders = torch.stack([torch.randperm(count, generator=generator) for _ in range(repeats)])
@@ -98,8 +98,17 @@ def train_head(train_x, train_y, val_x, val_y, num_classes: int, lr: float, epoc
             loss.backward()
             optimizer.step()
             step += 1
-    with torch.no_grad():  # the last epoch: the one a head-only run of tlzoo train keeps
-        logits = torch.baddbmm(bias, val_stack, weight)
+        yield weight.detach(), bias.detach()
+
+
+def train_head(train_x, train_y, val_x, val_y, num_classes: int, lr: float, epochs: int, seed: int,
+               label_smoothing: float, weight_decay: float, batch_size: int, repeats: int = REPEATS) -> SweepPoint:
+    """The heads of `stacked_heads` scored at their last epoch, the one a head-only run of tlzoo train keeps."""
+    for weight, bias in stacked_heads(train_x, train_y, num_classes, lr, epochs, seed, label_smoothing,
+                                      weight_decay, batch_size, repeats):
+        pass
+    with torch.no_grad():
+        logits = torch.baddbmm(bias, val_x.expand(repeats, *val_x.shape), weight)
         correct = (logits.argmax(2) == val_y).sum(1)
         losses = F.cross_entropy(logits.transpose(1, 2), val_y.expand(repeats, -1), reduction="none").mean(1)
     mean = float(correct.double().mean())
