@@ -20,9 +20,9 @@ LABEL_SMOOTHING = 0.1
 BATCH_SIZE = 32
 HEAD_EPOCHS = 10
 # A head keeps its last epoch, not the first of highest validation top-1: on a few dozen validation images
-# top-1 is a step function whose first peak comes early (the demo's runs kept epoch 2-4 of 10), and the maximum
+# top-1 is a step function whose first peak comes early (the demo's runs kept epoch 2-6 of 10), and the maximum
 # over 40 epochs flatters long settings. On 16 held-out sets x 3 backbones x 5 settings x 10 seeds
-# (benchmarks/kept_epoch.py; RESULTS.md, 2026-12-04 14:04) the last epoch scored 0.6-1.5 points more test
+# (benchmarks/kept_epoch.py; RESULTS.md, 2026-12-04 14:04) the last epoch scored 1.2-1.5 points more test
 # top-1 on average than the first best, and at least as much as the epoch of lowest validation loss.
 HEAD_KEEP = "last"
 FINETUNE_LR_MAX = 3e-3  # the fine-tuned groups get lr x BACKBONE_LR_MULT: a head lr above this moves them too far
