@@ -53,6 +53,7 @@ def score_test(setup, log) -> tuple[dict, SplitPass] | None:
     per_class = dict(zip(setup.data.classes, result.per_class_accuracy))
     scored = {"model": "best", "count": result.count, "top1": result.top1, "top5": result.top5,
               "loss": result.loss, "per_class_accuracy": per_class, "confusion_matrix": result.confusion}
-    log(f"test: {result.count} held-out images scored with the best model: top-1 {result.top1:.4f}"
+    kept = "the last epoch's model (train.keep)" if setup.resolved.spec.train.keep == "last" else "the best model"
+    log(f"test: {result.count} held-out images scored with {kept}: top-1 {result.top1:.4f}"
         + (f", top-5 {result.top5:.4f}" if result.top5 is not None else "") + f", loss {result.loss:.4f}")
     return scored, SplitPass(features, logits, labels)
