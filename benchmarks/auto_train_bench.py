@@ -20,8 +20,10 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
   printed letters and drawn shapes on photographs (drawn_sets.py), domains far from flowers12, made after
   round 10 and before any of their figures was seen (on request, --datasets); glyphs-fewshot-s51 and
   shapes-fewshot-s53 drawn again after the head sweep's change (3addec4) and the disk timing, likewise unseen;
-  flowers12-fewshot-s24, -s25, patches-fewshot-s24 and glyphs-imbalanced-s54 drawn before the head-only
-  runs' checkpoint rule changed (the epoch of lowest validation loss), likewise unseen;
+  flowers12-fewshot-s24, -s25, patches-fewshot-s24 and glyphs-imbalanced-s54 drawn before head-only runs
+  began to keep their last epoch (train.keep), likewise unseen; shapes-large (seed 61, 200 / 40 / 40 a class)
+  and glyphs-large (seed 62, 150 / 30 / 30) drawn after that, unseen: 1,500-1,600 training images, where the
+  10 minutes of 2 cores, not the validation split, limit what the search can try;
 - patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
   pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
   the picture a crop came from; 30 train / 10 val / 30 test per class.
@@ -164,6 +166,9 @@ REDRAWS.update({f"flowers12-fewshot-s{seed}": functools.partial(flowers_resplit,
 REDRAWS["patches-fewshot-s24"] = functools.partial(patches, seed=24, sizes=(10, 5, 40))
 DRAWN["glyphs-imbalanced-s54"] = functools.partial(drawn_sets.glyphs, seed=54,
                                                    train=[40, 34, 28, 22, 18, 14, 11, 9, 7, 6], val=8, test=30)
+# larger sets, where the budget limits the fine-tunes: drawn after the head-only runs' last-epoch rule, unseen
+DRAWN.update({"shapes-large": functools.partial(drawn_sets.shapes, seed=61, train=200, val=40, test=40),
+              "glyphs-large": functools.partial(drawn_sets.glyphs, seed=62, train=150, val=30, test=30)})
 REDRAWS.update(DRAWN)  # on request (--datasets), as the redraws
 DEFAULT_SETS = tuple(DATASETS)
 DATASETS.update(REDRAWS)
