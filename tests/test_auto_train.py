@@ -86,6 +86,36 @@ def test_train_chooses_by_validation_reads_test_last_and_its_spec_reruns(tmp_pat
     assert (tmp_path / "again" / "best.safetensors").read_bytes() == (run_dir / "best.safetensors").read_bytes()
 
 
+def test_a_chosen_fine_tune_takes_over_its_trial_and_its_spec_reruns(tmp_path, tiny_backbone, one_thread,
+                                                                     monkeypatch):
+    scratch_parent = tmp_path / "scratch"
+    scratch_parent.mkdir()
+
+    def scratch(prefix="tmp", **_):
+        (scratch_parent / prefix).mkdir()
+        return str(scratch_parent / prefix)
+
+    monkeypatch.setattr(train_module.tempfile, "mkdtemp", scratch)
+    monkeypatch.setattr(search_module.Choice, "beaten_by", lambda *_: True)  # on this data the head wins otherwise
+    data = photos(tmp_path / "data")
+    stream = io.StringIO()
+    result = train(data, "5m", TINY_CANDIDATES, output=tmp_path / "run", seed=0, stream=stream)
+    log = stream.getvalue()
+    decisions = json.loads((Path(result.run_dir) / "decisions.json").read_text())
+    assert decisions["chosen"]["strategy"] == {"name": "partial", "options": {"groups": 2}}
+    assert decisions["final"]["took_over_trial"] is True
+    final = log[log.index("final run:"):]
+    assert "takes over its trial's epochs" in final and "taking over the 8 epoch(s) trained in" in final
+    assert "epoch 1/8" not in final  # the trial's lines are indented ("    | epoch 1/8"), the final run has none
+    assert result.summary["epochs_run"] == 8 and result.summary["test"]["count"] == 12
+    assert not any(scratch_parent.iterdir())  # the trial went with the scratch folder
+    import tlzoo
+
+    again = tlzoo.run(Path(result.run_dir) / "spec.json", output=tmp_path / "again")
+    assert again.summary["test"] == result.summary["test"]
+    assert (tmp_path / "again" / "best.safetensors").read_bytes() == (tmp_path / "run" / "best.safetensors").read_bytes()
+
+
 def test_the_same_command_makes_the_same_choices(tmp_path, tiny_backbone, one_thread):
     """The second command finds its features in the activation cache; it goes through the Python API."""
     import tlzoo

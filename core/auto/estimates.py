@@ -94,8 +94,10 @@ def finetune_trial_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: in
             + trust_s(speed, sizes, True) + RUN_OVERHEAD_S)
 
 
-def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int) -> float:
-    """The final fine-tune, its prefix in the cache since its trial: build, scan, epochs, test, report."""
+def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes) -> float:
+    """The final fine-tune, which takes over its trial's epochs (tlzoo.engine.adopt): build, scan, the trial's
+    checkpoints written again, the validation split through the best model (the report's records, which a run
+    that trains gets from its best epoch), calibration, test, report."""
     scanned = sizes.searched + sizes.test
-    return (speed.build_s + scanned * speed.load_s + epochs * finetune_epoch_s(tune, sizes)
-            + checkpoints_s(speed, epochs) + trust_s(speed, sizes, True) + finish_s(speed, sizes) + RUN_OVERHEAD_S)
+    return (speed.build_s + scanned * speed.load_s + checkpoints_s(speed, 1) + sizes.val * tune.top_s
+            + trust_s(speed, sizes, True) + finish_s(speed, sizes) + RUN_OVERHEAD_S)

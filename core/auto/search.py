@@ -10,6 +10,9 @@
    their mean, since one seed's score on a small validation split is a draw).
 4. Fine-tune: while the budget pays for a trial and the final run after it,
    train the top 2 (then 3, ...) backbone groups with the head as a real run.
+   The final run of a fine-tune takes over its trial's epochs (the same spec
+   and seed train the same weights: tlzoo.engine.adopt), so after a trial only
+   its test split, calibration and report are left to pay for.
 5. Other backbones: budget left pays for a top-2 fine-tune trial of each other
    probed backbone, best probe first (a probe of frozen features does not tell
    which backbone fine-tunes best).
@@ -30,6 +33,7 @@ from __future__ import annotations
 
 import copy
 import dataclasses
+import shutil
 import sys
 from dataclasses import dataclass
 from pathlib import Path
@@ -96,6 +100,8 @@ class Choice:
     final_s: float  # the final run's estimate
     finish_s: float  # of which the end (test split, report)
     val_loss: float = float("inf")  # at the best epoch, as measured (the sweep's for a head)
+    trial_dir: Path | None = None  # a fine-tune's trial run, whose epochs the final run takes over
+    cut_at: int | None = None  # the epoch after which the budget stopped that trial
 
     def beaten_by(self, correct: float, val_loss: float) -> bool:
         """Whether a fine-tune trial with these validation figures replaces this choice (module docstring)."""
@@ -307,7 +313,7 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
     search.budget.charge(measuring)
     tune = measure_finetune(resolved, search.data, recipe.groups)
     raw_trial = estimates.finetune_trial_s(speed, tune, sizes, recipe.epochs)
-    trial_s, final_s = search.scaled(raw_trial), estimates.final_finetune_s(speed, tune, sizes, recipe.epochs)
+    trial_s, final_s = search.scaled(raw_trial), estimates.final_finetune_s(speed, tune, sizes)
     if not search.budget.affords(trial_s, search.scaled(max(final_s, best.final_s))):
         final_s = search.scaled(final_s)
         search.decisions.add(Row("fine-tune trial", name, None, None, False,
@@ -323,8 +329,8 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
     search.budget.charge(trial_s)
     search.log(f"fine-tune trial: {name} (about {trial_s:.0f} s)")
     started = search.budget.elapsed()
-    result = run_trial(search, resolved, f"trial-{speed.backbone}-top{recipe.groups}",
-                       search.scaled(max(final_s, best.final_s)))
+    trial_dir = search.scratch / f"trial-{speed.backbone}-top{recipe.groups}"
+    result = run_trial(search, resolved, trial_dir, search.scaled(max(final_s, best.final_s)))
     seconds = search.budget.elapsed() - started
     search.observe(raw_trial, seconds)
     measured = result.summary.get("best") or {}
@@ -338,11 +344,19 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
                f"({search.images(correct)}), {seconds:.1f} s{cut}")
     if correct >= 0 and best.beaten_by(correct, val_loss):
         row.kept, row.reason = True, best.margin(correct, val_loss) + cut
-        return Choice(speed.backbone, recipe, correct, speed, final_s,
-                      estimates.finish_s(speed, sizes) + estimates.trust_s(speed, sizes, True), val_loss)
+        discard(best.trial_dir)
+        return Choice(speed.backbone, recipe, correct, speed, final_s, final_s, val_loss, trial_dir,
+                      result.summary.get("epochs_run") if cut else None)
     row.reason = f"not kept: {best.recipe.describe()} of {best.backbone} validated {search.images(best.correct)}" + (
         f" at loss {best.val_loss:.3f} against {val_loss:.3f}" if correct == best.correct else "")
+    discard(trial_dir)
     return best
+
+
+def discard(trial_dir: Path | None) -> None:
+    """A trial that is no longer the best: its checkpoints go at once (a few of them fill a small disk)."""
+    if trial_dir is not None:
+        shutil.rmtree(trial_dir, ignore_errors=True)
 
 
 def trial_spec(search: Search, backbone: str, recipe: Recipe) -> dict:
@@ -352,14 +366,14 @@ def trial_spec(search: Search, backbone: str, recipe: Recipe) -> dict:
     return spec
 
 
-def run_trial(search: Search, resolved, name: str, reserve: float):
+def run_trial(search: Search, resolved, run_dir: Path, reserve: float):
     """A trial as an ordinary run in the scratch folder, on the data already scanned; cut short when an epoch
     more would leave less than `reserve` seconds for the final run."""
     from tlzoo.auto.deadline import DeadlineHook
 
     hook = DeadlineHook(search.budget, reserve, search.log, "trial")
     extras = RunExtras(data=search.data, epoch_hooks=[hook])
-    return run_spec(resolved, search.scratch / name, stream=search.trial_stream or sys.stderr, extras=extras)
+    return run_spec(resolved, run_dir, stream=search.trial_stream or sys.stderr, extras=extras)
 
 
 def final_spec(search: Search, choice: Choice, reader: dict, output: str) -> dict:

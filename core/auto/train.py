@@ -3,11 +3,13 @@
 Read and scan DATA (tlzoo.auto.layout), measure this machine, search on the
 validation split (tlzoo.auto.search), then train the chosen spec as an ordinary
 run whose directory also holds decisions.json and a report section saying how
-the model was chosen. The test split enters only that final run's spec.
+the model was chosen. The test split enters only that final run's spec. A
+chosen fine-tune's final run takes over its trial's epochs instead of training
+them again (tlzoo.engine.adopt); a head is trained by the final run.
 
 Ctrl-C or SIGTERM during the search stops at once and keeps nothing (trial runs
-live in a scratch folder that is removed); during the final run the engine saves
-a resumable `last` as `tlzoo run` does.
+live in a scratch folder that is removed after the final run); during the final
+run the engine saves a resumable `last` as `tlzoo run` does.
 """
 
 from __future__ import annotations
@@ -135,6 +137,14 @@ def train(data: str | Path, time_budget: str | float = "10m", candidates=(), off
     layout = detect_layout(Path(data), None if test is None else Path(test), seed)
     scratch = Path(tempfile.mkdtemp(prefix="tlzoo-train-"))
     try:
+        return search_and_train(budget, registry, layout, candidates, offline, seed, output, scratch, stream, log)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
+def search_and_train(budget: Budget, registry, layout: Layout, candidates, offline: bool, seed: int,
+                     output: Path | None, scratch: Path, stream, log):
+    try:
         with StopRequest(stream, what="during the search"), run_cache_scope():
             search_data, load_s, test_count = read_data(layout, registry, log)
             line = summary_line(layout, search_data, test_count)
@@ -156,8 +166,6 @@ def train(data: str | Path, time_budget: str | float = "10m", candidates=(), off
         raise Interrupted(exc.signum, f"stopped by {signal_name(exc.signum)} during the search, before any model "
                                       "was chosen; nothing was kept",
                           "run the command again: the features computed so far are in the activation cache") from None
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
     return final_run(search, layout, choice, output, stream, log)
 
 
@@ -181,16 +189,22 @@ def final_run(search: Search, layout: Layout, choice, output: Path | None, strea
     if search.slowdown > 1:
         decisions.notes.append(f"Steps ran up to {search.slowdown:.1f}x slower than this machine measured at the "
                                "start (a busier machine): later estimates were scaled by that factor.")
+    adopting = "" if choice.trial_dir is None else " (it takes over its trial's epochs: the same spec and seed)"
     decisions.add(Row("final choice", f"{choice.backbone}, {choice.recipe.describe()}",
                       choice.correct / max(1, search.sizes.val), None, True,
                       f"the best validation score the budget could pay for; its final run was estimated at "
-                      f"{search.scaled(choice.final_s):.0f} s", search.scaled(choice.final_s)))
+                      f"{search.scaled(choice.final_s):.0f} s{adopting}", search.scaled(choice.final_s)))
     decisions.chosen = {"backbone": choice.backbone, "recipe": choice.recipe.describe(),
                         "strategy": choice.recipe.strategy, "lr": choice.recipe.lr, "epochs": choice.recipe.epochs}
-    log(f"final run: {choice.backbone}, {choice.recipe.describe()} (about {search.scaled(choice.final_s):.0f} s)")
+    log(f"final run: {choice.backbone}, {choice.recipe.describe()} (about {search.scaled(choice.final_s):.0f} s)"
+        + adopting)
+    if choice.cut_at is not None:
+        decisions.notes.append(f"The budget stopped the chosen fine-tune's trial after epoch {choice.cut_at} of "
+                               f"{choice.recipe.epochs}, and the final run took that over: `tlzoo run` of its "
+                               "spec.json trains all of them.")
     hook = DeadlineHook(budget, search.scaled(choice.finish_s) + FINISH_MARGIN_S, log)
     extras = RunExtras(files={DECISIONS_FILE: decisions.to_json()}, report_sections=[decisions.report_section()],
-                       epoch_hooks=[hook])
+                       epoch_hooks=[hook], adopt=choice.trial_dir)
     started = budget.elapsed()
     result = run_spec(resolved, output, stream=stream, extras=extras)
     summary = result.summary
@@ -199,7 +213,8 @@ def final_run(search: Search, layout: Layout, choice, output: Path | None, strea
         "val_top1": (summary.get("best") or {}).get("val_top1"),
         "test_top1": (summary.get("test") or {}).get("top1"),
         "best_epoch": summary.get("best_epoch"),
-        "cut_by_budget_after_epoch": hook.cut_at,
+        "cut_by_budget_after_epoch": hook.cut_at if choice.cut_at is None else choice.cut_at,
+        "took_over_trial": choice.trial_dir is not None,
         "seconds": budget.elapsed() - started,
         "command_seconds": budget.elapsed(),
         "within_budget": budget.elapsed() <= budget.seconds * (1 + OVERRUN),

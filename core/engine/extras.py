@@ -3,7 +3,8 @@
 `tlzoo train` (tlzoo.auto) runs its trials and its final model through the
 engine's `run_spec`; it adds its decisions file, the report section that
 explains them, a deadline that ends training when the time budget runs out,
-and, for trials, the data it has already read and scanned.
+for trials the data it has already read and scanned, and for a final run the
+trial whose trained epochs it takes over.
 """
 
 from __future__ import annotations
@@ -22,6 +23,9 @@ class RunExtras:
     report_sections: list[dict] = field(default_factory=list)  # tlzoo.report.sections dicts, shown in report.html
     epoch_hooks: list[Callable] = field(default_factory=list)  # (trainer, record) after each epoch, after the run's
     data: object = None  # a LabelledData already read and scanned for exactly this spec's reader: no second scan
+    # a finished run of this very training (a trial): its epochs are taken over, not trained again
+    # (tlzoo.engine.adopt); its spec may differ from this run's in tlzoo.engine.adopt.ADOPTABLE_CHANGES only
+    adopt: Path | None = None
 
     def file_names(self) -> list[str]:
         return list(self.files) + ([SECTIONS_FILE] if self.report_sections else [])

@@ -308,15 +308,18 @@ def train_and_report(resolved, output: Path | None = None, stream=None, resume: 
 
 def _train_and_report(resolved, output, stream, resume, allow_changes, progress, writers, started,
                       extras: RunExtras | None = None) -> RunResult:
+    from tlzoo.engine.adopt import ADOPTABLE_CHANGES, take_over, trained_seconds
     from tlzoo.runtime.interrupts import StopRequest
-    from tlzoo.rundir.resume import guard_training, open_resume
+    from tlzoo.rundir.resume import guard_training, open_adopted, open_resume
 
-    resumed, claimed = None, []
+    resumed, claimed, adopted = None, [], None
     if resume is not None:
         resumed = open_resume(resume, outputs.resolved_spec_json(resolved), allow_changes)
         finished = finished_run(resumed, stream)
         if finished is not None:
             return finished
+    elif extras is not None and extras.adopt is not None:
+        adopted = open_adopted(extras.adopt, outputs.resolved_spec_json(resolved), ADOPTABLE_CHANGES)
     try:
         # the allocator setting ends with the training (a notebook's process goes on)
         # images the scan decodes are kept for the first epoch (a photo is decoded once) until training ends
@@ -327,14 +330,16 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
             with progress:
                 trainer = make_trainer(setup, progress, extras)
                 trainer.epoch_hooks.append(lambda *_: kept.clear())  # the first epoch took what it needed
-                guard_training(trainer, setup, stop, resumed, sidecar, progress.message)
+                guard_training(trainer, setup, stop, resumed or adopted, sidecar, progress.message)
+                if adopted is not None:
+                    take_over(trainer, setup, adopted, sidecar)
                 state = trainer.fit()
     except BaseException:  # a run that fails before its first checkpoint leaves no empty run directory
         for run_dir, created in claimed:
             outputs.remove_unfinished(run_dir, remove_folder=created,
                                       extra_files=extras.file_names() if extras else ())
         raise
-    summary = run_summary(setup, state, time.perf_counter() - started)
+    summary = run_summary(setup, state, time.perf_counter() - started + (trained_seconds(adopted) if adopted else 0))
     if not distributed.is_main():  # rank 0 alone scores the test split and writes the summary and report
         return RunResult(setup.run_dir, summary)
     held_out = score_test(setup, progress.message)

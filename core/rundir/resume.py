@@ -69,6 +69,7 @@ class ResumeFrom:
     meta: dict  # the sidecar; meta["training"] holds what training_checkpoint wrote
     changed: dict  # allowed spec fields that differ from the run's: field -> (in the run, now)
     epochs: int  # train.epochs of the continued run
+    adopted: bool = False  # a finished run whose epochs a new run takes over (open_adopted), not a resume
 
     @property
     def training(self) -> dict:
@@ -116,6 +117,17 @@ class ResumeFrom:
             "changes": {field: {"run": before, "now": now} for field, (before, now) in self.changed.items()},
             "spec_hash": spec_hash,
         })
+
+
+def open_adopted(run_dir: str | Path, spec_json: dict, allow_changes=()) -> ResumeFrom:
+    """A finished run whose trained epochs a new run with `spec_json` takes over instead of training them again
+    (tlzoo train's final run and its trial): checked as a resume is, and refused unless it has finished."""
+    adopted = open_resume(run_dir, spec_json, allow_changes)
+    if adopted.complete is None:
+        raise TlzooError(f"cannot take over {run_dir}: its training has not finished",
+                         f"finish it first (tlzoo run --resume {run_dir}), or train the spec from the start")
+    adopted.adopted = True
+    return adopted
 
 
 def resumed_spec_raw(run_dir: str | Path) -> tuple[dict, str]:
@@ -292,7 +304,7 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
     if distributed.active():
         stop.agree = distributed.all_reduce_max  # every rank honours a signal any of them got, at the same step
     if resumed is not None:
-        source = str(weights_path(run_dir / LAST))
+        source = str(weights_path(resumed.run_dir / LAST))
         position = resumed.training["position"]
         check_world_size(resumed, position)
         restore_training_state(state, resumed.tensors, resumed.training, source, generator)
@@ -304,6 +316,11 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
             if distributed.rank() > 0:  # rank 0's RNG is the checkpoint's own; the others' are kept beside it
                 trainer.resume_at = EpochPosition.from_rank_json(position["batch"],
                                                                  resumed.training["ranks"][distributed.rank()])
+        if resumed.adopted:  # the new run writes its own files (tlzoo.engine.adopt); the old run is left as it is
+            log(f"taking over the {state.epoch} epoch(s) trained in {resumed.run_dir}: the same training"
+                + (f", only {', '.join(resumed.changed)} differ" if resumed.changed else ""))
+            stop.what = "while taking over a finished run's epochs (nothing is trained to stop at a step)"
+            return  # not armed: no step will come to stop at, so a signal stops at once
         if distributed.is_main():
             # metrics.jsonl may hold an epoch that `last` does not (a crash between the two writes)
             lines = "".join(json.dumps(json_safe(record), allow_nan=False) + "\n" for record in state.history)
