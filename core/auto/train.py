@@ -8,8 +8,8 @@ chosen fine-tune's final run takes over its trial's epochs instead of training
 them again (tlzoo.engine.adopt); a head is trained by the final run.
 
 Ctrl-C or SIGTERM during the search stops at once and keeps nothing (trial runs
-live in a scratch folder that is removed after the final run); during the final
-run the engine saves a resumable `last` as `tlzoo run` does.
+live in a scratch folder that is removed after the final run); during a head's
+final run the engine saves a resumable `last` as `tlzoo run` does.
 """
 
 from __future__ import annotations
