@@ -94,3 +94,29 @@ def test_a_run_that_differs_in_its_training_or_has_not_finished_is_not_taken_ove
     with pytest.raises(TlzooError) as caught:
         run_spec(longer, tmp_path / "longer", stream=io.StringIO(), extras=RunExtras(adopt=tmp_path / "trial"))
     assert "train.epochs" in str(caught.value)
+
+
+def test_ctrl_c_while_taking_over_stops_once_the_checkpoints_are_written(tmp_path, monkeypatch):
+    import os
+    import signal
+
+    import tlzoo.engine.adopt as adopt_module
+    from tlzoo.runtime.interrupts import Interrupted
+
+    trial_spec, final_spec = specs(tmp_path)
+    registry = get_registry()
+    run_spec(load_spec(trial_spec, registry), tmp_path / "trial", stream=io.StringIO())
+    real_save = adopt_module.save_checkpoint
+
+    def interrupted_save(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)  # recorded: the handler waits for the safe point after the writes
+        return real_save(*args, **kwargs)
+
+    monkeypatch.setattr(adopt_module, "save_checkpoint", interrupted_save)
+    with pytest.raises(Interrupted) as caught:
+        run_spec(load_spec(final_spec, registry), tmp_path / "adopted", stream=io.StringIO(),
+                 extras=RunExtras(adopt=tmp_path / "trial"))
+    assert caught.value.exit_code == 130 and "while taking over" in caught.value.message
+    assert "tlzoo evaluate" in caught.value.hint
+    assert all((tmp_path / "adopted" / name).is_file() for name in ("best.safetensors", "last.safetensors"))
+    assert not (tmp_path / "adopted" / "summary.json").exists()

@@ -302,3 +302,18 @@ def test_loader_workers_ignore_the_stop_signals():
             "os.kill(os.getpid(), signal.SIGTERM); os.kill(os.getpid(), signal.SIGINT); print('alive')")
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
     assert done.returncode == 0 and done.stdout.strip() == "alive", done.stderr
+
+
+def test_ctrl_c_where_no_run_is_guarded_exits_130_and_says_so(monkeypatch, capsys):
+    """Typer turns the KeyboardInterrupt into a returned 130 (after training, as the report is written)."""
+    import tlzoo.cli.schema
+    from tlzoo.cli.main import main
+
+    def interrupted(registry):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(tlzoo.cli.schema, "spec_schema", interrupted)
+    with pytest.raises(SystemExit) as caught:
+        main(["schema"])
+    assert caught.value.code == 130
+    assert "stopped by Ctrl-C (SIGINT)" in capsys.readouterr().err

@@ -125,7 +125,13 @@ def main(argv: list[str] | None = None) -> None:
     from tlzoo.registry import DuplicateComponent, PluginError, UnknownComponent
 
     try:
-        app(args=argv, standalone_mode=False)
+        # typer turns Ctrl-C outside a StopRequest (after training: the test split, the report) into exit code
+        # 130, which it returns rather than raises when not standalone; returned, it would exit 0 without a word
+        code = app(args=argv, standalone_mode=False)
+        if isinstance(code, int) and not isinstance(code, bool) and code != 0:
+            if code == 130:
+                print("tlzoo: error: stopped by Ctrl-C (SIGINT); files written before it are kept", file=sys.stderr)
+            sys.exit(code)
         sys.stdout.flush()  # a closed pipe shows here, while BrokenPipeError is still caught below
         from tlzoo.runtime import distributed
 

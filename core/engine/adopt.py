@@ -22,15 +22,19 @@ from tlzoo.rundir.training_state import strip_training
 ADOPTABLE_CHANGES = ("data.reader", "report")
 
 
-def take_over(trainer, setup, adopted, sidecar) -> None:
+def take_over(trainer, setup, adopted, sidecar, stop) -> None:
     """Write `adopted`'s best and last checkpoints into this run's directory as this run's own; its trainer's
     state was restored from `adopted` (tlzoo.rundir.resume.guard_training). The calibration fitted after this
-    run's training replaces the old run's, so `best` is written without it."""
+    run's training replaces the old run's, so `best` is written without it. A Ctrl-C or SIGTERM meanwhile
+    (`stop` is armed) stops once both are written, as a training run stops at the end of a step."""
     tensors, meta = load_checkpoint(adopted.run_dir / BEST)
     save_checkpoint(setup.run_dir / BEST, strip_training(tensors), sidecar(setup, BEST, meta["metrics"]))
     trainer.save_last(trainer, trainer.state.history[-1])
     for record in trainer.state.history:
         setup.loggers.epoch(record)
+    stop.stop(lambda: f"its trained model is in {setup.run_dir} (no test score, calibration or report yet)",
+              "while taking over a finished run's epochs", f"score it with: tlzoo evaluate {setup.run_dir} "
+                                                           "--data TEST_FOLDER")
 
 
 def trained_seconds(adopted) -> float:

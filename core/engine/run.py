@@ -332,7 +332,7 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
                 trainer.epoch_hooks.append(lambda *_: kept.clear())  # the first epoch took what it needed
                 guard_training(trainer, setup, stop, resumed or adopted, sidecar, progress.message)
                 if adopted is not None:
-                    take_over(trainer, setup, adopted, sidecar)
+                    take_over(trainer, setup, adopted, sidecar, stop)
                 state = trainer.fit()
     except BaseException:  # a run that fails before its first checkpoint leaves no empty run directory
         for run_dir, created in claimed:

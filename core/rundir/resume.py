@@ -319,8 +319,8 @@ def guard_training(trainer, setup, stop, resumed: ResumeFrom | None, sidecar, lo
         if resumed.adopted:  # the new run writes its own files (tlzoo.engine.adopt); the old run is left as it is
             log(f"taking over the {state.epoch} epoch(s) trained in {resumed.run_dir}: the same training"
                 + (f", only {', '.join(resumed.changed)} differ" if resumed.changed else ""))
-            stop.what = "while taking over a finished run's epochs (nothing is trained to stop at a step)"
-            return  # not armed: no step will come to stop at, so a signal stops at once
+            stop.armed = True  # a signal waits for the checkpoints to be written (tlzoo.engine.adopt's safe point)
+            return
         if distributed.is_main():
             # metrics.jsonl may hold an epoch that `last` does not (a crash between the two writes)
             lines = "".join(json.dumps(json_safe(record), allow_nan=False) + "\n" for record in state.history)
