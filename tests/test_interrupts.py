@@ -317,3 +317,25 @@ def test_ctrl_c_where_no_run_is_guarded_exits_130_and_says_so(monkeypatch, capsy
         main(["schema"])
     assert caught.value.code == 130
     assert "stopped by Ctrl-C (SIGINT)" in capsys.readouterr().err
+
+
+def test_ctrl_c_inside_a_decode_stops_the_command_and_is_not_taken_for_a_damaged_image(tmp_path, monkeypatch):
+    """Outside training a signal raises at once, wherever the main thread is: here inside Pillow's decoder, whose
+    failures load_rgb turns into BadImage (a skipped file)."""
+    from PIL import Image
+
+    from tlzoo.data.images import load_rgb
+
+    Image.new("RGB", (40, 30), (200, 10, 10)).save(tmp_path / "a.png")
+    real_load = Image.Image.load
+
+    def interrupted_load(self):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(2)  # the handler raises before this ends
+        return real_load(self)
+
+    monkeypatch.setattr(Image.Image, "load", interrupted_load)
+    with pytest.raises(Interrupted) as caught:
+        with StopRequest(what="during the scan"):
+            load_rgb(tmp_path / "a.png", (0, 0, 0), None)
+    assert caught.value.exit_code == 130 and "during the scan" in caught.value.message

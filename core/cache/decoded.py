@@ -32,6 +32,7 @@ from tlzoo.data.images import BadImage, load_rgb
 from tlzoo.data.pil_ops import Compose
 from tlzoo.data.transforms import Pipeline
 from tlzoo.cache.store import process_alive
+from tlzoo.runtime.interrupts import Interrupted
 
 
 class SlotFile:
@@ -112,6 +113,8 @@ class DecodedImageDataset(ImageDataset):
                 image = self.leading(load_rgb(path, self.background, self.need))
             except BadImage as exc:
                 raise SampleError(f"{path}: {exc.reason}") from None
+            except Interrupted:  # a Ctrl-C raised inside the transform is not the file's fault
+                raise
             except Exception as exc:  # noqa: BLE001 - name the file whatever the transform raised
                 raise SampleError(f"{path}: transform failed: {type(exc).__name__}: {exc}") from exc
             self.slots.put(index, np.asarray(image))
@@ -119,6 +122,8 @@ class DecodedImageDataset(ImageDataset):
             image = Image.fromarray(pixels)
         try:
             return self.rest(image), label
+        except Interrupted:
+            raise
         except Exception as exc:  # noqa: BLE001
             raise SampleError(f"{path}: transform failed: {type(exc).__name__}: {exc}") from exc
 

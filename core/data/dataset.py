@@ -14,6 +14,7 @@ from torch.utils.data import Dataset
 from tlzoo.data.images import Background, BadImage, load_rgb
 from tlzoo.data.sample_errors import SampleError
 from tlzoo.data.transforms import Pipeline
+from tlzoo.runtime.interrupts import Interrupted
 
 Item = tuple[Path, int]
 
@@ -49,5 +50,7 @@ class ImageDataset(Dataset):
         except MemoryError:  # the transform's sizes, not the file, are at fault (augment sizes are capped)
             raise SampleError(f"{path}: transform ran out of memory on a {image.width}x{image.height} image",
                               "lower the sizes in data.augment; the file itself decoded fine") from None
+        except Interrupted:  # a Ctrl-C raised inside the transform is not the file's fault
+            raise
         except Exception as exc:  # noqa: BLE001 - name the file whatever the transform raised
             raise SampleError(f"{path}: transform failed: {type(exc).__name__}: {exc}") from exc

@@ -44,6 +44,7 @@ from tlzoo.data.decode_size import SizeNeed, reduction
 from tlzoo.data.decoded_once import active_store
 from tlzoo.data.jpeg_structure import jpeg_damage
 from tlzoo.errors import TlzooError
+from tlzoo.runtime.interrupts import Interrupted
 
 # suffixes tlzoo treats as images when it lists folders
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
@@ -122,7 +123,7 @@ def _decode(path: Path, opened, raw_bytes, background: Background, need: SizeNee
         if factor > 1:
             rgb = rgb.reduce(factor)
         return (rgb if turn is None else rgb.transpose(turn)), full
-    except BadImage:
+    except (BadImage, Interrupted):  # a Ctrl-C raised inside the decoder is not a damaged file
         raise
     except Exception as exc:  # noqa: BLE001 - every decoder failure becomes one named error
         raise BadImage(path, describe_failure(path, exc, size)) from None
