@@ -86,16 +86,22 @@ def test_train_chooses_by_validation_reads_test_last_and_its_spec_reruns(tmp_pat
     assert (tmp_path / "again" / "best.safetensors").read_bytes() == (run_dir / "best.safetensors").read_bytes()
 
 
-def test_a_chosen_fine_tune_takes_over_its_trial_and_its_spec_reruns(tmp_path, tiny_backbone, one_thread,
-                                                                     monkeypatch):
-    scratch_parent = tmp_path / "scratch"
-    scratch_parent.mkdir()
+@pytest.fixture
+def scratch_parent(tmp_path, monkeypatch) -> Path:
+    """The folder where tlzoo train's scratch folder (its trials) is made, to see what is left in it."""
+    parent = tmp_path / "scratch"
+    parent.mkdir()
 
     def scratch(prefix="tmp", **_):
-        (scratch_parent / prefix).mkdir()
-        return str(scratch_parent / prefix)
+        (parent / prefix).mkdir()
+        return str(parent / prefix)
 
     monkeypatch.setattr(train_module.tempfile, "mkdtemp", scratch)
+    return parent
+
+
+def test_a_chosen_fine_tune_takes_over_its_trial_and_its_spec_reruns(tmp_path, tiny_backbone, one_thread,
+                                                                     scratch_parent, monkeypatch):
     monkeypatch.setattr(search_module.Choice, "beaten_by", lambda *_: True)  # on this data the head wins otherwise
     data = photos(tmp_path / "data")
     stream = io.StringIO()
@@ -132,16 +138,8 @@ def test_the_same_command_makes_the_same_choices(tmp_path, tiny_backbone, one_th
 
 
 def test_ctrl_c_during_the_search_stops_at_once_and_keeps_nothing(tmp_path, tiny_backbone, one_thread,
-                                                                 monkeypatch):
+                                                                 scratch_parent, monkeypatch):
     data = photos(tmp_path / "data")
-    scratch_parent = tmp_path / "scratch"
-    scratch_parent.mkdir()
-
-    def scratch(prefix="tmp", **_):
-        (scratch_parent / prefix).mkdir()
-        return str(scratch_parent / prefix)
-
-    monkeypatch.setattr(train_module.tempfile, "mkdtemp", scratch)
 
     def interrupted_features(*args, **kwargs):
         os.kill(os.getpid(), signal.SIGINT)
