@@ -92,7 +92,7 @@ def scratch_parent(tmp_path, monkeypatch) -> Path:
     parent = tmp_path / "scratch"
     parent.mkdir()
 
-    def scratch(prefix="tmp", **_):
+    def scratch(suffix=None, prefix="tmp", dir=None):
         (parent / prefix).mkdir()
         return str(parent / prefix)
 

@@ -15,7 +15,6 @@ final run the engine saves a resumable `last` as `tlzoo run` does.
 from __future__ import annotations
 
 import re
-import shutil
 import sys
 import tempfile
 import time
@@ -135,38 +134,33 @@ def train(data: str | Path, time_budget: str | float = "10m", candidates=(), off
                                                   "(tlzoo list backbones --offline shows those here)")
     configure_threads(keep_buffers=False)
     layout = detect_layout(Path(data), None if test is None else Path(test), seed)
-    scratch = Path(tempfile.mkdtemp(prefix="tlzoo-train-"))
-    try:
-        return search_and_train(budget, registry, layout, candidates, offline, seed, output, scratch, stream, log)
-    finally:
-        shutil.rmtree(scratch, ignore_errors=True)
-
-
-def search_and_train(budget: Budget, registry, layout: Layout, candidates, offline: bool, seed: int,
-                     output: Path | None, scratch: Path, stream, log):
-    try:
-        with StopRequest(stream, what="during the search"), run_cache_scope():
-            search_data, load_s, test_count = read_data(layout, registry, log)
-            line = summary_line(layout, search_data, test_count)
-            log(line)
-            sizes = estimates.Sizes(len(search_data.train), len(search_data.val), test_count or 0,
-                                    len(search_data.classes))
-            decisions = Decisions(budget.seconds, seed, line, machine())
-            if output is not None:
-                write_s = measure_writes(output, "--output", "pass an --output you can write")
-            else:
-                write_s = measure_writes(Path.cwd() / "runs", "runs/ in the current folder",
-                                         "run tlzoo train from a folder you can write, or pass --output")
-            log(f"disk: checkpoints written at {1e-6 / write_s:.0f} MB/s where the run goes (fsynced)")
-            search = Search(budget, registry, base_spec(run_name(layout.source), layout.reader, seed, "runs"),
-                            search_data, sizes, load_s, scratch, decisions, log, PrefixedStream(stream),
-                            write_s=write_s)
-            choice = run_search(search, list(candidates), offline)
-    except Interrupted as exc:
-        raise Interrupted(exc.signum, f"stopped by {signal_name(exc.signum)} during the search, before any model "
-                                      "was chosen; nothing was kept",
-                          "run the command again: the features computed so far are in the activation cache") from None
-    return final_run(search, layout, choice, output, stream, log)
+    # the trials live here until the final run has taken the chosen one over
+    with tempfile.TemporaryDirectory(prefix="tlzoo-train-", ignore_cleanup_errors=True) as folder:
+        scratch = Path(folder)
+        try:
+            with StopRequest(stream, what="during the search"), run_cache_scope():
+                search_data, load_s, test_count = read_data(layout, registry, log)
+                line = summary_line(layout, search_data, test_count)
+                log(line)
+                sizes = estimates.Sizes(len(search_data.train), len(search_data.val), test_count or 0,
+                                        len(search_data.classes))
+                decisions = Decisions(budget.seconds, seed, line, machine())
+                if output is not None:
+                    write_s = measure_writes(output, "--output", "pass an --output you can write")
+                else:
+                    write_s = measure_writes(Path.cwd() / "runs", "runs/ in the current folder",
+                                             "run tlzoo train from a folder you can write, or pass --output")
+                log(f"disk: checkpoints written at {1e-6 / write_s:.0f} MB/s where the run goes (fsynced)")
+                search = Search(budget, registry, base_spec(run_name(layout.source), layout.reader, seed, "runs"),
+                                search_data, sizes, load_s, scratch, decisions, log, PrefixedStream(stream),
+                                write_s=write_s)
+                choice = run_search(search, list(candidates), offline)
+        except Interrupted as exc:
+            raise Interrupted(exc.signum, f"stopped by {signal_name(exc.signum)} during the search, before any "
+                                          "model was chosen; nothing was kept",
+                              "run the command again: the features computed so far are in the activation "
+                              "cache") from None
+        return final_run(search, layout, choice, output, stream, log)
 
 
 def run_search(search: Search, candidates, offline: bool):
