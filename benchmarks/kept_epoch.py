@@ -34,7 +34,7 @@ import torch.nn.functional as F
 
 from tlzoo.data.labelled import labelled_from
 from tlzoo.engine.features import pooled_features
-from tlzoo.auto.head_sweep import stacked_heads
+from tlzoo.engine.linear_head import stacked_heads
 from tlzoo.registry import get_registry
 from tlzoo.spec import resolve_spec
 

@@ -27,9 +27,8 @@ from dataclasses import dataclass
 import torch
 import torch.nn.functional as F
 
-from tlzoo.engine.optim import Schedule, build_optimizer
+from tlzoo.engine.linear_head import stacked_heads
 from tlzoo.runtime.device import one_thread
-from tlzoo.spec import OptimizerSpec, SchedulerSpec
 
 LRS = (1e-3, 3e-3, 1e-2)
 EPOCHS = (5, 10, 20, 40)
@@ -65,40 +64,6 @@ class Sweep:
     points: list[SweepPoint]
     chosen: SweepPoint
     reason: str
-
-
-def stacked_heads(train_x, train_y, num_classes: int, lr: float, epochs: int, seed: int, label_smoothing: float,
-                  weight_decay: float, batch_size: int, repeats: int = REPEATS):
-    """`repeats` linear heads trained side by side, as a head-only run trains one; yields their stacked weight
-    (repeats, width, classes) and bias (repeats, 1, classes) after each epoch. AdamW's update is elementwise, so
-    stacking them changes nothing but the number of Python steps."""
-    generator = torch.Generator().manual_seed(seed)
-    width = train_x.shape[1]
-    bound = 1 / width ** 0.5  # nn.Linear's own initialisation, drawn from the sweep's seeded generator
-    weight = torch.empty(repeats, width, num_classes).uniform_(-bound, bound, generator=generator).requires_grad_()
-    bias = torch.empty(repeats, 1, num_classes).uniform_(-bound, bound, generator=generator).requires_grad_()
-    optimizer = build_optimizer([[weight, bias]], OptimizerSpec(name="adamw", lr=lr, weight_decay=weight_decay),
-                                [lr])
-    count = train_x.shape[0]
-    drop_last = count % batch_size == 1 and count > 1  # as the engine: a batch of one is dropped
-    steps = count // batch_size if drop_last else -(-count // batch_size)
-    schedule = Schedule(SchedulerSpec(name="cosine"), epochs, steps)
-    step = 0
-    for epoch in range(epochs):
-        orders = torch.stack([torch.randperm(count, generator=generator) for _ in range(repeats)])
-        for start in range(0, steps * batch_size, batch_size):
-            rows = orders[:, start:start + batch_size]
-            for group in optimizer.param_groups:
-                group["lr"] = group["base_lr"] * schedule.factor(epoch, step)
-            logits = torch.baddbmm(bias, train_x[rows], weight)
-            # each seed's own mean loss, summed: every head gets the gradient it would get alone
-            loss = F.cross_entropy(logits.flatten(0, 1), train_y[rows].flatten(),
-                                   label_smoothing=label_smoothing) * repeats
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            step += 1
-        yield weight.detach(), bias.detach()
 
 
 def train_head(train_x, train_y, val_x, val_y, num_classes: int, lr: float, epochs: int, seed: int,

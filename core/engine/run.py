@@ -30,6 +30,7 @@ from tlzoo.engine.metrics import per_class_accuracy
 from tlzoo.engine.optim import Schedule, base_learning_rates, build_optimizer, layer_decay_factors
 from tlzoo.engine.progress import make_progress
 from tlzoo.engine.held_out import score_test
+from tlzoo.engine.head_first import fit_head_first
 from tlzoo.engine.trust_fit import fit_trust
 from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_workers
 from tlzoo.engine.state import TrainState
@@ -327,6 +328,8 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
             stop.duplicate_seconds = 2.0 if distributed.active() else 0.0  # torchrun forwards a terminal's Ctrl-C
             setup = prepare(resolved, output, progress.message, resumed, claimed, writers, extras)
             setup.loggers.start(setup.spec_json, setup.data.classes)
+            if resumed is None and adopted is None:  # else the checkpoint holds the head
+                fit_head_first(setup, progress.message)
             with progress:
                 trainer = make_trainer(setup, progress, extras)
                 trainer.epoch_hooks.append(lambda *_: kept.clear())  # the first epoch took what it needed

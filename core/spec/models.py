@@ -193,6 +193,17 @@ class UnknownSpec(StrictModel):
         return options
 
 
+class HeadFirstSpec(StrictModel):
+    """LP-FT: before the first epoch, the new head is trained alone on the frozen pretrained backbone's pooled
+    features (no augmentation, through the activation cache), so that the groups a fine-tune trains start under
+    a head that already fits them instead of a random one, which first pulls them towards its own noise."""
+
+    epochs: StrictInteger = Field(0, ge=0, le=MAX_EPOCHS, description="epochs of the head alone on the frozen "
+                                  "features; 0: off (the head starts from its initialisation)")
+    lr: Number = Field(3e-3, gt=0, le=MAX_LR, description="AdamW's lr for them (cosine; weight decay and "
+                       "label smoothing as train's)")
+
+
 class TrainSpec(StrictModel):
     strategy: ComponentRef = ComponentRef(name="head_only")
     epochs: StrictInteger = Field(10, gt=0, le=MAX_EPOCHS,
@@ -219,6 +230,7 @@ class TrainSpec(StrictModel):
                                        "--layer-decay); none: off")
     tta: TTA_VIEWS = Field("none", description="test-time augmentation of the per-epoch validation: 'flip' "
                            "(2 views) or 'flip_crops' (6 views), probabilities averaged")
+    head_first: HeadFirstSpec = HeadFirstSpec()
     calibration: CalibrationSpec = CalibrationSpec()
     unknown: UnknownSpec = UnknownSpec()
 

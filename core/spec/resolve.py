@@ -89,10 +89,14 @@ def resolve_components(spec: RunSpec, registry) -> tuple[dict, list[tuple[str, s
 
 
 def validate_extras(spec: RunSpec) -> list[tuple[str, str]]:
-    """Checks beyond one field's type: the augmentation list validates per op."""
+    """Checks beyond one field's type: the augmentation list validates per op; head_first fits a linear head."""
     from tlzoo.data.transforms import validate_augment
 
-    return [("data.augment" + loc, msg) for loc, msg in validate_augment(spec.data.augment)]
+    problems = [("data.augment" + loc, msg) for loc, msg in validate_augment(spec.data.augment)]
+    if spec.train.head_first.epochs and spec.head.hidden:
+        problems.append(("train.head_first.epochs", f"fits a linear head, and head.hidden ({spec.head.hidden}) "
+                         "gives the head a hidden layer: remove head.hidden, or set train.head_first.epochs to 0"))
+    return problems
 
 
 def output_problems(output: str, base_dir: Path) -> list[tuple[str, str]]:
