@@ -215,8 +215,8 @@ def test_no_fine_tune_is_measured_when_the_final_run_would_lose_its_time(monkeyp
 
 
 def fake_trials(monkeypatch, clock: FakeClock, scores: dict[tuple[str, int], tuple[int, float]]):
-    """Fine-tune trials of (backbone, groups) validate scores[...] = (correct of 20, loss), 3 s each, and with
-    the head fitted first (backbone, groups, "fitted"); returns the list of trials run, in order."""
+    """Fine-tune trials of (backbone, groups) validate scores[...] = (correct of 20, loss), 3 s each; returns the
+    list of trials run, in order."""
     from tlzoo.auto.throughput import FinetuneSpeed
 
     ran = []
@@ -226,7 +226,6 @@ def fake_trials(monkeypatch, clock: FakeClock, scores: dict[tuple[str, int], tup
 
     def trial(search, spec, name, reserve):
         key = (spec["backbone"]["name"], spec["train"]["strategy"]["options"]["groups"])
-        key += ("fitted",) if spec["train"].get("head_first") else ()
         ran.append(key)
         clock.advance(3)
         correct, loss = scores[key]
@@ -243,30 +242,25 @@ def test_a_fine_tune_within_one_image_of_the_head_is_kept_and_other_backbones_ge
     clock = FakeClock()
     search = make_search(clock, 10_000, tmp_path)
     a, b, c = speed("a", 0.05), speed("b", 0.1), speed("c", 0.2)
-    ran = fake_trials(monkeypatch, clock, {("a", 2): (17, 0.30), ("a", 2, "fitted"): (17, 0.31),
-                                           ("b", 2): (17, 0.25), ("c", 2): (16, 0.10)})
+    ran = fake_trials(monkeypatch, clock, {("a", 2): (17, 0.30), ("b", 2): (17, 0.25), ("c", 2): (16, 0.10)})
     best = choose_recipe(search, a, Recipe(0, 3e-3, 10), 18, 0.5)
     assert (best.backbone, best.recipe.groups) == ("a", 2)  # one image below the head: within the noise
-    # a's top 3 is its whole backbone (3 groups): not a partial fine-tune; then top 2 with its head fitted first
-    assert ran == [("a", 2), ("a", 2, "fitted")]
-    assert best.recipe.head_first is None  # as many images, at a higher loss
+    assert ran == [("a", 2)]  # a's top 3 is its whole backbone (3 groups): not a partial fine-tune
     probed = [(a, None, 18), (c, None, 15), (b, None, 16)]
     best = try_other_backbones(search, probed, best)
-    assert ran[2:] == [("b", 2), ("c", 2)]  # best probe first
+    assert ran == [("a", 2), ("b", 2), ("c", 2)]  # best probe first
     assert (best.backbone, best.correct) == ("b", 17)  # as many images as a's, at a lower loss; c has fewer
     rows = [row for row in search.decisions.rows if row.step == "fine-tune trial"]
-    assert [row.kept for row in rows] == [True, False, True, False]
-    assert "within the noise" in rows[0].reason and "lower validation loss" in rows[2].reason
-    assert rows[1].candidate == "a, top 2 groups + head (fitted first: lr 0.003, 10 epochs), lr 0.003, 8 epochs"
-    assert rows[1].reason.startswith("not kept:") and rows[3].reason.startswith("not kept:")
+    assert [row.kept for row in rows] == [True, True, False]
+    assert "within the noise" in rows[0].reason and "lower validation loss" in rows[1].reason
+    assert rows[2].reason.startswith("not kept:")
 
     clock = FakeClock()  # a head two images better than any fine-tune stays
     search = make_search(clock, 10_000, tmp_path)
-    ran = fake_trials(monkeypatch, clock, {("a", 2): (16, 0.2), ("a", 2, "fitted"): (15, 0.2), ("b", 2): (16, 0.1)})
+    ran = fake_trials(monkeypatch, clock, {("a", 2): (16, 0.2), ("b", 2): (16, 0.1)})
     best = try_other_backbones(search, [(a, None, 18), (b, None, 16)],
                                choose_recipe(search, a, Recipe(0, 3e-3, 10), 18, 0.5))
-    # top 2 lost to the head: it is tried again from the head (fitted first), which loses too
-    assert (best.backbone, best.recipe.groups) == ("a", 0) and ran == [("a", 2), ("a", 2, "fitted"), ("b", 2)]
+    assert (best.backbone, best.recipe.groups) == ("a", 0) and ran == [("a", 2), ("b", 2)]
 
 
 def test_other_backbones_are_tried_only_while_the_final_run_keeps_its_time(monkeypatch, tmp_path):
@@ -276,11 +270,11 @@ def test_other_backbones_are_tried_only_while_the_final_run_keeps_its_time(monke
     clock = FakeClock()
     search = make_search(clock, 100, tmp_path)
     a, b = speed("a", 0.05), speed("b", 0.1)
-    ran = fake_trials(monkeypatch, clock, {("a", 2): (18, 0.3), ("a", 2, "fitted"): (17, 0.3), ("b", 2): (20, 0.1)})
+    ran = fake_trials(monkeypatch, clock, {("a", 2): (18, 0.3), ("b", 2): (20, 0.1)})
     best = choose_recipe(search, a, Recipe(0, 3e-3, 10), 18, 0.5)
     clock.advance(search.budget.left() - best.final_s - 1)  # only the final run's time and 1 s are left
     best = try_other_backbones(search, [(a, None, 18), (b, None, 17)], best)
-    assert ran == [("a", 2)] and best.backbone == "a"  # 100 s paid for no second trial of a
+    assert ran == [("a", 2)] and best.backbone == "a"
     row = search.decisions.rows[-1]
     assert row.candidate.startswith("b, top 2 groups") and not row.kept and row.reason.startswith("not measured:")
 
@@ -384,27 +378,3 @@ def test_a_slow_disk_lengthens_every_estimate_that_writes_checkpoints():
     assert estimates.final_head_s(slow, sizes, 10) - estimates.final_head_s(fast, sizes, 10) == \
         pytest.approx(10 * per_epoch)
     assert estimates.checkpoints_s(slow, 40) > 40 * 3 > estimates.checkpoints_s(fast, 40)
-
-
-def test_the_winning_fine_tune_with_its_head_fitted_first_replaces_it_when_it_validates_better(monkeypatch,
-                                                                                               tmp_path):
-    from tlzoo.auto.recipes import Recipe
-    from tlzoo.auto.search import choose_recipe, final_spec
-    from tlzoo.spec import RunSpec
-
-    clock = FakeClock()
-    search = make_search(clock, 10_000, tmp_path)
-    ran = fake_trials(monkeypatch, clock, {("a", 2): (17, 0.30), ("a", 2, "fitted"): (18, 0.40)})
-    best = choose_recipe(search, speed("a", 0.05), Recipe(0, 1e-2, 20), 16, 0.5)  # the sweep's head setting
-    assert ran == [("a", 2), ("a", 2, "fitted")]
-    assert (best.recipe.groups, best.recipe.head_first, best.correct) == (2, (1e-2, 20), 18)
-    row = search.decisions.rows[-1]
-    assert row.kept and row.reason.startswith("1 image(s) better than a, top 2 groups + head, lr 0.003")
-
-    clock = FakeClock()  # top 2 two images below the head, fitted first within one: it replaces the head
-    search = make_search(clock, 10_000, tmp_path)
-    ran = fake_trials(monkeypatch, clock, {("a", 2): (16, 0.30), ("a", 2, "fitted"): (17, 0.40)})
-    best = choose_recipe(search, speed("a", 0.05), Recipe(0, 1e-2, 20), 18, 0.5)
-    assert ran == [("a", 2), ("a", 2, "fitted")] and best.recipe.head_first == (1e-2, 20)
-    spec = final_spec(search, best, {"name": "imagefolder", "options": {"root": "photos"}}, "runs")
-    assert RunSpec.model_validate(spec).train.head_first.model_dump() == {"epochs": 20, "lr": 1e-2}

@@ -87,19 +87,11 @@ def trust_s(speed: Speed, sizes: Sizes, fine_tuned: bool) -> float:
     return FOLD_S + sizes.searched * (speed.forward_s + speed.load_s) if fine_tuned else 2.0
 
 
-def head_first_s(speed: Speed, sizes: Sizes, epochs: int) -> float:
-    """A fine-tune's head fitted first (tlzoo.engine.head_first): a model built for the features, which the
-    probe left in the cache, and the head's epochs on them, one seed."""
-    steps = -(-sizes.train // BATCH_SIZE)
-    return speed.build_s + 1.0 + epochs * (steps * sum(SWEEP_STEP_S) + SWEEP_EPOCH_S) if epochs else 0.0
-
-
-def finetune_trial_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int, head_epochs: int = 0) -> float:
-    """A fine-tune trial: its head fitted first, its frozen prefix once over train and val (then cached), its
-    epochs, its calibration."""
+def finetune_trial_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int) -> float:
+    """A fine-tune trial: its frozen prefix once over train and val (then cached), its epochs, its calibration."""
     prefix = FOLD_S + sizes.searched * (tune.prefix_s + speed.load_s)
-    return (speed.build_s + head_first_s(speed, sizes, head_epochs) + prefix + epochs * finetune_epoch_s(tune, sizes)
-            + checkpoints_s(speed, epochs) + trust_s(speed, sizes, True) + RUN_OVERHEAD_S)
+    return (speed.build_s + prefix + epochs * finetune_epoch_s(tune, sizes) + checkpoints_s(speed, epochs)
+            + trust_s(speed, sizes, True) + RUN_OVERHEAD_S)
 
 
 def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes) -> float:

@@ -5,8 +5,8 @@ weight decay 1e-4, cosine, label smoothing 0.1, batch 32, no augmentation, so
 the frozen features and prefixes come from the activation cache), and changes
 only what the search decides: the backbone, the strategy (head only, or the
 top `groups` backbone groups with the head, as examples/flowers12_lite2.json),
-the learning rate and the epochs, and whether a fine-tune's head is fitted
-first (train.head_first); a head-only run keeps its last epoch (`HEAD_KEEP`).
+the learning rate and the epochs; and a head-only run keeps its last epoch
+(`HEAD_KEEP`).
 """
 
 from __future__ import annotations
@@ -38,23 +38,13 @@ class Recipe:
     groups: int  # backbone groups from the top that train; 0: head only
     lr: float
     epochs: int
-    head_first: tuple[float, int] | None = None  # a fine-tune's head fitted first (train.head_first): lr, epochs
 
     @property
     def strategy(self) -> dict | str:
         return "head_only" if self.groups == 0 else {"name": "partial", "options": {"groups": self.groups}}
 
-    @property
-    def head_first_spec(self) -> dict | None:
-        """train.head_first of a fine-tune whose head is fitted first; None otherwise."""
-        if not (self.groups and self.head_first):
-            return None
-        return {"lr": self.head_first[0], "epochs": self.head_first[1]}
-
     def describe(self) -> str:
         what = "head only" if self.groups == 0 else f"top {self.groups} groups + head"
-        if self.head_first_spec:
-            what += f" (fitted first: lr {self.head_first[0]:g}, {self.head_first[1]} epochs)"
         return f"{what}, lr {self.lr:g}, {self.epochs} epochs"
 
 
@@ -78,8 +68,6 @@ def candidate_spec(base: dict, backbone: str, recipe: Recipe) -> dict:
     train["optimizer"]["lr"] = recipe.lr
     if recipe.groups:
         train["backbone_lr_mult"] = BACKBONE_LR_MULT
-        if recipe.head_first_spec:
-            train["head_first"] = recipe.head_first_spec
     else:  # a fine-tune keeps its best top-1 epoch (the default): its last scored no better, -0.1 point over 14
         train["keep"] = HEAD_KEEP
     return spec

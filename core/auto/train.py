@@ -189,8 +189,7 @@ def final_run(search: Search, layout: Layout, choice, output: Path | None, strea
                       f"the best validation score the budget could pay for; its final run was estimated at "
                       f"{search.scaled(choice.final_s):.0f} s{adopting}", search.scaled(choice.final_s)))
     decisions.chosen = {"backbone": choice.backbone, "recipe": choice.recipe.describe(),
-                        "strategy": choice.recipe.strategy, "lr": choice.recipe.lr, "epochs": choice.recipe.epochs,
-                        "head_first": choice.recipe.head_first_spec}
+                        "strategy": choice.recipe.strategy, "lr": choice.recipe.lr, "epochs": choice.recipe.epochs}
     log(f"final run: {choice.backbone}, {choice.recipe.describe()} (about {search.scaled(choice.final_s):.0f} s)"
         + adopting)
     if choice.cut_at is not None:
