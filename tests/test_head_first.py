@@ -79,3 +79,13 @@ def test_head_first_with_a_hidden_layer_is_refused_naming_both_fields(tmp_path):
     message = str(caught.value)
     assert "train.head_first.epochs" in message and "head.hidden" in message
     load_spec(spec, get_registry(), ["head.hidden=16", "train.head_first.epochs=0"])  # off: any head
+
+
+def test_class_weights_pull_the_fitted_head_towards_the_weighted_class():
+    generator = torch.Generator().manual_seed(0)
+    features = torch.randn(60, 8, generator=generator)
+    labels = torch.arange(60) % 3  # features carry no class: only the weights and the bias decide
+    plain = fit_linear_head(features, labels, 3, 0.05, 20, 1, 0.0, 0.0, 16)
+    weighted = fit_linear_head(features, labels, 3, 0.05, 20, 1, 0.0, 0.0, 16, torch.tensor([1.0, 1.0, 10.0]))
+    predicted = [(features @ weight.t() + bias).argmax(1) for weight, bias in (plain, weighted)]
+    assert (predicted[1] == 2).sum() > (predicted[0] == 2).sum() + 20

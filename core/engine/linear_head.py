@@ -18,7 +18,8 @@ def stacked_heads(train_x, train_y, num_classes: int, lr: float, epochs: int, se
                   weight_decay: float, batch_size: int, repeats: int = 1, class_weight: torch.Tensor | None = None):
     """`repeats` linear heads trained side by side, each with its own initialisation and batch order; yields
     their stacked weight (repeats, width, classes) and bias (repeats, 1, classes) after each epoch. AdamW's update
-    is elementwise, so stacking them changes nothing but the number of Python steps."""
+    is elementwise, so stacking them changes nothing but the number of Python steps. `class_weight` weighs the
+    loss per class (train.class_weights "balanced"), for one head (several would share one weighted mean)."""
     generator = torch.Generator().manual_seed(seed)
     width = train_x.shape[1]
     bound = 1 / width ** 0.5  # nn.Linear's own initialisation, drawn from the seeded generator
