@@ -37,13 +37,16 @@ def timeless(value):
 
 
 def specs(tmp_path):
-    """The trial's spec (no test split, no report) and the final run's (the test split added, the report on)."""
+    """The trial's spec (no test split, report, calibration or unknown threshold) and the final run's (the test
+    split added, the report on, calibration and threshold fitted)."""
     TINY_CNN.register()
     data = data_with_test(tmp_path / "data")
-    trial = write_spec(tmp_path, data, "trial.json", train=TRAIN, report={"enabled": False})
+    trial = write_spec(tmp_path, data, "trial.json", train={**TRAIN, "calibration": "none", "unknown": "none"},
+                       report={"enabled": False})
     final = json.loads(trial.read_text())
     final["data"]["reader"]["options"]["test"] = "test"
     final["report"] = {"enabled": True}
+    del final["train"]["calibration"], final["train"]["unknown"]
     (tmp_path / "final.json").write_text(json.dumps(final))
     return trial, tmp_path / "final.json"
 
@@ -63,6 +66,10 @@ def test_a_final_run_takes_over_its_trial_and_equals_a_run_from_scratch(tmp_path
     scratch = run_spec(load_spec(final_spec, registry), tmp_path / "scratch", stream=io.StringIO())
 
     assert timeless(adopted.summary) == timeless(scratch.summary)
+    assert "trust" not in trial.summary  # fitted by the run that takes over, as by a run from scratch:
+    fitted = [run.summary["trust"]["calibration"]["temperature"] for run in (adopted, scratch)]
+    assert fitted[0] == pytest.approx(fitted[1]) and adopted.summary["trust"]["unknown"]["threshold"] == \
+        pytest.approx(scratch.summary["trust"]["unknown"]["threshold"])
     assert adopted.summary["test"]["count"] == 12 and adopted.summary["confusion_matrix"]
     assert adopted.summary["seconds"] > trial.summary["seconds"]  # its epochs' time is counted
     for name in ("best.safetensors", "last.safetensors", "spec.json"):

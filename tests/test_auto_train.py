@@ -114,6 +114,10 @@ def test_a_chosen_fine_tune_takes_over_its_trial_and_its_spec_reruns(tmp_path, t
     assert "takes over its trial's epochs" in final and "taking over the 8 epoch(s) trained in" in final
     assert "epoch 1/8" not in final  # the trial's lines are indented ("    | epoch 1/8"), the final run has none
     assert result.summary["epochs_run"] == 8 and result.summary["test"]["count"] == 12
+    # trials fit no calibration (the final run fits its own): the only trust lines are the final run's
+    trials = log[:log.index("final run:")]
+    assert "| trust: calibration and unknown detection are off" in trials and "| trust: temperature" not in trials
+    assert result.summary["trust"]["calibration"]["method"] == "temperature" and "trust: temperature" in final
     assert not any(scratch_parent.iterdir())  # the trial went with the scratch folder
     import tlzoo
 

@@ -88,10 +88,11 @@ def trust_s(speed: Speed, sizes: Sizes, fine_tuned: bool) -> float:
 
 
 def finetune_trial_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int) -> float:
-    """A fine-tune trial: its frozen prefix once over train and val (then cached), its epochs, its calibration."""
+    """A fine-tune trial: its frozen prefix once over train and val (then cached), its epochs (no calibration:
+    the final run fits its own)."""
     prefix = FOLD_S + sizes.searched * (tune.prefix_s + speed.load_s)
     return (speed.build_s + prefix + epochs * finetune_epoch_s(tune, sizes) + checkpoints_s(speed, epochs)
-            + trust_s(speed, sizes, True) + RUN_OVERHEAD_S)
+            + RUN_OVERHEAD_S)
 
 
 def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes) -> float:
