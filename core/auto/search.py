@@ -366,7 +366,8 @@ def discard(trial_dir: Path | None) -> None:
 
 def trial_spec(search: Search, backbone: str, recipe: Recipe) -> dict:
     """A candidate as a trial: no report, and no calibration or unknown threshold, which the final run fits for
-    itself (tlzoo.engine.adopt.ADOPTABLE_CHANGES); a fine-tune's would cost a pass over its training images."""
+    itself (both are fitted after training, so a resume or take-over may change them: tlzoo.rundir.resume's
+    FREE_FIELDS); a fine-tune's would cost a pass over its training images."""
     spec = candidate_spec(search.base, backbone, recipe)
     spec["report"] = {"enabled": False}
     spec["train"]["calibration"], spec["train"]["unknown"] = "none", "none"

@@ -18,9 +18,8 @@ from tlzoo.rundir.checkpoint import load_checkpoint, save_checkpoint
 from tlzoo.rundir.resume import BEST
 from tlzoo.rundir.training_state import strip_training
 
-# what the final run of `tlzoo train` changes in its trial's spec: none alters a trained weight (calibration
-# and the unknown threshold are fitted after training, by the run that takes over)
-ADOPTABLE_CHANGES = ("data.reader", "report", "train.calibration", "train.unknown")
+# what the final run of `tlzoo train` changes in its trial's spec: neither alters a trained weight
+ADOPTABLE_CHANGES = ("data.reader", "report")
 
 
 def take_over(trainer, setup, adopted, sidecar, stop) -> None:
