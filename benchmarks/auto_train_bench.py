@@ -26,7 +26,11 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
   10 minutes of 2 cores, not the validation split, limit what the search can try;
 - patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
   pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
-  the picture a crop came from; 30 train / 10 val / 30 test per class.
+  the picture a crop came from; 30 train / 10 val / 30 test per class;
+- faces (seed 81, 45 / 15 / 40 a class), digits-fewshot (seed 82, 10 / 5 / 100) and digits (seed 83,
+  40 / 10 / 100): real images of other sources (real_sets.py: scikit-image's 25 px grey LFW faces against
+  other things, scikit-learn's 8 px handwritten digits), tiny and grey; made on 2026-12-04 after every
+  change to the search so far, none of their figures seen before (on request, --datasets).
 
 Methods, each in its own process with an empty activation cache (so each pays its own feature passes):
 `tlzoo train DIR --time T`, the demo recipe (examples/flowers12.json: lite0 head only) and the lite2 partial
@@ -58,6 +62,7 @@ import numpy as np
 from PIL import Image
 
 import drawn_sets  # benchmarks/drawn_sets.py, beside this script
+import real_sets
 
 HERE = Path(__file__).resolve().parent
 REPO = HERE.parent
@@ -169,6 +174,10 @@ DRAWN["glyphs-imbalanced-s54"] = functools.partial(drawn_sets.glyphs, seed=54,
 # larger sets, where the budget limits the fine-tunes: drawn after the head-only runs' last-epoch rule, unseen
 DRAWN.update({"shapes-large": functools.partial(drawn_sets.shapes, seed=61, train=200, val=40, test=40),
               "glyphs-large": functools.partial(drawn_sets.glyphs, seed=62, train=150, val=30, test=30)})
+# real images of other sources (real_sets.py), made after the search's last change, unseen
+DRAWN.update({"faces": functools.partial(real_sets.faces, seed=81, train=45, val=15, test=40),
+              "digits-fewshot": functools.partial(real_sets.digits, seed=82, train=10, val=5, test=100),
+              "digits": functools.partial(real_sets.digits, seed=83, train=40, val=10, test=100)})
 REDRAWS.update(DRAWN)  # on request (--datasets), as the redraws
 DEFAULT_SETS = tuple(DATASETS)
 DATASETS.update(REDRAWS)
