@@ -17,9 +17,9 @@ from tlzoo.data.decode_size import reduction
 from tlzoo.data.phash import HASH_NEED, NO_HASH
 from tlzoo.data.scan import check_image
 from tlzoo.findings.balance import balance_of, small_class_issues
-from tlzoo.findings.duplicates import duplicate_issues
+from tlzoo.findings.duplicates import PIXEL_AGREEMENT, SUPPORT_CLOSENESS, confirmed, duplicate_issues, evidence
 from tlzoo.findings.find import SplitData, find_issues
-from tlzoo.findings.hashing import CENTRES, hash_distances, image_hashes
+from tlzoo.findings.hashing import CENTRES, hash_distances, image_hashes, pixel_agreement
 from tlzoo.findings.issues import Findings, findings_json, issues_csv
 from tlzoo.findings.mislabelled import mislabelled_issues
 from tlzoo.findings.outliers import outlier_issues
@@ -272,6 +272,27 @@ def test_the_hash_keeps_resized_recompressed_and_slightly_cropped_copies_close(t
     others = np.stack([image_hashes(p) for p in paths[1:]])
     assert hash_distances(original, others).min() > 12
     assert hash_distances(image_hashes(tmp_path / "gone.png")[None], original)[0, 0] == 64  # unreadable: no match
+
+
+def test_a_hash_match_the_features_do_not_back_must_hold_on_the_pixels(tmp_path):
+    """A grey copy (features moved, pixels kept) stays a pair; an unrelated image the hash happened to match does
+    not; a match the features back is not checked; an unreadable file confirms nothing."""
+    rng = np.random.default_rng(5)
+    paths = [tmp_path / "photo.png", tmp_path / "grey_copy.jpg", tmp_path / "other.png", tmp_path / "gone.png"]
+    picture = natural_image(rng, (150, 110, 80), side=160)
+    picture.save(paths[0])
+    picture.convert("L").resize((120, 120), Image.Resampling.BICUBIC).save(paths[1], quality=75)
+    natural_image(rng, (150, 110, 80), side=160).save(paths[2])
+    # (cosine, bits, closeness) as candidate_pairs gives them: every pair within PIXEL_BITS
+    weak, backed = (0.2, 4, -0.3), (0.8, 6, SUPPORT_CLOSENESS + 0.1)
+    pairs = {(0, 1): weak, (0, 2): weak, (1, 2): backed, (0, 3): weak}
+    kept = confirmed(pairs, paths, use_features=True, threads=1)
+    assert set(kept) == {(0, 1), (1, 2)}
+    assert kept[(0, 1)][3] >= PIXEL_AGREEMENT and kept[(1, 2)][3] is None
+    assert "grey thumbnails correlate" in evidence(*kept[(0, 1)][:3], True, kept[(0, 1)][3])
+    # where the features tell images apart no better than chance, every hash match is checked on the pixels
+    assert set(confirmed(pairs, paths, use_features=False, threads=1)) == {(0, 1)}
+    assert pixel_agreement([(paths[0], paths[2])])[0] < PIXEL_AGREEMENT
 
 
 def test_the_scan_hashes_each_image_as_the_findings_would_from_the_file(tmp_path):

@@ -40,11 +40,16 @@ def _dct_matrix(n: int) -> np.ndarray:
 _DCT = _dct_matrix(SIDE)
 
 
-def phash(grey: Image.Image, centre: float = 1.0) -> np.uint64:
-    """The pHash of the central `centre` fraction (per side) of a grey image."""
+def grey_square(grey: Image.Image, centre: float = 1.0) -> np.ndarray:
+    """(SIDE, SIDE) float pixels of the central `centre` fraction (per side) of a grey image: what a hash sees."""
     width, height = grey.size
     box = (width * (1 - centre) / 2, height * (1 - centre) / 2, width * (1 + centre) / 2, height * (1 + centre) / 2)
-    pixels = np.asarray(grey.resize((SIDE, SIDE), Image.Resampling.BOX, box=box), dtype=np.float64)
+    return np.asarray(grey.resize((SIDE, SIDE), Image.Resampling.BOX, box=box), dtype=np.float64)
+
+
+def phash(grey: Image.Image, centre: float = 1.0) -> np.uint64:
+    """The pHash of the central `centre` fraction (per side) of a grey image."""
+    pixels = grey_square(grey, centre)
     low = (_DCT @ pixels @ _DCT.T)[:BLOCK, :BLOCK].flatten()[1:]  # the DC term is overall brightness only
     value = 0
     for bit in low > np.median(low):

@@ -55,7 +55,7 @@ def find_issues(splits: list[SplitData], classes: list[str], threads: int = 4) -
     unhashed = sum(int((h[:, 0] == NO_HASH).sum()) for h in hashes)
     mislabelled, settings = mislabelled_issues(splits, classes)
     outliers, outlier_settings = outlier_issues(splits, classes)
-    duplicates, duplicate_settings = duplicate_issues(splits, classes, mean, hashes)
+    duplicates, duplicate_settings = duplicate_issues(splits, classes, mean, hashes, threads)
     balance = balance_of(splits, classes)
     issues = mislabelled + duplicates + outliers + small_class_issues(balance, train.name)
     issues.sort(key=lambda issue: KINDS.index(issue.kind))  # stable: each kind keeps its own order
