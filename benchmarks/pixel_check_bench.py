@@ -90,7 +90,8 @@ def main() -> None:
                         f"{len(set(off) - set(on))} | {len(set(on) - set(off))} | {found} |")
             print(rows[-1], flush=True)
     text = (f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: the pixel check of hash matches "
-            f"(benchmarks/pixel_check_bench.py{' --plant' if args.plant else ''})\n\n{cpu_line().rstrip('.')}. Before: {load_line()}. "
+            f"(benchmarks/pixel_check_bench.py{' --plant' if args.plant else ''})\n\n"
+            f"{cpu_line().rstrip('.')}. Before: {load_line()}. "
             f"PIXEL_AGREEMENT {checked}; efficientnet_lite0 features; {time.monotonic() - started:.0f} s in all.\n\n"
             "| data set | pairs reported, check off (by evidence) | check on | dropped | added | planted copies "
             "found (off / on) |\n|---|---|---|---:|---:|---|\n" + "\n".join(rows) + "\n")

@@ -21,7 +21,7 @@ from tlzoo.findings.duplicates import PIXEL_AGREEMENT, SUPPORT_CLOSENESS, confir
 from tlzoo.findings.find import SplitData, find_issues
 from tlzoo.findings.hashing import CENTRES, hash_distances, image_hashes, pixel_agreement
 from tlzoo.findings.issues import Findings, findings_json, issues_csv
-from tlzoo.findings.mislabelled import mislabelled_issues
+from tlzoo.findings.mislabelled import WEAK_PROBE, mislabelled_issues
 from tlzoo.findings.outliers import outlier_issues
 
 SIDE = 64
@@ -340,6 +340,18 @@ def test_findings_round_trip_through_json_and_write_one_csv_row_per_issue(one_th
     assert again == findings
     rows = rows_of(issues_csv(findings))
     assert len(rows) == len(findings.issues) and rows[0]["kind"] == "mislabelled" and rows[0]["path"] == "train/0.png"
+
+
+def test_a_probe_that_is_often_wrong_out_of_fold_gets_a_note_and_a_good_one_none(one_thread):
+    def probe_notes(findings):
+        return [note for note in findings.notes if note.startswith("the probe behind 'likely mislabelled' gets only")]
+
+    x, y = clusters(per_class=20, spread=0.1)
+    findings = find_issues([split("train", x, y)], list("abcd"), threads=1)
+    assert findings.settings["probe_top1"] >= WEAK_PROBE and probe_notes(findings) == []
+    noise = torch.randn(x.shape, generator=torch.Generator().manual_seed(1))  # features that carry no class
+    findings = find_issues([split("train", noise, y)], list("abcd"), threads=1)
+    assert findings.settings["probe_top1"] < WEAK_PROBE and len(probe_notes(findings)) == 1
 
 
 def test_random_weights_give_no_findings_but_a_reason(dirty, tmp_path, tiny_backbone, one_thread, capsys):

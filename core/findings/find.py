@@ -13,7 +13,7 @@ from tlzoo.findings.balance import balance_of, small_class_issues
 from tlzoo.findings.duplicates import NEIGHBOUR, duplicate_issues
 from tlzoo.findings.hashing import NO_HASH, hash_files
 from tlzoo.findings.issues import KINDS, Findings
-from tlzoo.findings.mislabelled import mislabelled_issues
+from tlzoo.findings.mislabelled import mislabelled_issues, weak_probe_note
 from tlzoo.findings.outliers import outlier_issues
 
 
@@ -63,6 +63,7 @@ def find_issues(splits: list[SplitData], classes: list[str], threads: int = 4) -
     settings.update(duplicate_settings)
     notes = [f"{unhashed} image(s) could not be decoded for the perceptual hash: only their features compared"
              ] if unhashed else []
+    notes += weak_probe_note(settings)
     if not duplicate_settings["features_used"]:
         notes.append(f"the backbone's features hardly tell these images apart (an image's {NEIGHBOUR}th nearest "
                      f"neighbour has cosine {duplicate_settings['median_neighbour_cosine']:.3f}): duplicates were "

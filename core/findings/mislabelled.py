@@ -21,18 +21,19 @@ from tlzoo.findings.logistic import cross_validate, fit_path, standardized
 from tlzoo.findings.issues import Issue
 
 FOLDS = 5  # each probe sees 80 % of the training split; cleanlab's default too
+WEAK_PROBE = 0.8  # out-of-fold top-1 under which most flags are images the features confuse (a note says so)
 
 
 def probabilities(train_x: torch.Tensor, train_y: torch.Tensor, others: list[torch.Tensor], num_classes: int,
                   folds: int = FOLDS) -> tuple[torch.Tensor, list[torch.Tensor], dict]:
-    """(out-of-fold probabilities of the training images, probabilities of each other split, the probe's L2 and
-    folds)."""
+    """(out-of-fold probabilities of the training images, probabilities of each other split, the probe's L2,
+    folds and out-of-fold top-1)."""
     folds = min(folds, _smallest_class(train_y, num_classes))
     cv = cross_validate(train_x, train_y, num_classes, folds=folds)
     standard = standardized(train_x, *others)
     weight, bias = fit_path(standard[0], train_y, num_classes, cv.l2) if others else (None, None)
     return (cv.held_out_logits.softmax(1), [(x @ weight + bias).softmax(1) for x in standard[1:]],
-            {"probe_l2": cv.l2, "folds": folds})
+            {"probe_l2": cv.l2, "folds": folds, "probe_top1": round(cv.top1, 4)})
 
 
 def _smallest_class(y: torch.Tensor, num_classes: int) -> int:
@@ -82,3 +83,13 @@ def mislabelled_issues(splits, classes: list[str], folds: int = FOLDS) -> tuple[
     issues.sort(key=lambda issue: -issue.score)
     return issues, {**probe,
                     "thresholds": {name: round(float(t), 4) for name, t in zip(classes, thresholds)}}
+
+
+def weak_probe_note(settings: dict) -> list[str]:
+    """A note when the probe itself is often wrong: its flags then say more about the features than the labels."""
+    top1 = settings.get("probe_top1")
+    if top1 is None or top1 >= WEAK_PROBE:
+        return []
+    return [f"the probe behind 'likely mislabelled' gets only {top1:.0%} of the training images right out of fold: "
+            "most of its flags are images these features cannot tell apart, not wrong labels (read the confident "
+            "ones first, or inspect with another backbone)"]
