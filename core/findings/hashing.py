@@ -30,6 +30,7 @@ from tlzoo.errors import TlzooError
 
 # (hash of a, hash of b) compared: whole against whole, and a whole image against the other's centres
 COMBINATIONS = ((0, 0), (0, 1), (1, 0), (0, 2), (2, 0))
+THUMBNAIL = SIDE // 2  # the side pixel_agreement compares at: the hash's grey image, 2 x 2 averaged
 
 
 def image_hashes(path: Path) -> np.ndarray:
@@ -70,9 +71,6 @@ def hash_distances(a: np.ndarray, b: np.ndarray) -> np.ndarray:
     missing = (a[:, 0] == NO_HASH)[:, None] | (b[:, 0] == NO_HASH)[None, :]
     distance[missing] = 64
     return distance
-
-
-THUMBNAIL = SIDE // 2
 
 
 def grey_thumbnails(path: Path) -> np.ndarray | None:
