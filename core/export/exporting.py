@@ -10,7 +10,6 @@ PyTorch is worse than none.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Callable
