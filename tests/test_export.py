@@ -183,6 +183,10 @@ def test_parity_numbers():
     unknown = compare(reference + [scores], reference + [moved], "four", 0.7, threshold=0.3)
     assert unknown.unknown_agreement == 0.75 and abs(unknown.max_abs_score_diff - 0.02) < 1e-12
     assert unknown.passed and not compare(reference + [scores], reference + [moved], "four", 0.8, 0.3).passed
+    # the threshold is one validation image's score: float noise on that image is a tie, not a disagreement
+    at = np.array([0.1, 0.5, 0.3, 0.9], dtype=np.float32)
+    tie = compare(reference + [at], reference + [at + np.float32(6e-7)], "four", 0.995, threshold=float(at[2]))
+    assert tie.passed and tie.unknown_agreement == 1.0
     assert spread(list(range(10)), 4) == [0, 2, 5, 7] and spread([1, 2], 0) == [1, 2]
 
 

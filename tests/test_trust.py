@@ -86,6 +86,18 @@ def test_threshold_keeps_the_stated_share():
     assert len(big) == 100 and big[0] == 0.0 and big[-1] == 4999.0
 
 
+def test_the_image_on_the_threshold_stays_known_under_float_noise():
+    """The threshold is a validation image's own score: fp32 noise between runtimes must not flip that image."""
+    from tlzoo.trust.threshold import above, is_unknown, kept_share, threshold_for
+
+    scores = torch.tensor([0.5, 1.25, 2.0, 37.5])
+    threshold = threshold_for(0.75, [float(s) for s in scores])  # 2.0, the third image's score
+    noisy = scores * (1 + 6e-7)  # what another runtime computes for the same images
+    assert is_unknown(noisy, threshold).tolist() == is_unknown(scores, threshold).tolist() == [False] * 3 + [True]
+    assert kept_share(noisy, threshold) == kept_share(scores, threshold) == 0.75
+    assert not above(2.0 + 1e-6, 2.0) and above(2.0 + 1e-4, 2.0) and above(-1e-4, -2e-4)
+
+
 def test_knn_and_mahalanobis_scores_grow_away_from_the_training_features():
     from tlzoo.trust.options import KnnOptions, MahalanobisOptions
     from tlzoo.trust.scores import build_scorer, fit_tensors

@@ -18,7 +18,7 @@ from tlzoo.errors import TlzooError
 from tlzoo.export import metadata, onnx_file, pt2_file
 from tlzoo.export.preprocess import HostInput
 from tlzoo.runtime.device import configure_threads
-from tlzoo.trust.threshold import threshold_for
+from tlzoo.trust.threshold import above, threshold_for
 
 SUFFIXES = (".onnx", ".pt2")
 BATCH = 32
@@ -83,7 +83,7 @@ class ExportedModel:
         for row, top_k, score in zip(softmax(logits.astype(np.float64) / temperature), top_ks, scores):
             order = np.argsort(-row, kind="stable")[:max(1, min(top_k, len(self.classes)))]
             out.append(Prediction(None, [(self.classes[i], float(row[i])) for i in order],
-                                  unknown=threshold is not None and score > threshold, ood_score=score))
+                                  unknown=threshold is not None and above(score, threshold), ood_score=score))
         return out
 
 

@@ -5,7 +5,8 @@ module of tlzoo.trust.scores runs on the pooled features inside the graph, with
 the tensors it needs (a bank of training features, class means) as constants.
 The metadata carries the temperature, the threshold and the validation scores
 it came from, so any consumer calls an image unknown exactly as `tlzoo predict`
-does: ood_score > threshold.
+does: ood_score > threshold + 1e-5 * max(1, |threshold|) (tlzoo.trust.threshold:
+the validation image the threshold came from must not flip by float noise).
 """
 
 from __future__ import annotations

@@ -9,6 +9,11 @@ What a run stores is the sorted validation scores (all of them up to
 TABLE_LIMIT, else that many evenly spaced order statistics): any other kept
 share (`--keep 0.99`) is then chosen the same way later, by anyone, and a stored
 threshold can be checked against the table it came from.
+
+The threshold is one validation image's own score, so that image sits exactly on
+it, and the float noise between backends (bf16 or fp32, eager, onnxruntime) would
+flip its decision from one to the next. A score within TIE (relative to
+max(1, |threshold|)) of the threshold counts as at it: known.
 """
 
 from __future__ import annotations
@@ -18,6 +23,16 @@ import math
 import torch
 
 TABLE_LIMIT = 1024
+TIE = 1e-5
+
+
+def tie_margin(threshold: float) -> float:
+    return TIE * max(1.0, abs(threshold))
+
+
+def above(score: float, threshold: float) -> bool:
+    """One image's decision: unknown when its score is above the threshold by more than a tie."""
+    return score > threshold + tie_margin(threshold)
 
 
 def score_table(scores: torch.Tensor, limit: int = TABLE_LIMIT) -> list[float]:
@@ -45,8 +60,8 @@ def kept_share(scores: torch.Tensor, threshold: float) -> float:
     """The share of `scores` at or below `threshold` (the images that are not called unknown)."""
     if scores.numel() == 0:
         return math.nan
-    return float((scores.double() <= threshold).double().mean())
+    return float((scores.double() <= threshold + tie_margin(threshold)).double().mean())
 
 
 def is_unknown(scores: torch.Tensor, threshold: float) -> torch.Tensor:
-    return scores.double() > threshold
+    return scores.double() > threshold + tie_margin(threshold)
