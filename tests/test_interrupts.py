@@ -137,6 +137,30 @@ def test_ctrl_c_mid_epoch_exits_130_with_a_resumable_last(tmp_path, tiny_spec):
     assert (training["counters"]["step"], training["position"]["batch"]) == (STEPS_PER_EPOCH + 1, 1)
 
 
+def test_ctrl_c_after_training_names_the_resume_that_finishes_the_run(tmp_path, tiny_spec, monkeypatch):
+    """Between the last epoch and the report (test split, trust fit) the checkpoints are whole: the message says how
+    to finish, and that resume trains nothing and writes what is missing."""
+    import tlzoo.engine.run
+
+    def interrupted_fit(*args, **kwargs):
+        os.kill(os.getpid(), signal.SIGINT)
+        time.sleep(2)  # the handler raises before this ends
+
+    monkeypatch.setattr(tlzoo.engine.run, "fit_trust", interrupted_fit)
+    run_dir = tmp_path / "run"
+    with pytest.raises(Interrupted) as caught:
+        run_here(tiny_spec, run_dir)
+    assert caught.value.exit_code == 130 and "after training" in str(caught.value)
+    assert f"tlzoo run --resume {run_dir}" in caught.value.hint
+    assert not (run_dir / "summary.json").exists() and (run_dir / "best.safetensors").is_file()
+    monkeypatch.undo()
+    steps = load_checkpoint(run_dir / "last")[1]["training"]["counters"]["step"]
+    result = run_here(tiny_spec, resume=run_dir)
+    assert (run_dir / "summary.json").is_file() and "trust" in result.summary
+    assert result.summary["epochs_run"] == 2 and load_checkpoint(run_dir / "last")[1]["training"]["counters"][
+        "step"] == steps
+
+
 def test_second_ctrl_c_while_saving_keeps_the_previous_checkpoints_whole(tmp_path, tiny_spec):
     run_dir, marker = tmp_path / "run", tmp_path / "saving"
     # epoch 1 writes best and last (4 renames); the 5th write, at the end of epoch 2, is slow

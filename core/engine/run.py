@@ -310,7 +310,7 @@ def train_and_report(resolved, output: Path | None = None, stream=None, resume: 
 def _train_and_report(resolved, output, stream, resume, allow_changes, progress, writers, started,
                       extras: RunExtras | None = None) -> RunResult:
     from tlzoo.engine.adopt import ADOPTABLE_CHANGES, take_over, trained_seconds
-    from tlzoo.runtime.interrupts import StopRequest
+    from tlzoo.runtime.interrupts import Interrupted, StopRequest, signal_name
     from tlzoo.rundir.resume import guard_training, open_adopted, open_resume
 
     resumed, claimed, adopted = None, [], None
@@ -345,15 +345,25 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
     summary = run_summary(setup, state, time.perf_counter() - started + (trained_seconds(adopted) if adopted else 0))
     if not distributed.is_main():  # rank 0 alone scores the test split and writes the summary and report
         return RunResult(setup.run_dir, summary)
-    held_out = score_test(setup, progress.message)
+    try:
+        with StopRequest(stream, what="after training"):
+            finish_run(setup, trainer, summary, progress.message)
+    except Interrupted as exc:  # the checkpoints are whole: a resume trains nothing and writes what is missing
+        raise Interrupted(exc.signum, f"stopped by {signal_name(exc.signum)} after training, before the test "
+                                      "split, calibration and report were all written; the checkpoints are kept",
+                          f"finish them with: {distributed.resume_command(setup.run_dir)}") from None
+    return RunResult(setup.run_dir, summary)
+
+
+def finish_run(setup: RunSetup, trainer: Trainer, summary: dict, log) -> None:
+    """After the last epoch: the test split once, the trust fit, summary.json, the loggers' end and the report."""
+    held_out = score_test(setup, log)
     if held_out is not None:
         summary["test"] = held_out[0]
-    trust = fit_trust(setup, trainer, held_out[1] if held_out is not None else None, progress.message)
+    trust = fit_trust(setup, trainer, held_out[1] if held_out is not None else None, log)
     if trust is not None:
         summary["trust"] = trust
     outputs.write_json(setup.run_dir / outputs.SUMMARY_FILE, summary)
     best_path = setup.run_dir / "best.safetensors"
     setup.loggers.end(summary, best_path if best_path.is_file() else None)
-    report_after_run(setup, progress.message, trainer.best_eval,
-                     trust["calibration"]["temperature"] if trust is not None else 1.0)
-    return RunResult(setup.run_dir, summary)
+    report_after_run(setup, log, trainer.best_eval, trust["calibration"]["temperature"] if trust is not None else 1.0)
