@@ -166,6 +166,33 @@ def test_inspect_reads_every_reader_layout(dirty, tmp_path, tiny_backbone, one_t
         check_plants(rows, plants)
 
 
+def test_inspect_lists_the_files_it_could_not_read(dirty, tmp_path, tiny_backbone, one_thread, capsys):
+    """A damaged image and a file that is no image are findings too: printed, in skipped.txt, never dropped silently;
+    an --out used again without them loses the stale list."""
+    from tlzoo.cli.main import main
+
+    root = tmp_path / "data"
+    shutil.copytree(dirty[0], root)
+    damaged = root / "train" / "class1" / "damaged.jpg"
+    damaged.write_bytes((root / "train" / "class1" / "0.png").read_bytes()[:60])
+    (root / "train" / "class0" / "notes.jpg").write_text("not an image")
+    out = tmp_path / "out"
+    main(["inspect", str(root), "--backbone", "test/tiny_cnn", "--out", str(out), "--set", "train.precision=fp32",
+          "--set", f"cache.dir={tmp_path / 'cache'}"])
+    printed, err = capsys.readouterr()
+    assert "unreadable, left out: 2" in printed and str(damaged) in printed
+    assert f"2 file(s) could not be read and were left out, listed in {out / 'skipped.txt'}" in err
+    listed = (out / "skipped.txt").read_text().splitlines()
+    assert listed[0].startswith("# 2 input(s) skipped by the scan") and len(listed) == 3
+    assert {line.split("\t")[0] for line in listed[1:]} == {str(damaged), str(root / "train" / "class0" / "notes.jpg")}
+    assert "2 file(s) could not be read" in (out / "inspect.html").read_text()
+    damaged.unlink()
+    (root / "train" / "class0" / "notes.jpg").unlink()
+    main(["inspect", str(root), "--backbone", "test/tiny_cnn", "--out", str(out), "--set", "train.precision=fp32",
+          "--set", f"cache.dir={tmp_path / 'cache'}"])
+    assert "unreadable" not in capsys.readouterr().out and not (out / "skipped.txt").exists()
+
+
 def test_inspect_refuses_what_it_cannot_read(tmp_path, capsys):
     from tlzoo.cli.main import main
 

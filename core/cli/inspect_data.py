@@ -10,6 +10,7 @@ import typer
 
 from tlzoo.cli.app import app, registry
 from tlzoo.errors import TlzooError
+from tlzoo.rundir.outputs import SKIPPED_FILE
 
 FORMATS = ("table", "csv", "json")
 TABLE_ROWS = 20  # per kind; csv and json list every issue
@@ -75,18 +76,32 @@ def inspect(
     except OSError as exc:
         raise TlzooError(f"cannot create --out {out}: {exc.strerror}", "pick a writable folder") from None
     write_findings(out, findings)
+    unread = unreadable_files(data.skipped, out / SKIPPED_FILE)
     weights = resolved.spec.backbone.weights
     page = write_findings_page(findings, out / "inspect.html", name,
                                f"From {resolved.backbone.name}'s pooled features (weights: "
-                               f"{weights if isinstance(weights, str) else weights.path}) and perceptual hashes:")
+                               f"{weights if isinstance(weights, str) else weights.path}) and perceptual hashes"
+                               + (f"; {unread}" if unread else "") + ":")
     if fmt == "csv":
         typer.echo(issues_csv(findings), nl=False)
     elif fmt == "json":
         typer.echo(findings_json(findings), nl=False)
     else:
-        typer.echo(table(findings), nl=False)
-    log(f"inspect: {summary_line(findings)}")
-    log(f"inspect: wrote {out / 'issues.csv'}, {out / 'findings.json'} and {page} (nothing was moved or deleted)")
+        typer.echo(table(findings, data.skipped), nl=False)
+    log(f"inspect: {summary_line(findings)}" + (f"; {unread}" if unread else ""))
+    written = [out / "issues.csv", out / "findings.json"] + ([out / SKIPPED_FILE] if unread else [])
+    log(f"inspect: wrote {', '.join(map(str, written))} and {page} (nothing was moved or deleted)")
+
+
+def unreadable_files(skipped, path: Path) -> str:
+    """skipped.txt in --out for the files the scan could not use (a damaged image, not an image), as `tlzoo run`
+    lists them; a stale one from an earlier inspect goes. Returns the words for the summary, '' when none."""
+    from tlzoo.data.skipped import write_skipped
+
+    if not write_skipped(skipped, path, when="by the scan"):
+        path.unlink(missing_ok=True)
+        return ""
+    return f"{len(skipped)} file(s) could not be read and were left out, listed in {path}"
 
 
 def data_spec(folder: Path) -> tuple[dict, dict[str, str]]:
@@ -117,7 +132,9 @@ def data_spec(folder: Path) -> tuple[dict, dict[str, str]]:
                                                                           "options": options}}}, names
 
 
-def table(findings) -> str:
+def table(findings, skipped=()) -> str:
+    from tlzoo.data.escaping import line_safe
+
     lines = []
     sections = [
         ("likely mislabelled", "mislabelled", lambda i: [f"{i.score:.3f}", i.split, f"{i.label} -> {i.suggested}",
@@ -144,6 +161,11 @@ def table(findings) -> str:
     smallest = ", ".join(f"{name} ({balance.counts[first][balance.classes.index(name)]})" for name in balance.smallest)
     lines.append(f"balance: {len(balance.classes)} classes, largest/smallest training class {ratio}; smallest: "
                  f"{smallest}")
+    if skipped:
+        lines.append(f"unreadable, left out: {len(skipped)}")
+        lines += [f"  {line_safe(problem.origin)}  {line_safe(problem.reason)}" for problem in skipped[:TABLE_ROWS]]
+        if len(skipped) > TABLE_ROWS:
+            lines.append(f"  ... {len(skipped) - TABLE_ROWS} more in {SKIPPED_FILE}")
     lines += [f"note: {note}" for note in findings.notes]
     return "\n".join(lines) + "\n"
 
