@@ -23,7 +23,7 @@ from tlzoo.data.transforms import build_eval_transform
 from tlzoo.errors import TlzooError
 from tlzoo.export.preprocess import HostInput
 from tlzoo.model.backbone import DataConfig
-from tlzoo.trust.threshold import tie_margin
+from tlzoo.trust.threshold import cutoff
 
 DEFAULT_MIN_AGREEMENT = 0.995
 QUANTIZED_MIN_AGREEMENT = 0.99
@@ -125,7 +125,7 @@ def compare(reference: list[np.ndarray], exported: list[np.ndarray], sample: str
     report = ParityReport(len(reference[0]), sample, diff, agreement, min_agreement)
     if threshold is not None and len(reference) == 2:
         report.threshold = threshold
-        cut = threshold + tie_margin(threshold)  # the rule of tlzoo.trust.threshold.is_unknown
+        cut = cutoff(threshold)  # the rule of tlzoo.trust.threshold.is_unknown
         report.unknown_agreement = float(((reference[1] > cut) == (exported[1] > cut)).mean())
         report.max_abs_score_diff = float(np.abs(reference[1] - exported[1]).max())
     return report

@@ -26,13 +26,14 @@ TABLE_LIMIT = 1024
 TIE = 1e-5
 
 
-def tie_margin(threshold: float) -> float:
-    return TIE * max(1.0, abs(threshold))
+def cutoff(threshold: float) -> float:
+    """The score above which an image is unknown: the threshold and a tie (TIE) more."""
+    return threshold + TIE * max(1.0, abs(threshold))
 
 
 def above(score: float, threshold: float) -> bool:
     """One image's decision: unknown when its score is above the threshold by more than a tie."""
-    return score > threshold + tie_margin(threshold)
+    return score > cutoff(threshold)
 
 
 def score_table(scores: torch.Tensor, limit: int = TABLE_LIMIT) -> list[float]:
@@ -57,11 +58,11 @@ def threshold_for(keep: float, table: list[float]) -> float:
 
 
 def kept_share(scores: torch.Tensor, threshold: float) -> float:
-    """The share of `scores` at or below `threshold` (the images that are not called unknown)."""
+    """The share of `scores` at or below `threshold`, ties included (the images that are not called unknown)."""
     if scores.numel() == 0:
         return math.nan
-    return float((scores.double() <= threshold + tie_margin(threshold)).double().mean())
+    return float((scores.double() <= cutoff(threshold)).double().mean())
 
 
 def is_unknown(scores: torch.Tensor, threshold: float) -> torch.Tensor:
-    return scores.double() > threshold + tie_margin(threshold)
+    return scores.double() > cutoff(threshold)
