@@ -39,6 +39,10 @@ also pairs tlzoo train with the better fixed recipe on the same test images (`tl
 one of them gets right, and the exact McNemar p of that split.
 
     python benchmarks/auto_train_bench.py [--time 10m] [--datasets flowers12-resplit,patches] [--work DIR]
+
+With --seeds 0,1,2 every method runs on every set with each training seed (tlzoo train's --seed, the recipes'
+train.seed); the verdicts then also compare each method's mean over the seeds, since one seed's test top-1 on
+a few hundred images is one draw of what a method scores on that set.
 """
 
 from __future__ import annotations
@@ -183,10 +187,11 @@ DEFAULT_SETS = tuple(DATASETS)
 DATASETS.update(REDRAWS)
 
 
-def recipe_spec(path: Path, data: Path, out: Path) -> Path:
+def recipe_spec(path: Path, data: Path, out: Path, seed: int = 0) -> Path:
     spec = json.loads(path.read_text())
     spec["data"]["reader"] = {"name": "imagefolder", "options": {"root": str(data), "train": "train", "val": "val",
                                                                  "test": "test"}}
+    spec["train"]["seed"] = seed
     spec["output"] = str(out)
     target = out / f"{path.stem}.json"
     target.write_text(json.dumps(spec, indent=2))
@@ -207,17 +212,20 @@ def summary(run_dir: Path) -> dict:
     return json.loads(path.read_text()) if path.is_file() else {}
 
 
-def bench(name: str, work: Path, budget: str, methods: set[str] | None = None) -> list[dict]:
+def bench(name: str, work: Path, budget: str, methods: set[str] | None = None, seed: int | None = None) -> list[dict]:
+    """Every method on one data set; `seed` (None: each method's own, 0) is tlzoo train's --seed and the
+    recipes' train.seed, with its own run folders."""
     data = work / "data" / name
     if not data.is_dir():
         DATASETS[name](data)
-    out = work / "runs" / name
+    out = work / "runs" / name / ("" if seed is None else f"seed{seed}")
     out.mkdir(parents=True, exist_ok=True)
     rows = []
-    runs = [("tlzoo train --time " + budget, ["train", str(data), "--time", budget, "--output", str(out / "auto")],
-             out / "auto")]
+    seeded = [] if seed is None else ["--seed", str(seed)]
+    runs = [("tlzoo train --time " + budget, ["train", str(data), "--time", budget, "--output", str(out / "auto"),
+                                               *seeded], out / "auto")]
     for label, path in RECIPES.items():
-        spec = recipe_spec(path, data, out)
+        spec = recipe_spec(path, data, out, seed or 0)
         runs.append((label, ["run", str(spec), "--output", str(out / path.stem)], out / path.stem))
     for label, args, run_dir in runs:
         if methods is not None and run_dir.name not in methods:
@@ -229,7 +237,8 @@ def bench(name: str, work: Path, budget: str, methods: set[str] | None = None) -
         result = summary(run_dir)
         decisions = run_dir / "decisions.json"
         chosen = json.loads(decisions.read_text())["chosen"] if decisions.is_file() else None
-        rows.append({"dataset": name, "method": label, "run": run_dir.name, "code": code, "wall": wall, "load": load,
+        rows.append({"dataset": name, "seed": seed, "method": label, "dir": str(run_dir), "data": str(data),
+                     "code": code, "wall": wall, "load": load,
                      "test_top1": (result.get("test") or {}).get("top1"),
                      "val_top1": (result.get("best") or {}).get("val_top1"),
                      "counts": (result.get("num_train"), result.get("num_val"), (result.get("test") or {}).get("count")),
@@ -247,14 +256,14 @@ def test_hits(run_dir: Path, data: Path) -> dict[str, bool]:
             for row in csv.DictReader(io.StringIO(found.stdout)) if not row.get("error")}
 
 
-def paired(rows: list[dict], work: Path) -> str:
+def paired(rows: list[dict]) -> str:
     """tlzoo train against the better fixed recipe on the same test images: the images only one of them gets
     right, and the exact two-sided McNemar p of that split (a small difference in top-1 may be a coin's)."""
     auto = next(r for r in rows if r["method"].startswith("tlzoo train"))
     other = max((r for r in rows if r is not auto and r["code"] == 0 and r["test_top1"] is not None),
                 key=lambda r: r["test_top1"])
-    data, runs = work / "data" / auto["dataset"], work / "runs" / auto["dataset"]
-    mine, theirs = test_hits(runs / auto["run"], data), test_hits(runs / other["run"], data)
+    data = Path(auto["data"])
+    mine, theirs = test_hits(Path(auto["dir"]), data), test_hits(Path(other["dir"]), data)
     if not mine or not theirs:
         return "no paired comparison (tlzoo predict on the test split failed)"
     only_mine = sum(1 for path, hit in mine.items() if hit and not theirs.get(path, False))
@@ -265,6 +274,10 @@ def paired(rows: list[dict], work: Path) -> str:
             f"(exact McNemar p {p:.2f})")
 
 
+def label(row: dict) -> str:
+    return row["dataset"] if row["seed"] is None else f"{row['dataset']} seed {row['seed']}"
+
+
 def table(rows: list[dict]) -> str:
     lines = ["| data set (train / val / test) | method | test top-1 | val top-1 | wall | load before | what was chosen |",
              "|---|---|---:|---:|---:|---|---|"]
@@ -273,16 +286,20 @@ def table(rows: list[dict]) -> str:
         val = "-" if row["val_top1"] is None else f"{row['val_top1']:.4f}"
         counts = " / ".join(str(c) for c in row["counts"])
         fail = "" if row["code"] == 0 else f" (exit {row['code']})"
-        lines.append(f"| {row['dataset']} ({counts}) | {row['method']}{fail} | {test} | {val} | {row['wall']:.0f} s | "
+        lines.append(f"| {label(row)} ({counts}) | {row['method']}{fail} | {test} | {val} | {row['wall']:.0f} s | "
                      f"{row['load'][0]:.1f} | {row['chosen'] or '-'} |")
     return "\n".join(lines)
 
 
-def verdicts(rows: list[dict], work: Path) -> list[str]:
+def is_auto(row: dict) -> bool:
+    return row["method"].startswith("tlzoo train")
+
+
+def verdicts(rows: list[dict]) -> list[str]:
     out = []
-    for name in dict.fromkeys(row["dataset"] for row in rows):
-        mine = [r for r in rows if r["dataset"] == name]
-        autos = [r for r in mine if r["method"].startswith("tlzoo train")]
+    for name in dict.fromkeys(label(row) for row in rows):
+        mine = [r for r in rows if label(r) == name]
+        autos = [r for r in mine if is_auto(r)]
         auto = autos[0]["test_top1"] if autos else None
         fixed = [r["test_top1"] for r in mine if r not in autos and r["test_top1"] is not None and r["code"] == 0]
         if auto is None or not fixed:
@@ -291,13 +308,35 @@ def verdicts(rows: list[dict], work: Path) -> list[str]:
         bar = max(fixed) - 0.005
         out.append(f"- {name}: tlzoo train {auto:.4f} against the better fixed recipe's {max(fixed):.4f}: target "
                    f"(>= {bar:.4f}) {'met' if auto >= bar else 'missed'}; wall {autos[0]['wall']:.0f} s; "
-                   + paired(mine, work))
+                   + paired(mine))
+    out += seed_means(rows)
     means = {}
     for row in rows:
         means.setdefault(row["method"], []).append(row["test_top1"] if row["code"] == 0 else None)
     if len(out) > 1 and all(None not in scores for scores in means.values()):
         out.append("- mean test top-1 over these data sets: " + "; ".join(
             f"{method} {sum(scores) / len(scores):.4f}" for method, scores in means.items()))
+    return out
+
+
+def seed_means(rows: list[dict]) -> list[str]:
+    """Per data set run with several seeds: each method's mean test top-1 over them, and the target on the means
+    (what a method scores on a set is an expectation over training seeds; one seed's is a draw of it)."""
+    out = []
+    for name in dict.fromkeys(row["dataset"] for row in rows):
+        mine = [r for r in rows if r["dataset"] == name]
+        seeds = sorted({r["seed"] for r in mine if r["seed"] is not None})
+        by_method = {}
+        for row in mine:
+            by_method.setdefault(row["method"], []).append(row["test_top1"] if row["code"] == 0 else None)
+        if len(seeds) < 2 or any(None in scores or len(scores) != len(seeds) for scores in by_method.values()):
+            continue
+        means = {method: sum(scores) / len(scores) for method, scores in by_method.items()}
+        auto = next(means[m] for m in means if m.startswith("tlzoo train"))
+        best = max(value for method, value in means.items() if not method.startswith("tlzoo train"))
+        out.append(f"- {name}, mean over seeds {', '.join(map(str, seeds))}: " + "; ".join(
+            f"{method} {value:.4f}" for method, value in means.items())
+            + f": target on the means (>= {best - 0.005:.4f}) {'met' if auto >= best - 0.005 else 'missed'}")
     return out
 
 
@@ -308,11 +347,16 @@ def main() -> None:
     parser.add_argument("--work", type=Path, default=Path("/tmp/tlzoo-auto-bench"))
     parser.add_argument("--methods", default=None, help="run only these: auto, flowers12, flowers12_lite2")
     parser.add_argument("--no-append", action="store_true")
+    parser.add_argument("--seeds", default=None, help="comma-separated training seeds: every method on every set "
+                                                      "with each (default: each method's own, 0)")
     args = parser.parse_args()
     started, load = time.monotonic(), os.getloadavg()
     rows = []
+    methods = None if args.methods is None else set(args.methods.split(","))
+    seeds = [None] if args.seeds is None else [int(seed) for seed in args.seeds.split(",")]
     for name in args.datasets.split(","):
-        rows += bench(name, args.work, args.time, None if args.methods is None else set(args.methods.split(",")))
+        for seed in seeds:
+            rows += bench(name, args.work, args.time, methods, seed)
     text = io.StringIO()
     text.write(f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: tlzoo train --time {args.time} against "
                "the fixed recipes (benchmarks/auto_train_bench.py)\n\n")
@@ -320,7 +364,7 @@ def main() -> None:
                f"with an empty activation cache. Load average before {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; "
                f"after {', '.join(f'{v:.2f}' for v in os.getloadavg())}; the bench took "
                f"{(time.monotonic() - started) / 60:.0f} min.\n\n")
-    text.write(table(rows) + "\n\n" + "\n".join(verdicts(rows, args.work)) + "\n")
+    text.write(table(rows) + "\n\n" + "\n".join(verdicts(rows)) + "\n")
     print(text.getvalue())
     if not args.no_append:
         with RESULTS.open("a") as handle:
