@@ -113,6 +113,23 @@ def test_imagefolder_through_the_spec(tmp_path):
         resolve_spec(raw, get_registry(), tmp_path)
 
 
+def test_photo_formats_are_read_or_reported_with_what_to_do(tmp_path):
+    """JPEGs saved as .jfif/.jpe and AVIF photos train; an iPhone's HEIC is reported, never passed over."""
+    tree(tmp_path / "data", {"train": {"x": 3, "y": 3}, "val": {"x": 1, "y": 1}})
+    image(tmp_path / "data" / "train" / "x" / "saved.jfif")
+    Image.new("RGB", (16, 16), (90, 0, 0)).save(tmp_path / "data" / "train" / "y" / "web.jpe", format="JPEG")
+    image(tmp_path / "data" / "train" / "y" / "phone.avif")
+    heic = tmp_path / "data" / "train" / "x" / "IMG_0001.HEIC"
+    heic.write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(64))
+    raw = {"data": {"reader": {"name": "imagefolder", "options": {"root": "data"}}}}
+    data = load_labelled(resolve_spec(raw, get_registry(), tmp_path))
+    assert {"saved.jfif", "web.jpe", "phone.avif"} <= {path.name for path, _ in data.train}
+    assert len(data.train) == 9
+    [problem] = data.skipped
+    assert problem.origin == str(heic)
+    assert "HEIC photo, which tlzoo cannot decode: convert it to JPEG" in problem.reason
+
+
 # ---------------------------------------------------------------- txt_list
 
 def lists(tmp_path: Path, train: bytes, val: bytes = b"imgs/a1.png 0\n") -> Path:

@@ -46,8 +46,14 @@ from tlzoo.data.jpeg_structure import jpeg_damage
 from tlzoo.errors import TlzooError
 from tlzoo.runtime.interrupts import Interrupted
 
-# suffixes tlzoo treats as images when it lists folders
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm", ".pbm")
+# Photo formats Pillow cannot decode. They are still listed as images, so that a class folder of iPhone HEIC
+# photos or camera raw files is reported file by file with what to do, instead of passed over in silence.
+UNDECODED_PHOTOS = {".heic": "HEIC", ".heif": "HEIF", ".dng": "camera raw (DNG)", ".cr2": "camera raw (CR2)",
+                    ".cr3": "camera raw (CR3)", ".nef": "camera raw (NEF)", ".arw": "camera raw (ARW)",
+                    ".orf": "camera raw (ORF)", ".rw2": "camera raw (RW2)", ".raf": "camera raw (RAF)"}
+# suffixes tlzoo treats as images when it lists folders (.jfif and .jpe: JPEGs as some browsers save them)
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".jpe", ".jfif", ".png", ".bmp", ".gif", ".webp", ".avif", ".tif", ".tiff",
+                    ".ppm", ".pgm", ".pbm", *UNDECODED_PHOTOS)
 
 Background = tuple[int, int, int]
 
@@ -215,7 +221,13 @@ def describe_failure(path: Path, exc: BaseException, size: int | None = None) ->
         return "unreadable file (permission denied)"
     if isinstance(exc, UnidentifiedImageError):
         empty = (_size(path) if size is None else size) == 0
-        return "empty file (0 bytes)" if empty else "not an image (unknown format)"
+        if empty:
+            return "empty file (0 bytes)"
+        photo = UNDECODED_PHOTOS.get(Path(path).suffix.lower())
+        if photo is not None:
+            return (f"a {photo} photo, which tlzoo cannot decode: convert it to JPEG or PNG (for instance "
+                    f"magick mogrify -format jpg *{Path(path).suffix})")
+        return "not an image (unknown format)"
     text = str(exc) or type(exc).__name__
     if "truncated" in text.lower() or isinstance(exc, EOFError):
         return f"truncated or corrupt image data ({text})"
