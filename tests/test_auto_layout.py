@@ -172,3 +172,26 @@ def test_a_class_with_one_training_image_and_its_own_validation_images_is_usable
     make_image_folder(tmp_path / "data", classes=2, per_class=1, val_per_class=2, size=8)
     data, _, _ = read(detect_layout(tmp_path / "data"))
     assert (len(data.train), len(data.val)) == (2, 4)
+
+
+def test_data_refusals_name_what_tlzoo_train_users_can_change(tmp_path):
+    """The data checks' hints name spec fields; tlzoo train sets those itself, so its own say what to do."""
+    zipped = flat_folder(tmp_path / "zipped", {"cats": 4, "dogs": 4})
+    (zipped / "__MACOSX" / "cats").mkdir(parents=True)
+    (zipped / "__MACOSX" / "cats" / "._0.png").write_bytes(b"\x00\x05\x16\x07")  # AppleDouble: hidden, unread
+    with pytest.raises(TlzooError, match="class\\(es\\) with no training images: __MACOSX") as caught:
+        read(detect_layout(zipped))
+    assert "remove their folders (__MACOSX is what a zip made on a Mac leaves" in caught.value.hint
+    assert "data." not in caught.value.hint
+
+    phone = flat_folder(tmp_path / "phone", {"cats": 4, "dogs": 4})
+    for number in range(6):
+        (phone / "cats" / f"IMG_{number}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(32))
+    with pytest.raises(TlzooError, match="6 of 14 files are bad, more than tlzoo train skips on its own "
+                                         "\\(1% of them, or 5\\)") as caught:
+        read(detect_layout(phone))
+    assert "IMG_0.HEIC: a HEIC photo, which tlzoo cannot decode: convert it to JPEG" in caught.value.message
+    assert caught.value.hint == "convert, fix or remove those files and run tlzoo train again"
+    (phone / "cats" / "IMG_5.HEIC").unlink()  # 5 bad files are skipped, as a spec's defaults skip them
+    data, _, _ = read(detect_layout(phone))
+    assert len(data.skipped) == 5 and len(data.train) + len(data.val) == 8

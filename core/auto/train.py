@@ -33,7 +33,8 @@ from tlzoo.auto.search import Search, check_one_pass, choose_backbone, choose_he
 from tlzoo.auto.throughput import measure_writes
 from tlzoo.cache import run_cache_scope
 from tlzoo.data.class_mapping import map_splits
-from tlzoo.data.labelled import labelled_from
+from tlzoo.data.bad_files import TooManyBadFiles
+from tlzoo.data.labelled import EmptyClasses, labelled_from
 from tlzoo.engine.extras import RunExtras
 from tlzoo.engine.run import run_spec
 from tlzoo.errors import TlzooError
@@ -101,7 +102,10 @@ def read_data(layout: Layout, registry, log):
     output = listing(layout.reader)
     check_usable(output, layout)
     started = time.perf_counter()
-    data = labelled_from(output)
+    try:
+        data = labelled_from(output)
+    except (TooManyBadFiles, EmptyClasses) as exc:
+        raise reworded(exc, layout) from None
     images = len(data.train) + len(data.val) + len(data.skipped)
     load_s = (time.perf_counter() - started) / max(1, images)
     test_count = None
@@ -110,6 +114,17 @@ def read_data(layout: Layout, registry, log):
         map_splits(final)  # a test label that names no training class fails now, not after the search
         test_count = len(final.test or [])
     return data, load_s, test_count
+
+
+def reworded(exc: TlzooError, layout: Layout) -> TlzooError:
+    """The data checks' errors in tlzoo train's terms: they name spec fields, which tlzoo train sets itself."""
+    if isinstance(exc, TooManyBadFiles):
+        return TlzooError(f"{exc.count} of {exc.total} files are bad, more than tlzoo train skips on its own "
+                          f"({exc.max_fraction:.0%} of them, or {exc.tolerated}); the search did not start:\n{exc.listing}",
+                          "convert, fix or remove those files and run tlzoo train again")
+    where = "folders" if "folders" in layout.kind else "rows"
+    zipped = " (__MACOSX is what a zip made on a Mac leaves: delete it)" if "__MACOSX" in exc.names else ""
+    return TlzooError(exc.message, f"add images to those classes, or remove their {where}{zipped}")
 
 
 def train(data: str | Path, time_budget: str | float = "10m", candidates=(), offline: bool = False,

@@ -115,6 +115,14 @@ def _where(sample: Sample) -> str:
     return str(sample.path) if sample.origin == str(sample.path) else f"{sample.origin} ({sample.path})"
 
 
+class EmptyClasses(TlzooError):
+    """Classes left without a training image; `names`, and whether bad files skipped took their last ones."""
+
+    def __init__(self, message: str, hint: str, names: list[str], after_skipping: bool):
+        super().__init__(message, hint)
+        self.names, self.after_skipping = names, after_skipping
+
+
 def _check_counts(classes, train: list[Item], val: list[Item], allow_empty: bool, skipped: bool) -> None:
     if not train:
         raise TlzooError("the training split has no usable images", "check data.reader's options and the files")
@@ -127,5 +135,5 @@ def _check_counts(classes, train: list[Item], val: list[Item], allow_empty: bool
     empty = [name for name, count in zip(classes, counts) if count == 0]
     if empty and not allow_empty:
         why = " (after skipping bad files)" if skipped else ""
-        raise TlzooError(f"class(es) with no training images{why}: {', '.join(empty)}",
-                         "add images, remove the class, or set data.allow_empty_classes to true")
+        raise EmptyClasses(f"class(es) with no training images{why}: {', '.join(empty)}",
+                           "add images, remove the class, or set data.allow_empty_classes to true", empty, skipped)
