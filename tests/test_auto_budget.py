@@ -338,6 +338,37 @@ def test_every_candidate_is_timed_again_after_all_had_a_first_pass(monkeypatch, 
     assert [row.reason.split(" images/s")[0] for row in search.decisions.rows] == ["100", "100"]
 
 
+def test_a_tiny_budget_stops_timing_candidates_once_the_cheapest_cannot_be_paid_for(monkeypatch, tmp_path):
+    """--time 10 (seconds, meant as minutes) ran 112 s timing three backbones before saying that it could not
+    pay for one pass: now it stops timing after the first, and says why for the others."""
+    clock = FakeClock()
+    search = make_search(clock, 10, tmp_path)
+    monkeypatch.setattr(search, "resolve", lambda spec: spec["backbone"]["name"])
+    monkeypatch.setattr(search_module, "unavailable", lambda candidate, base, offline: None)
+    timed = []
+
+    def first(name, data, load_s):
+        timed.append(name)
+        clock.advance(8.0)
+        return speed(name, 0.05), name
+
+    monkeypatch.setattr(search_module, "measure_speed", first)
+    monkeypatch.setattr(search_module, "second_pass", lambda measured, forward: measured)
+    names = [SimpleNamespace(name=name) for name in ("a", "b", "c")]
+    speeds = search_module.measure_candidates(search, names, False)
+    assert timed == ["a"] and [s.backbone for s in speeds] == ["a"]
+    rows = {row.candidate: row for row in search.decisions.rows}
+    assert rows["b"].reason.startswith("not timed: timing a backbone takes about 8 s here") and not rows["c"].kept
+    with pytest.raises(TlzooError, match="cannot pay for one pass"):
+        check_one_pass(search, speeds)
+
+    clock = FakeClock()
+    timed.clear()
+    search = make_search(clock, 600, tmp_path)
+    monkeypatch.setattr(search, "resolve", lambda spec: spec["backbone"]["name"])
+    assert len(search_module.measure_candidates(search, names, False)) == 3 and timed == ["a", "b", "c"]
+
+
 def test_a_gpu_timing_waits_for_the_queued_kernels(monkeypatch):
     """A GPU returns from a launch before the work is done: the clock must stop after torch.cuda.synchronize."""
     from tlzoo.runtime.device import synchronize

@@ -127,8 +127,10 @@ class Choice:
 
 def measure_candidates(search: Search, candidates, offline: bool) -> list[Speed]:
     measured = []  # (first speed, its timed call, seconds so far); the calls hold their models until the end
-    for candidate in candidates:
+    for position, candidate in enumerate(candidates):
         started = search.budget.elapsed()
+        if measured and not affords_measuring(search, measured, candidates[position:]):
+            break
         reason = unavailable(candidate, search.base, offline)
         if reason is None:
             try:
@@ -158,16 +160,40 @@ def measure_candidates(search: Search, candidates, offline: bool) -> list[Speed]
     return speeds
 
 
+def affords_measuring(search: Search, measured, rest) -> bool:
+    """Whether the next candidate can be timed (as long as the slowest timing so far) with the cheapest one
+    measured still paid for: a tiny budget is refused after one timing, not after all of them. When not, each
+    candidate of `rest` gets a row saying so."""
+    took = max(seconds for _, _, seconds in measured)
+    _, need = one_pass_need(search, [speed for speed, _, _ in measured])
+    if search.budget.affords(took, need):
+        return True
+    left = max(0.0, search.budget.available())
+    for candidate in rest:
+        search.decisions.add(Row("speed", candidate.name, None, None, False,
+                                 f"not timed: timing a backbone takes about {took:.0f} s here, and {left:.0f} s were "
+                                 f"left after keeping {need:.0f} s for the cheapest one timed", took))
+    search.log(f"{len(rest)} other candidate(s) not timed: each takes about {took:.0f} s, and {left:.0f} s are left")
+    return False
+
+
+def one_pass_need(search: Search, speeds: list[Speed]) -> tuple[Speed, float]:
+    """The cheapest backbone, and the seconds its probe (one pass over the data) and final head run need."""
+    cheapest = min(speeds, key=lambda s: estimates.probe_s(s, search.sizes))
+    return cheapest, estimates.probe_s(cheapest, search.sizes) + estimates.final_head_s(cheapest, search.sizes,
+                                                                                         HEAD_EPOCHS)
+
+
 def check_one_pass(search: Search, speeds: list[Speed]) -> None:
     """Refuse a budget that cannot pay for even one pass over the data with the cheapest backbone."""
-    cheapest = min(speeds, key=lambda s: estimates.probe_s(s, search.sizes))
-    need = estimates.probe_s(cheapest, search.sizes) + estimates.final_head_s(cheapest, search.sizes, HEAD_EPOCHS)
+    cheapest, need = one_pass_need(search, speeds)
     if not search.budget.affords(need):
         spent = search.budget.elapsed()
         raise TlzooError(
             f"the budget of {search.budget.seconds:.0f} s cannot pay for one pass over the {search.sizes.searched} "
             f"images: with {cheapest.backbone}, the fastest candidate, that pass and the final run need about "
-            f"{need:.0f} s on this machine, and {spent:.0f} s went to starting up and reading the data",
+            f"{need:.0f} s on this machine, and {spent:.0f} s went to starting up, reading the data and timing "
+            "the backbones",
             f"give --time {suggest_minutes(spent + need)} or more")
 
 

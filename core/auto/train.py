@@ -120,7 +120,8 @@ def reworded(exc: TlzooError, layout: Layout) -> TlzooError:
     """The data checks' errors in tlzoo train's terms: they name spec fields, which tlzoo train sets itself."""
     if isinstance(exc, TooManyBadFiles):
         return TlzooError(f"{exc.count} of {exc.total} files are bad, more than tlzoo train skips on its own "
-                          f"({exc.max_fraction:.0%} of them, or {exc.tolerated}); the search did not start:\n{exc.listing}",
+                          f"({exc.max_fraction:.0%} of them, or {exc.tolerated}); the search did not start:\n"
+                          + exc.listing,
                           "convert, fix or remove those files and run tlzoo train again")
     where = "folders" if "folders" in layout.kind else "rows"
     zipped = " (__MACOSX is what a zip made on a Mac leaves: delete it)" if "__MACOSX" in exc.names else ""
