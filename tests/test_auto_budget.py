@@ -31,15 +31,24 @@ class FakeClock:
 
 
 @pytest.mark.parametrize("text, seconds", [("10m", 600), ("90s", 90), ("1h30m", 5400), ("1.5h", 5400),
-                                           ("600", 600), (45, 45), ("2 min", 120)])
+                                           ("600", 600), (45, 45), ("2 min", 120), ("30s", 30)])
 def test_durations(text, seconds):
     assert parse_duration(text) == seconds
 
 
-@pytest.mark.parametrize("text", ["ten minutes", "10x", "", "5s", "-3m"])
+@pytest.mark.parametrize("text", ["ten minutes", "10x", "", "5s", "-3m", "20s", 29])
 def test_bad_durations_name_the_option(text):
     with pytest.raises(TlzooError, match="--time"):
         parse_duration(text)
+
+
+def test_a_bare_number_too_small_for_seconds_is_asked_about_as_minutes():
+    with pytest.raises(TlzooError, match="'10': the budget must be between 30 s") as caught:
+        parse_duration("10")
+    assert caught.value.hint.startswith("a bare number counts seconds: --time 10m is 10 minutes")
+    with pytest.raises(TlzooError) as caught:
+        parse_duration("10s")
+    assert not caught.value.hint.startswith("a bare number")
 
 
 def test_process_age_counts_the_time_before_the_call():
@@ -339,8 +348,8 @@ def test_every_candidate_is_timed_again_after_all_had_a_first_pass(monkeypatch, 
 
 
 def test_a_tiny_budget_stops_timing_candidates_once_the_cheapest_cannot_be_paid_for(monkeypatch, tmp_path):
-    """--time 10 (seconds, meant as minutes) ran 112 s timing three backbones before saying that it could not
-    pay for one pass: now it stops timing after the first, and says why for the others."""
+    """A 10 s budget (--time 10, before such budgets were refused) ran 112 s timing three backbones before
+    saying that it could not pay for one pass: now timing stops after the first, and says why for the others."""
     clock = FakeClock()
     search = make_search(clock, 10, tmp_path)
     monkeypatch.setattr(search, "resolve", lambda spec: spec["backbone"]["name"])

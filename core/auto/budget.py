@@ -25,14 +25,15 @@ from tlzoo.errors import TlzooError
 
 UNITS = {"s": 1, "sec": 1, "m": 60, "min": 60, "h": 3600}
 DURATION = re.compile(r"(\d+(?:\.\d+)?)\s*(h|min|m|sec|s)?")
-MIN_BUDGET_S = 10.0
+MIN_BUDGET_S = 30.0  # starting up, reading the data and timing one backbone take 10-20 s on 2 cores
 MAX_BUDGET_S = 7 * 24 * 3600.0
 OVERRUN = 0.10  # the promise: the command ends within the budget plus this fraction
 
 
 def parse_duration(text: str | float | int, option: str = "--time") -> float:
     """Seconds from '10m', '90s', '1h30m', '1.5h' or a bare number of seconds."""
-    if isinstance(text, (int, float)) and not isinstance(text, bool):
+    bare = isinstance(text, (int, float)) and not isinstance(text, bool)
+    if bare:
         seconds = float(text)
     else:
         value = str(text).strip().lower().replace(" ", "")
@@ -40,9 +41,11 @@ def parse_duration(text: str | float | int, option: str = "--time") -> float:
         if not value or "".join(number + unit for number, unit in parts) != value:
             raise TlzooError(f"{option} {text!r} is not a duration", "write it as 10m, 90s, 1h30m or 600 (seconds)")
         seconds = sum(float(number) * UNITS[unit or "s"] for number, unit in parts)
+        bare = all(not unit for _, unit in parts)
     if not MIN_BUDGET_S <= seconds <= MAX_BUDGET_S:
+        meant = f"a bare number counts seconds: --time {text}m is {text} minutes; " if bare and seconds < 60 else ""
         raise TlzooError(f"{option} {text!r}: the budget must be between {MIN_BUDGET_S:g} s and 7 days",
-                         "a first model needs a minute or more on a CPU; try --time 10m")
+                         meant + "a first model needs a minute or more on a CPU; try --time 10m")
     return seconds
 
 
