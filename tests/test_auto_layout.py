@@ -160,6 +160,19 @@ def test_refusals_name_the_fix(tmp_path):
     with pytest.raises(TlzooError, match="does not exist"):
         detect_layout(tmp_path / "missing")
 
+    archive = tmp_path / "photos.tar.gz"
+    archive.write_bytes(b"\x1f\x8b\x08\x00" + bytes(40))
+    with pytest.raises(TlzooError, match="photos.tar.gz is an archive") as caught:
+        detect_layout(archive)
+    assert caught.value.hint == ("unpack it first (tar -xf photos.tar.gz, or your archive tool) and pass the "
+                                 "folder it holds")
+    archive.rename(tmp_path / "photos.zip")
+    with pytest.raises(TlzooError, match="photos.zip is an archive") as caught:
+        detect_layout(tmp_path / "photos.zip")
+    assert caught.value.hint.startswith("unpack it first (unzip photos.zip -d photos)")
+    with pytest.raises(TlzooError, match="is one image"):
+        detect_layout(next((tmp_path / "bare").glob("*.png")))
+
     bad_csv = tmp_path / "bad.csv"
     bad_csv.write_text("image_name,kind\na.png,x\n")
     with pytest.raises(TlzooError, match="no path column") as caught:

@@ -66,6 +66,7 @@ def detect_layout(data: Path, test: Path | None = None, seed: int = 0, fraction:
     split = {"val_split": fraction, "seed": seed}
     percent = f"a stratified {fraction:.0%} of each class (seed {seed})"
     if data.is_file():
+        refuse_non_list(data)
         if test_path is not None and not test_path.is_file():
             raise TlzooError(f"--test {test} is a folder, but DATA is a list",
                              "pass a held-out list in DATA's format (or lay the images out in folders)")
@@ -103,6 +104,19 @@ def detect_layout(data: Path, test: Path | None = None, seed: int = 0, fraction:
     return Layout("class folders", data, {"name": "imagefolder", "options": {"root": str(data), "train": ".",
                                                                              **split}},
                   test_option, percent)
+
+
+ARCHIVES = (".zip", ".tar", ".tgz", ".gz", ".bz2", ".xz", ".7z", ".rar")
+
+
+def refuse_non_list(path: Path) -> None:
+    """An archive or a single image given as DATA, which would otherwise be read as a garbled list."""
+    suffix = path.suffix.lower()
+    if suffix in ARCHIVES:
+        how = f"unzip {path.name} -d {path.stem}" if suffix == ".zip" else f"tar -xf {path.name}, or your archive tool"
+        raise TlzooError(f"DATA {path} is an archive", f"unpack it first ({how}) and pass the folder it holds")
+    if suffix in IMAGE_EXTENSIONS:
+        raise TlzooError(f"DATA {path} is one image", LAYOUT_HINT)
 
 
 def csv_columns(path: Path) -> dict:
