@@ -126,6 +126,16 @@ def test_lists(tmp_path, kind):
         assert read(indices)[0].classes == ["0", "1", "2"]
 
 
+def test_a_csv_saved_by_a_spreadsheet_with_semicolons_is_read(tmp_path):
+    path, _ = listed(tmp_path, "csv")
+    rows = path.read_text().splitlines()
+    path.write_text("\n".join(row.replace(",", ";") for row in rows) + "\n")
+    layout = detect_layout(path)
+    assert layout.reader["options"]["delimiter"] == ";"
+    data, _, _ = read(layout)
+    assert data.classes == ["class0", "class1", "class2"] and len(data.train) + len(data.val) == 15
+
+
 def test_refusals_name_the_fix(tmp_path):
     one_class = flat_folder(tmp_path / "one", {"only": 6})
     with pytest.raises(TlzooError, match="holds one class \\('only'\\): a classifier needs at least two") as caught:

@@ -119,13 +119,19 @@ def refuse_non_list(path: Path) -> None:
         raise TlzooError(f"DATA {path} is one image", LAYOUT_HINT)
 
 
+DELIMITERS = (",", ";", "\t", "|")  # ';' is what a spreadsheet saves as CSV where ',' is the decimal mark
+
+
 def csv_columns(path: Path) -> dict:
-    """path_column and label_column from the CSV's header (common names accepted)."""
+    """path_column and label_column from the CSV's header (common names accepted), and its delimiter when the
+    header is not comma-separated."""
     try:
         with open(path, newline="", encoding="utf-8-sig") as handle:
-            header = next(csv.reader(handle), [])
+            first = handle.readline()
     except (OSError, UnicodeDecodeError) as exc:
         raise TlzooError(f"cannot read {path}: {exc}", "pass a UTF-8 CSV with a header row") from None
+    delimiter = max(DELIMITERS, key=first.count) if any(mark in first for mark in DELIMITERS) else ","
+    header = next(csv.reader([first], delimiter=delimiter), [])
     by_name = {name.strip().lower(): name.strip() for name in header}
     path_column = next((by_name[name] for name in PATH_COLUMNS if name in by_name), None)
     label_column = next((by_name[name] for name in LABEL_COLUMNS if name in by_name), None)
@@ -133,7 +139,8 @@ def csv_columns(path: Path) -> dict:
         raise TlzooError(f"{path}:1: no {'path' if path_column is None else 'label'} column in the header {header}",
                          f"name the columns 'path' and 'label' (also accepted: {', '.join(PATH_COLUMNS[1:])}; "
                          f"{', '.join(LABEL_COLUMNS[1:])})")
-    return {"path_column": path_column, "label_column": label_column}
+    return {"path_column": path_column, "label_column": label_column,
+            **({} if delimiter == "," else {"delimiter": delimiter})}
 
 
 def txt_labels(path: Path) -> dict:
