@@ -161,6 +161,32 @@ def test_ctrl_c_after_training_names_the_resume_that_finishes_the_run(tmp_path, 
         "step"] == steps
 
 
+def test_a_run_killed_after_its_summary_and_before_its_report_is_finished_by_a_resume(tmp_path, monkeypatch):
+    """SIGKILL between summary.json and report.html (in the findings, on a real flowers12 run) left a resume that
+    said 'complete: nothing to resume' and never wrote the report; now the resume writes it, training nothing."""
+    import tlzoo.engine.run
+
+    spec = write_spec(tmp_path, make_images(tmp_path / "data"), report={"enabled": True}, train={
+        "strategy": "none", "epochs": 2, "optimizer": {"name": "adamw", "lr": 0.01}, "precision": "fp32", "seed": 3})
+
+    def killed(*args, **kwargs):
+        raise SystemExit(137)  # what is on disk when the process dies here
+
+    monkeypatch.setattr(tlzoo.engine.run, "report_after_run", killed)
+    run_dir = tmp_path / "run"
+    with pytest.raises(SystemExit):
+        run_here(spec, run_dir)
+    assert (run_dir / "summary.json").is_file() and not (run_dir / "report.html").exists()
+    monkeypatch.undo()
+    steps = load_checkpoint(run_dir / "last")[1]["training"]["counters"]["step"]
+    result = run_here(spec, resume=run_dir)
+    assert (run_dir / "report.html").is_file() and result.summary["epochs_run"] == 2
+    assert load_checkpoint(run_dir / "last")[1]["training"]["counters"]["step"] == steps
+    mtime = (run_dir / "report.html").stat().st_mtime_ns
+    run_here(spec, resume=run_dir)  # now complete: nothing is written again
+    assert (run_dir / "report.html").stat().st_mtime_ns == mtime
+
+
 def test_second_ctrl_c_while_saving_keeps_the_previous_checkpoints_whole(tmp_path, tiny_spec):
     run_dir, marker = tmp_path / "run", tmp_path / "saving"
     # epoch 1 writes best and last (4 renames); the 5th write, at the end of epoch 2, is slow

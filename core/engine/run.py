@@ -35,7 +35,7 @@ from tlzoo.engine.trust_fit import fit_trust
 from tlzoo.runtime.device import allocator_scope, configure_threads, keep_freed_memory, resolve_device, resolve_workers
 from tlzoo.engine.state import TrainState
 from tlzoo.engine.loggers import build_loggers
-from tlzoo.engine.reporting import report_after_run
+from tlzoo.engine.reporting import REPORT_FILE, report_after_run
 from tlzoo.engine.extras import RunExtras
 from tlzoo.report.per_class import per_class_metrics
 from tlzoo.runtime import distributed
@@ -208,11 +208,16 @@ def attach_recipe(trainer: Trainer, train, val_images, log) -> None:
         log("recipe: " + "; ".join(notes))
 
 
-def finished_run(resumed, stream) -> RunResult | None:
-    """A resume with nothing left to train: say so, how to extend it, and return the run's summary."""
+def finished_run(resumed, stream, report_expected: bool) -> RunResult | None:
+    """A resume with nothing left to train: say so, how to extend it, and return the run's summary.
+
+    summary.json is written before the findings and the report: a run killed between them (SIGKILL, a lost
+    machine) has a summary but no report, and the loop runs again (training nothing) to write the rest."""
     reason = resumed.complete
     summary_file = resumed.run_dir / outputs.SUMMARY_FILE
     if reason is None or not summary_file.is_file():  # without a summary the loop runs (trains nothing) to write it
+        return None
+    if report_expected and not (resumed.run_dir / REPORT_FILE).is_file():
         return None
     print(f"tlzoo: {resumed.run_dir} is complete: {reason}; nothing to resume.\n  HINT: {resumed.extend_hint()}",
           file=stream, flush=True)
@@ -316,7 +321,7 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
     resumed, claimed, adopted = None, [], None
     if resume is not None:
         resumed = open_resume(resume, outputs.resolved_spec_json(resolved), allow_changes)
-        finished = finished_run(resumed, stream)
+        finished = finished_run(resumed, stream, resolved.spec.report.enabled)
         if finished is not None:
             return finished
     elif extras is not None and extras.adopt is not None:
