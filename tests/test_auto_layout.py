@@ -218,3 +218,24 @@ def test_data_refusals_name_what_tlzoo_train_users_can_change(tmp_path):
     (phone / "cats" / "IMG_5.HEIC").unlink()  # 5 bad files are skipped, as a spec's defaults skip them
     data, _, _ = read(detect_layout(phone))
     assert len(data.skipped) == 5 and len(data.train) + len(data.val) == 8
+
+
+def test_bad_test_files_are_refused_before_the_search_without_opening_a_test_image(tmp_path, monkeypatch):
+    """Six HEIC photos in test/ stopped the final run after the whole search; now the names say it at once."""
+    make_image_folder(tmp_path / "data", classes=3, per_class=4, val_per_class=2, size=8)
+    make_image_folder(tmp_path / "extra", classes=3, per_class=3, val_per_class=0, size=8, seed=1)
+    (tmp_path / "extra" / "train").rename(tmp_path / "data" / "test")
+    test = tmp_path / "data" / "test"
+    for number in range(5):
+        (test / "class0" / f"IMG_{number}.HEIC").write_bytes(b"\x00\x00\x00\x18ftypheic" + bytes(32))
+    opened = []
+    real_open = Image.open
+    monkeypatch.setattr(Image, "open", lambda fp, *args, **kwargs: opened.append(Path(fp)) or real_open(fp, *args,
+                                                                                                          **kwargs))
+    _, _, test_count = read(detect_layout(tmp_path / "data"))  # five: skipped by the final run, as a spec's are
+    assert test_count == 14
+    (test / "class1" / "gone.png").symlink_to(tmp_path / "nowhere.png")
+    with pytest.raises(TlzooError, match="6 of 33 files are bad, more than tlzoo train skips on its own") as caught:
+        read(detect_layout(tmp_path / "data"))
+    assert "IMG_0.HEIC: a HEIC photo" in caught.value.message and "gone.png: missing file" in caught.value.message
+    assert not [path for path in opened if test in path.parents]

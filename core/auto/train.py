@@ -33,8 +33,10 @@ from tlzoo.auto.search import Search, check_one_pass, choose_backbone, choose_he
 from tlzoo.auto.throughput import measure_writes
 from tlzoo.cache import run_cache_scope
 from tlzoo.data.class_mapping import map_splits
-from tlzoo.data.bad_files import TooManyBadFiles
+from tlzoo.data.bad_files import MAX_BAD_FRACTION, TOLERATED_BAD_FILES, TooManyBadFiles, check_bad_files
+from tlzoo.data.images import bad_without_opening
 from tlzoo.data.labelled import EmptyClasses, labelled_from
+from tlzoo.data.samples import Problem
 from tlzoo.engine.extras import RunExtras
 from tlzoo.engine.run import run_spec
 from tlzoo.errors import TlzooError
@@ -112,8 +114,24 @@ def read_data(layout: Layout, registry, log):
     if layout.test is not None:  # the file names only: no test image is opened before the final run
         final = listing(layout.final_reader())
         map_splits(final)  # a test label that names no training class fails now, not after the search
+        try:
+            check_test_files(output, final, data)
+        except TooManyBadFiles as exc:
+            raise reworded(exc, layout) from None
         test_count = len(final.test or [])
     return data, load_s, test_count
+
+
+def check_test_files(output, final, data) -> None:
+    """Bad test files that the final run's scan would count with the bad train and val files, beyond what it
+    skips, stop that run after the whole search: refuse them now. What is wrong is told from names and file
+    metadata (missing, empty, HEIC...), so no test image is opened; a damaged one is skipped by the final run."""
+    test = final.test or []
+    list_problems = [problem for problem in final.problems if problem not in set(output.problems)]
+    found = [Problem(str(sample.path), reason) for sample in test if (reason := bad_without_opening(sample.path))]
+    listed_before = len(data.train) + len(data.val) + len(data.skipped) - len(output.problems)
+    total = listed_before + len(test) + len(final.problems)
+    check_bad_files(list(data.skipped) + list_problems + found, total, "skip", MAX_BAD_FRACTION, TOLERATED_BAD_FILES)
 
 
 def reworded(exc: TlzooError, layout: Layout) -> TlzooError:

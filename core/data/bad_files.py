@@ -7,6 +7,10 @@ from tlzoo.data.problem_list import listed
 from tlzoo.data.samples import Problem
 
 
+MAX_BAD_FRACTION = 0.01  # the spec's defaults (data.max_bad_fraction, data.tolerated_bad_files)
+TOLERATED_BAD_FILES = 5
+
+
 class TooManyBadFiles(TlzooError):
     """More bad inputs than the policy skips: `count` of `total`, above `max_fraction` and `tolerated`;
     `listing` names each with its reason."""

@@ -223,15 +223,38 @@ def describe_failure(path: Path, exc: BaseException, size: int | None = None) ->
         empty = (_size(path) if size is None else size) == 0
         if empty:
             return "empty file (0 bytes)"
-        photo = UNDECODED_PHOTOS.get(Path(path).suffix.lower())
-        if photo is not None:
-            return (f"a {photo} photo, which tlzoo cannot decode: convert it to JPEG or PNG (for instance "
-                    f"magick mogrify -format jpg *{Path(path).suffix})")
-        return "not an image (unknown format)"
+        return undecoded_photo(path) or "not an image (unknown format)"
     text = str(exc) or type(exc).__name__
     if "truncated" in text.lower() or isinstance(exc, EOFError):
         return f"truncated or corrupt image data ({text})"
     return f"cannot decode image ({type(exc).__name__}: {text})"
+
+
+def undecoded_photo(path: Path) -> str | None:
+    """The reason a file is refused when its name says it is a photo format Pillow cannot decode, else None."""
+    photo = UNDECODED_PHOTOS.get(Path(path).suffix.lower())
+    if photo is None:
+        return None
+    return (f"a {photo} photo, which tlzoo cannot decode: convert it to JPEG or PNG (for instance "
+            f"magick mogrify -format jpg *{Path(path).suffix})")
+
+
+def bad_without_opening(path: Path) -> str | None:
+    """What the file's name and metadata alone show to be wrong with it (missing, empty, not a regular file, a
+    format that cannot be decoded), or None; the file itself is not opened (a test split before its time)."""
+    try:
+        mode = os.stat(path)
+    except FileNotFoundError:
+        return "missing file"
+    except OSError as exc:
+        return f"unreadable file ({exc.strerror})"
+    if stat.S_ISDIR(mode.st_mode):
+        return "a directory, not an image file"
+    if not stat.S_ISREG(mode.st_mode):
+        return "not a regular file"
+    if mode.st_size == 0:
+        return "empty file (0 bytes)"
+    return undecoded_photo(path)
 
 
 def _size(path: Path) -> int | None:

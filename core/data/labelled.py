@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from tlzoo.errors import TlzooError
-from tlzoo.data.bad_files import check_bad_files
+from tlzoo.data.bad_files import MAX_BAD_FRACTION, TOLERATED_BAD_FILES, check_bad_files
 from tlzoo.data.class_mapping import map_splits
 from tlzoo.data.dataset import Item
 from tlzoo.data.problem_list import listed
@@ -56,8 +56,8 @@ def load_labelled(resolved) -> LabelledData:
                          data.tolerated_bad_files)
 
 
-def labelled_from(output: ReaderOutput, bad_files: str = "skip", max_bad_fraction: float = 0.01,
-                  allow_empty_classes: bool = False, tolerated_bad_files: int = 5) -> LabelledData:
+def labelled_from(output: ReaderOutput, bad_files: str = "skip", max_bad_fraction: float = MAX_BAD_FRACTION,
+                  allow_empty_classes: bool = False, tolerated_bad_files: int = TOLERATED_BAD_FILES) -> LabelledData:
     classes, splits = map_splits(output)
     train, val, test = splits["train"], splits["val"], splits.get("test")
     samples = train + val + (test or [])
