@@ -11,7 +11,7 @@ The presets and list parsing are in tlzoo.data.transforms.
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Literal, Union
+from typing import ClassVar, Literal, Union
 
 from pydantic import BaseModel, ConfigDict, Field, PositiveInt, ValidationInfo, field_validator
 
