@@ -89,7 +89,7 @@ def job_run_dir(resolved, output: Path | None, resume: Path | None, allow_change
     if resume is not None:
         check_free(Path(resume))
         resumed = open_resume(resume, outputs.resolved_spec_json(resolved), allow_changes)
-        return Path(resume), False, finished_run(resumed, sys.stderr)
+        return Path(resume), False, finished_run(resumed, sys.stderr, resolved.spec.report.enabled)
     created = output is None or not Path(output).exists()
     return choose_run_dir(resolved, output, []), created, None
 
