@@ -9,12 +9,13 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from tlzoo.auto import estimates, search as search_module
+from tlzoo.auto import estimates, search as search_module, timing as timing_module
 from tlzoo.auto.budget import Budget, parse_duration, process_age
 from tlzoo.auto.deadline import DeadlineHook
 from tlzoo.auto.decisions import Decisions
 from tlzoo.auto.recipes import base_spec
-from tlzoo.auto.search import Search, check_one_pass, choose_backbone, probe_candidates
+from tlzoo.auto.search import Search, choose_backbone, probe_candidates
+from tlzoo.auto.timing import check_one_pass
 from tlzoo.auto.throughput import Speed
 from tlzoo.errors import TlzooError
 
@@ -328,7 +329,7 @@ def test_second_pass_keeps_the_faster_of_both_passes():
 def test_every_candidate_is_timed_again_after_all_had_a_first_pass(monkeypatch, tmp_path):
     search = make_search(FakeClock(), 600, tmp_path)
     monkeypatch.setattr(search, "resolve", lambda spec: spec["backbone"]["name"])
-    monkeypatch.setattr(search_module, "unavailable", lambda candidate, base, offline: None)
+    monkeypatch.setattr(timing_module, "unavailable", lambda candidate, base, offline: None)
     events = []
 
     def first(name, data, load_s):
@@ -339,9 +340,9 @@ def test_every_candidate_is_timed_again_after_all_had_a_first_pass(monkeypatch, 
         events.append(("second", forward))
         return speed(measured.backbone, 0.01)
 
-    monkeypatch.setattr(search_module, "measure_speed", first)
-    monkeypatch.setattr(search_module, "second_pass", again)
-    speeds = search_module.measure_candidates(search, [SimpleNamespace(name="a"), SimpleNamespace(name="b")], False)
+    monkeypatch.setattr(timing_module, "measure_speed", first)
+    monkeypatch.setattr(timing_module, "second_pass", again)
+    speeds = timing_module.measure_candidates(search, [SimpleNamespace(name="a"), SimpleNamespace(name="b")], False)
     assert events == [("first", "a"), ("first", "b"), ("second", "a"), ("second", "b")]
     assert [s.forward_s for s in speeds] == [0.01, 0.01]
     assert [row.reason.split(" images/s")[0] for row in search.decisions.rows] == ["100", "100"]
@@ -353,7 +354,7 @@ def test_a_tiny_budget_stops_timing_candidates_once_the_cheapest_cannot_be_paid_
     clock = FakeClock()
     search = make_search(clock, 10, tmp_path)
     monkeypatch.setattr(search, "resolve", lambda spec: spec["backbone"]["name"])
-    monkeypatch.setattr(search_module, "unavailable", lambda candidate, base, offline: None)
+    monkeypatch.setattr(timing_module, "unavailable", lambda candidate, base, offline: None)
     timed = []
 
     def first(name, data, load_s):
@@ -361,10 +362,10 @@ def test_a_tiny_budget_stops_timing_candidates_once_the_cheapest_cannot_be_paid_
         clock.advance(8.0)
         return speed(name, 0.05), name
 
-    monkeypatch.setattr(search_module, "measure_speed", first)
-    monkeypatch.setattr(search_module, "second_pass", lambda measured, forward: measured)
+    monkeypatch.setattr(timing_module, "measure_speed", first)
+    monkeypatch.setattr(timing_module, "second_pass", lambda measured, forward: measured)
     names = [SimpleNamespace(name=name) for name in ("a", "b", "c")]
-    speeds = search_module.measure_candidates(search, names, False)
+    speeds = timing_module.measure_candidates(search, names, False)
     assert timed == ["a"] and [s.backbone for s in speeds] == ["a"]
     rows = {row.candidate: row for row in search.decisions.rows}
     assert rows["b"].reason.startswith("not timed: timing a backbone takes about 8 s here") and not rows["c"].kept
@@ -375,7 +376,7 @@ def test_a_tiny_budget_stops_timing_candidates_once_the_cheapest_cannot_be_paid_
     timed.clear()
     search = make_search(clock, 600, tmp_path)
     monkeypatch.setattr(search, "resolve", lambda spec: spec["backbone"]["name"])
-    assert len(search_module.measure_candidates(search, names, False)) == 3 and timed == ["a", "b", "c"]
+    assert len(timing_module.measure_candidates(search, names, False)) == 3 and timed == ["a", "b", "c"]
 
 
 def test_a_gpu_timing_waits_for_the_queued_kernels(monkeypatch):

@@ -1,6 +1,6 @@
 """The search of `tlzoo train`: from measured speeds to one chosen spec, on the validation split only.
 
-1. Speed: build every candidate backbone and time it (tlzoo.auto.throughput).
+1. Speed: build every candidate backbone and time it (tlzoo.auto.timing, tlzoo.auto.throughput).
 2. Probe: cheapest first, each candidate that the budget can pay for gets
    `rank`'s linear probe on its pooled features, through the activation cache.
    The best probe wins; a costlier backbone must beat a cheaper one by more than
@@ -37,7 +37,6 @@ row too, with its estimate. The test split is not part of any spec here.
 from __future__ import annotations
 
 import copy
-import dataclasses
 import shutil
 import sys
 from dataclasses import dataclass
@@ -50,12 +49,12 @@ from tlzoo.auto.decisions import Decisions, Row
 from tlzoo.auto.head_sweep import count_text, seeds_for, sweep_head
 from tlzoo.auto.recipes import BATCH_SIZE, DEFAULT_LR, HEAD_EPOCHS, LABEL_SMOOTHING, WEIGHT_DECAY, Recipe, \
     candidate_spec, finetune_epochs, finetune_lr
-from tlzoo.auto.throughput import BATCH, DEFAULT_WRITE_S, Speed, measure_finetune, measure_speed, second_pass
+from tlzoo.auto.throughput import BATCH, DEFAULT_WRITE_S, Speed, measure_finetune
+from tlzoo.auto.timing import suggest_minutes
 from tlzoo.engine.extras import RunExtras
 from tlzoo.engine.run import run_spec
 from tlzoo.errors import TlzooError
 from tlzoo.engine.features import pooled_features
-from tlzoo.probe.ranking import unavailable
 from tlzoo.runtime.device import one_thread
 from tlzoo.probe.scores import linear_probe
 from tlzoo.spec import resolve_spec
@@ -123,82 +122,6 @@ class Choice:
         if self.recipe.groups == 0:
             return f"as good as {than}: a fine-tune is preferred"
         return f"as many images as {than}, at a lower validation loss ({val_loss:.3f} against {self.val_loss:.3f})"
-
-
-def measure_candidates(search: Search, candidates, offline: bool) -> list[Speed]:
-    measured = []  # (first speed, its timed call, seconds so far); the calls hold their models until the end
-    for position, candidate in enumerate(candidates):
-        started = search.budget.elapsed()
-        if measured and not affords_measuring(search, measured, candidates[position:]):
-            break
-        reason = unavailable(candidate, search.base, offline)
-        if reason is None:
-            try:
-                spec = candidate_spec(search.base, candidate.name, Recipe(0, DEFAULT_LR, HEAD_EPOCHS))
-                speed, forward = measure_speed(search.resolve(spec), search.data, search.load_s)
-            except TlzooError as exc:  # weights that cannot be had here, a backbone that does not build
-                reason = str(exc).splitlines()[0]
-        if reason is not None:
-            search.decisions.add(Row("speed", candidate.name, None, None, False, f"not usable: {reason}"))
-            search.log(f"{candidate.name}: skipped ({reason})")
-            continue
-        measured.append((speed, forward, search.budget.elapsed() - started))
-    speeds = []
-    for speed, forward, seconds in measured:  # every candidate again, once all had a first pass (throughput.py)
-        started = search.budget.elapsed()
-        speed = dataclasses.replace(second_pass(speed, forward), write_s=search.write_s)
-        speeds.append(speed)
-        pass_s = speed.features_s(search.sizes.searched)
-        search.decisions.add(Row("speed", speed.backbone, None, seconds + search.budget.elapsed() - started, True,
-                                 f"{1 / speed.forward_s:.0f} images/s through the backbone, so one pass over the "
-                                 f"{search.sizes.searched} train and val images takes about {pass_s:.0f} s"))
-        search.log(f"{speed.backbone}: {1 / speed.forward_s:.0f} images/s; one pass over the data about "
-                   f"{pass_s:.0f} s")
-    if not speeds:
-        raise TlzooError("no candidate backbone can be used here (each is listed above with the reason)",
-                         "tlzoo list backbones --offline shows the backbones whose weights are on this machine")
-    return speeds
-
-
-def affords_measuring(search: Search, measured, rest) -> bool:
-    """Whether the next candidate can be timed (as long as the slowest timing so far) with the cheapest one
-    measured still paid for: a tiny budget is refused after one timing, not after all of them. When not, each
-    candidate of `rest` gets a row saying so."""
-    took = max(seconds for _, _, seconds in measured)
-    _, need = one_pass_need(search, [speed for speed, _, _ in measured])
-    if search.budget.affords(took, need):
-        return True
-    left = max(0.0, search.budget.available())
-    for candidate in rest:
-        search.decisions.add(Row("speed", candidate.name, None, None, False,
-                                 f"not timed: timing a backbone takes about {took:.0f} s here, and {left:.0f} s were "
-                                 f"left after keeping {need:.0f} s for the cheapest one timed", took))
-    search.log(f"{len(rest)} other candidate(s) not timed: each takes about {took:.0f} s, and {left:.0f} s are left")
-    return False
-
-
-def one_pass_need(search: Search, speeds: list[Speed]) -> tuple[Speed, float]:
-    """The cheapest backbone, and the seconds its probe (one pass over the data) and final head run need."""
-    cheapest = min(speeds, key=lambda s: estimates.probe_s(s, search.sizes))
-    return cheapest, estimates.probe_s(cheapest, search.sizes) + estimates.final_head_s(cheapest, search.sizes,
-                                                                                         HEAD_EPOCHS)
-
-
-def check_one_pass(search: Search, speeds: list[Speed]) -> None:
-    """Refuse a budget that cannot pay for even one pass over the data with the cheapest backbone."""
-    cheapest, need = one_pass_need(search, speeds)
-    if not search.budget.affords(need):
-        spent = search.budget.elapsed()
-        raise TlzooError(
-            f"the budget of {search.budget.seconds:.0f} s cannot pay for one pass over the {search.sizes.searched} "
-            f"images: with {cheapest.backbone}, the fastest candidate, that pass and the final run need about "
-            f"{need:.0f} s on this machine, and {spent:.0f} s went to starting up, reading the data and timing "
-            "the backbones",
-            f"give --time {suggest_minutes(spent + need)} or more")
-
-
-def suggest_minutes(seconds: float) -> str:
-    return f"{max(1, -(-int(seconds * 1.2) // 60))}m"
 
 
 def probe_candidates(search: Search, speeds: list[Speed]) -> list[tuple[Speed, object, int]]:

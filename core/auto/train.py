@@ -28,9 +28,10 @@ from tlzoo.auto.deadline import DeadlineHook
 from tlzoo.auto.decisions import DECISIONS_FILE, Decisions, Row
 from tlzoo.auto.layout import Layout, check_usable, detect_layout, summary_line
 from tlzoo.auto.recipes import base_spec
-from tlzoo.auto.search import Search, check_one_pass, choose_backbone, choose_head, choose_recipe, final_spec, \
-    measure_candidates, probe_candidates, try_other_backbones
+from tlzoo.auto.search import Search, choose_backbone, choose_head, choose_recipe, final_spec, probe_candidates, \
+    try_other_backbones
 from tlzoo.auto.throughput import measure_writes
+from tlzoo.auto.timing import check_one_pass, measure_candidates
 from tlzoo.cache import run_cache_scope
 from tlzoo.data.class_mapping import map_splits
 from tlzoo.data.bad_files import MAX_BAD_FRACTION, TOLERATED_BAD_FILES, TooManyBadFiles, check_bad_files
