@@ -128,7 +128,8 @@ def check_test_files(output, final, data) -> None:
     skips, stop that run after the whole search: refuse them now. What is wrong is told from names and file
     metadata (missing, empty, HEIC...), so no test image is opened; a damaged one is skipped by the final run."""
     test = final.test or []
-    list_problems = [problem for problem in final.problems if problem not in set(output.problems)]
+    known = set(output.problems)  # the train and val lists' own, already in data.skipped
+    list_problems = [problem for problem in final.problems if problem not in known]
     found = [Problem(str(sample.path), reason) for sample in test if (reason := bad_without_opening(sample.path))]
     listed_before = len(data.train) + len(data.val) + len(data.skipped) - len(output.problems)
     total = listed_before + len(test) + len(final.problems)
