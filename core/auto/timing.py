@@ -4,17 +4,29 @@ pay for one pass over the data with the cheapest of them (after as few timings a
 from __future__ import annotations
 
 import dataclasses
-from typing import TYPE_CHECKING
+from typing import Any, Callable, Protocol
 
 from tlzoo.auto import estimates
-from tlzoo.auto.decisions import Row
+from tlzoo.auto.budget import Budget
+from tlzoo.auto.decisions import Decisions, Row
 from tlzoo.auto.recipes import DEFAULT_LR, HEAD_EPOCHS, Recipe, candidate_spec
 from tlzoo.auto.throughput import Speed, measure_speed, second_pass
 from tlzoo.errors import TlzooError
 from tlzoo.probe.ranking import unavailable
 
-if TYPE_CHECKING:  # the search imports this module
-    from tlzoo.auto.search import Search
+
+class Search(Protocol):
+    """What timing reads from the search (search.py, which imports this module, so it is not imported back)."""
+    budget: Budget
+    decisions: Decisions
+    base: dict
+    data: Any
+    sizes: estimates.Sizes
+    load_s: float
+    write_s: float
+    log: Callable[[str], None]
+
+    def resolve(self, spec: dict) -> Any: ...
 
 
 def measure_candidates(search: Search, candidates, offline: bool) -> list[Speed]:
