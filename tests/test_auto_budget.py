@@ -50,6 +50,9 @@ def test_a_bare_number_too_small_for_seconds_is_asked_about_as_minutes():
     with pytest.raises(TlzooError) as caught:
         parse_duration("10s")
     assert not caught.value.hint.startswith("a bare number")
+    with pytest.raises(TlzooError) as caught:
+        parse_duration("0")  # "0m is 0 minutes" would be no help
+    assert not caught.value.hint.startswith("a bare number")
 
 
 def test_process_age_counts_the_time_before_the_call():

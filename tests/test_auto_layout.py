@@ -93,6 +93,26 @@ def test_one_folder_of_class_folders(tmp_path):
     assert "a folder of class folders: 3 classes" in line and "smallest class 'dogs' with 4 training images" in line
 
 
+def test_files_that_are_not_images_are_named_in_the_summary(tmp_path):
+    root = flat_folder(tmp_path / "photos", {"cats": 5, "dogs": 5})
+    for name in ("cats/clip.mp4", "cats/sub/clip2.MP4", "dogs/notes.txt", "dogs/Thumbs.db", "dogs/.DS_Store"):
+        (root / name).parent.mkdir(exist_ok=True)
+        (root / name).write_bytes(b"not an image")
+    (root / "README.txt").write_text("beside the class folders, not in one")
+    layout = detect_layout(root)
+    data, _, _ = read(layout)
+    assert len(data.train) + len(data.val) == 10 and not data.skipped
+    assert summary_line(layout, data, None).endswith("; left out, not image files: 2 .mp4, 1 .txt")
+
+    split = make_image_folder(tmp_path / "split", classes=2, per_class=4, val_per_class=2, size=8)
+    (split / "train" / "class0" / "scan.pdf").write_bytes(b"%PDF")
+    (split / "notes.md").write_text("x")
+    (split / "train" / "labels.csv").write_text("x")  # in a split folder, not in a class folder
+    layout = detect_layout(split)
+    data, _, _ = read(layout)
+    assert summary_line(layout, data, None).endswith("; left out, not image files: 1 .pdf")
+
+
 def test_test_option_names_the_held_out_folder(tmp_path):
     root = flat_folder(tmp_path / "photos", {"a": 5, "b": 5})
     held = flat_folder(tmp_path / "held", {"a": 2, "b": 3})

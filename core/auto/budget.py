@@ -43,7 +43,7 @@ def parse_duration(text: str | float | int, option: str = "--time") -> float:
         seconds = sum(float(number) * UNITS[unit or "s"] for number, unit in parts)
         bare = all(not unit for _, unit in parts)
     if not MIN_BUDGET_S <= seconds <= MAX_BUDGET_S:
-        meant = f"a bare number counts seconds: --time {text}m is {text} minutes; " if bare and seconds < 60 else ""
+        meant = f"a bare number counts seconds: --time {text}m is {text} minutes; " if bare and 0 < seconds < 60 else ""
         raise TlzooError(f"{option} {text!r}: the budget must be between {MIN_BUDGET_S:g} s and 7 days",
                          meant + "a first model needs a minute or more on a CPU; try --time 10m")
     return seconds

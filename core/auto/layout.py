@@ -11,6 +11,7 @@ the final model is fixed.
 from __future__ import annotations
 
 import csv
+import os
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ VAL_NAMES = ("val", "valid", "validation")
 TEST_NAMES = ("test",)
 PATH_COLUMNS = ("path", "file", "filename", "filepath", "image", "image_path", "img")
 LABEL_COLUMNS = ("label", "class", "category", "target")
+SYSTEM_FILES = ("thumbs.db", "desktop.ini")  # written by Windows Explorer into photo folders
 LAYOUT_HINT = ("tlzoo train takes a folder with train/ (and val/, test/) of class folders, one folder of class "
                "folders, a 'PATH LABEL' .txt list, or a CSV with path and label columns")
 
@@ -179,6 +181,31 @@ def check_usable(output: ReaderOutput, layout: Layout) -> None:
                          "the class")
 
 
+def not_images(layout: Layout) -> Counter:
+    """Files inside the class folders that are not read as images (a video, a note), by suffix: named in the
+    summary line, so a user sees what was left out. Hidden names are skipped, as the readers skip them."""
+    if layout.kind not in ("class folders", "split folders"):
+        return Counter()
+    class_depth = 1 if layout.kind == "class folders" else 2  # files above it are the reader's own report
+    found: Counter = Counter()
+    for folder, subfolders, files in os.walk(layout.source):
+        subfolders[:] = [name for name in subfolders if not name.startswith(".")]
+        if len(Path(folder).relative_to(layout.source).parts) < class_depth:
+            continue
+        found.update(Path(name).suffix.lower() or "(no suffix)" for name in files
+                     if not name.startswith(".") and name.lower() not in SYSTEM_FILES
+                     and Path(name).suffix.lower() not in IMAGE_EXTENSIONS)
+    return found
+
+
+def left_out_text(found: Counter) -> str:
+    if not found:
+        return ""
+    kinds = ", ".join(f"{count} {suffix}" for suffix, count in found.most_common(3))
+    more = f" and {sum(found.values()) - sum(c for _, c in found.most_common(3))} more" if len(found) > 3 else ""
+    return f"; left out, not image files: {kinds}{more}"
+
+
 def summary_line(layout: Layout, data, test_count: int | None) -> str:
     """One line: what DATA is, classes, images per split, the smallest class (data: the search's LabelledData)."""
     per_class = Counter(label for _, label in data.train)
@@ -188,7 +215,7 @@ def summary_line(layout: Layout, data, test_count: int | None) -> str:
     skipped = f"; {len(data.skipped)} file(s) skipped" if data.skipped else ""
     return (f"data: {layout.source} is {article(layout.kind)}: {len(data.classes)} classes, {len(data.train)} train / "
             f"{len(data.val)} val (from {layout.validation}){test}; smallest class {data.classes[smallest]!r} "
-            f"with {per_class[smallest]} training images{skipped}")
+            f"with {per_class[smallest]} training images{skipped}{left_out_text(not_images(layout))}")
 
 
 def article(kind: str) -> str:
