@@ -169,12 +169,19 @@ def train(data: str | Path, time: str | float = "10m", *, backbones=None, offlin
     (default: the backbones whose weights are on this machine). The run directory's decisions.json
     (`result.decisions`) says what was tried and why.
     """
+    from tlzoo.auto.budget import parse_duration
     from tlzoo.auto.train import train as train_auto
     from tlzoo.cli.train import default_candidates
 
     patterns = [backbones] if isinstance(backbones, str) else list(backbones or [])
     with user_errors():
-        result = train_auto(data, time, default_candidates(patterns), offline, test, output, seed, _registry())
+        expect("tlzoo.train", "data", data, PATH_TYPES, "a path")
+        for argument, value in (("test", test), ("output", output)):
+            expect("tlzoo.train", argument, value, PATH_TYPES, "a path or None", optional=True)
+        expect("tlzoo.train", "seed", seed, (int,), "an integer")
+        expect("tlzoo.train", "offline", offline, (bool,), "True or False")
+        seconds = parse_duration(time, "time")  # errors name time=..., not the CLI's --time
+        result = train_auto(data, seconds, default_candidates(patterns), offline, test, output, seed, _registry())
     return RunResult(Path(result.run_dir), result.summary)
 
 

@@ -44,9 +44,12 @@ def test_bad_durations_name_the_option(text):
 
 
 def test_a_bare_number_too_small_for_seconds_is_asked_about_as_minutes():
-    with pytest.raises(TlzooError, match="'10': the budget must be between 30 s") as caught:
+    with pytest.raises(TlzooError, match="^--time 10: the budget must be between 30 s") as caught:
         parse_duration("10")
     assert caught.value.hint.startswith("a bare number counts seconds: --time 10m is 10 minutes")
+    with pytest.raises(TlzooError, match="^time=10: the budget") as caught:
+        parse_duration(10, "time")  # tlzoo.train(time=10): named as Python writes it
+    assert caught.value.hint.startswith("a bare number counts seconds: time='10m' is 10 minutes")
     with pytest.raises(TlzooError) as caught:
         parse_duration("10s")
     assert not caught.value.hint.startswith("a bare number")

@@ -316,6 +316,11 @@ def test_a_run_outside_a_terminal_prints_progress_inside_epochs_and_cache_builds
     (lambda: tlzoo.run("spec.json", overrides={"train.epochs": object()}), "an override value is not JSON"),
     (lambda: tlzoo.list_backbones(5), "pattern must be a shell-style pattern"),
     (lambda: tlzoo.list_backbones(offline="yes"), "offline must be True or False"),
+    (lambda: tlzoo.train(5), "tlzoo.train(): data must be a path"),
+    (lambda: tlzoo.train("photos", seed="1"), "tlzoo.train(): seed must be an integer"),
+    (lambda: tlzoo.train("photos", offline="yes"), "tlzoo.train(): offline must be True or False"),
+    (lambda: tlzoo.train("photos", time="ten"), "time='ten' is not a duration"),
+    (lambda: tlzoo.train("photos", time=20), "time=20: the budget must be between 30 s"),
 ])
 def test_wrong_argument_types_are_tlzoo_errors(call, expected):
     with pytest.raises(TlzooError) as caught:

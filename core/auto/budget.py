@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import os
 import re
+import shlex
 import time
 from typing import Callable
 
@@ -31,7 +32,8 @@ OVERRUN = 0.10  # the promise: the command ends within the budget plus this frac
 
 
 def parse_duration(text: str | float | int, option: str = "--time") -> float:
-    """Seconds from '10m', '90s', '1h30m', '1.5h' or a bare number of seconds."""
+    """Seconds from '10m', '90s', '1h30m', '1.5h' or a bare number of seconds. `option` names the setting in
+    errors: '--time' for the CLI, 'time' for tlzoo.train()."""
     bare = isinstance(text, (int, float)) and not isinstance(text, bool)
     if bare:
         seconds = float(text)
@@ -39,14 +41,21 @@ def parse_duration(text: str | float | int, option: str = "--time") -> float:
         value = str(text).strip().lower().replace(" ", "")
         parts = DURATION.findall(value)
         if not value or "".join(number + unit for number, unit in parts) != value:
-            raise TlzooError(f"{option} {text!r} is not a duration", "write it as 10m, 90s, 1h30m or 600 (seconds)")
+            raise TlzooError(f"{setting(option, text)} is not a duration",
+                             f"write it as {setting(option, '10m')}, 90s, 1h30m or 600 (seconds)")
         seconds = sum(float(number) * UNITS[unit or "s"] for number, unit in parts)
         bare = all(not unit for _, unit in parts)
     if not MIN_BUDGET_S <= seconds <= MAX_BUDGET_S:
-        meant = f"a bare number counts seconds: --time {text}m is {text} minutes; " if bare and 0 < seconds < 60 else ""
-        raise TlzooError(f"{option} {text!r}: the budget must be between {MIN_BUDGET_S:g} s and 7 days",
-                         meant + "a first model needs a minute or more on a CPU; try --time 10m")
+        meant = (f"a bare number counts seconds: {setting(option, f'{text}m')} is {text} minutes; "
+                 if bare and 0 < seconds < 60 else "")
+        raise TlzooError(f"{setting(option, text)}: the budget must be between {MIN_BUDGET_S:g} s and 7 days",
+                         meant + f"a first model needs a minute or more on a CPU; try {setting(option, '10m')}")
     return seconds
+
+
+def setting(option: str, value) -> str:
+    """How the user wrote it: `--time '10'` on the command line, `time='10'` in Python."""
+    return f"{option} {shlex.quote(str(value))}" if option.startswith("-") else f"{option}={value!r}"
 
 
 def process_age() -> float:
