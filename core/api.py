@@ -173,8 +173,11 @@ def train(data: str | Path, time: str | float = "10m", *, backbones=None, offlin
     from tlzoo.auto.train import train as train_auto
     from tlzoo.cli.train import default_candidates
 
-    patterns = [backbones] if isinstance(backbones, str) else list(backbones or [])
     with user_errors():
+        patterns = [backbones] if isinstance(backbones, str) else backbones or []
+        expect("tlzoo.train", "backbones", patterns, (list, tuple), "a pattern or a list of patterns")
+        for pattern in patterns:
+            expect("tlzoo.train", "backbones", pattern, (str,), "a pattern or a list of patterns ('timm/resnet*')")
         expect("tlzoo.train", "data", data, PATH_TYPES, "a path")
         for argument, value in (("test", test), ("output", output)):
             expect("tlzoo.train", argument, value, PATH_TYPES, "a path or None", optional=True)

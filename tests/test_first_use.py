@@ -320,6 +320,8 @@ def test_a_run_outside_a_terminal_prints_progress_inside_epochs_and_cache_builds
     (lambda: tlzoo.train("photos", seed="1"), "tlzoo.train(): seed must be an integer"),
     (lambda: tlzoo.train("photos", offline="yes"), "tlzoo.train(): offline must be True or False"),
     (lambda: tlzoo.train("photos", time="ten"), "time='ten' is not a duration"),
+    (lambda: tlzoo.train("photos", backbones=5), "tlzoo.train(): backbones must be a pattern or a list"),
+    (lambda: tlzoo.train("photos", backbones=["timm/*", 5]), "tlzoo.train(): backbones must be a pattern"),
     (lambda: tlzoo.train("photos", time=20), "time=20: the budget must be between 30 s"),
 ])
 def test_wrong_argument_types_are_tlzoo_errors(call, expected):
