@@ -61,6 +61,18 @@ def listed(images, wanted: str) -> list:
         raise TlzooError(f"predict() takes {wanted} (one, or a list of them), not {type(images).__name__}") from None
 
 
+def check_predict_options(top_k, reject, keep) -> None:
+    """predict()'s options, named as Python writes them (the engine's own checks speak of --keep)."""
+    expect("predict", "top_k", top_k, (int,), "an integer")
+    if top_k < 1:
+        raise TlzooError(f"top_k={top_k}: ask for at least one class")
+    expect("predict", "reject", reject, (bool,), "True or False")
+    expect("predict", "keep", keep, (int, float), "a share such as 0.95, or None", optional=True)
+    if keep is not None and not 0.0 < keep <= 1.0:
+        raise TlzooError(f"keep={keep!r}: give the share of known images to keep, above 0 and at most 1 "
+                         "(0.95 keeps 95 %)")
+
+
 def _registry():
     from tlzoo.registry import get_registry
 
@@ -225,9 +237,7 @@ class Model:
 
         from tlzoo.engine.inference import collect_images, predict
 
-        expect("predict", "top_k", top_k, (int,), "an integer")
-        if top_k < 1:
-            raise TlzooError(f"top_k={top_k}: ask for at least one class")
+        check_predict_options(top_k, reject, keep)
         items = [images] if isinstance(images, (str, Path, Image.Image)) else listed(images, "paths or PIL images")
         expanded = []
         for item in items:
@@ -260,6 +270,7 @@ class Model:
 def load(path: str | Path, which: str = "best", device: str = "cpu"):
     """A trained model from a run directory (its `best` or `last`), or from an exported .onnx / .pt2 file."""
     from tlzoo.engine.inference import load_run
+    from tlzoo.runtime.device import resolve_device
 
     expect("tlzoo.load", "path", path, PATH_TYPES, "a run directory or exported file (str or pathlib.Path)")
     expect("tlzoo.load", "which", which, (str,), "'best' or 'last'")
@@ -270,6 +281,7 @@ def load(path: str | Path, which: str = "best", device: str = "cpu"):
     if which not in ("best", "last"):
         raise TlzooError(f"which={which!r}: choose 'best' or 'last'")
     with user_errors():
+        resolve_device(device, "device")  # named as the argument, before the run is read
         return Model(load_run(path, _registry(), which, device))
 
 
@@ -292,9 +304,7 @@ class ExportedModel:
         and unknown threshold)."""
         from tlzoo.engine.inference import collect_images
 
-        expect("predict", "top_k", top_k, (int,), "an integer")
-        if top_k < 1:
-            raise TlzooError(f"top_k={top_k}: ask for at least one class")
+        check_predict_options(top_k, reject, keep)
         items = [images] if isinstance(images, (str, Path)) else listed(images, "paths of image files or folders")
         if not all(isinstance(item, (str, Path)) for item in items):
             raise TlzooError("an exported model predicts from image files and folders",

@@ -311,6 +311,7 @@ def test_a_run_outside_a_terminal_prints_progress_inside_epochs_and_cache_builds
 @pytest.mark.parametrize("call, expected", [
     (lambda: tlzoo.load(42), "tlzoo.load(): path must be a run directory or exported file"),
     (lambda: tlzoo.load("run", which=1), "which must be 'best' or 'last'"),
+    (lambda: tlzoo.load("run", device="gpu"), "device 'gpu' is not a device"),  # not train.device: no spec here
     (lambda: tlzoo.run("spec.json", overrides=5), "overrides must be a dict of dotted keys or a list"),
     (lambda: tlzoo.run({}, output=3), "tlzoo.run(): output must be a path"),
     (lambda: tlzoo.run("spec.json", overrides={"train.epochs": object()}), "an override value is not JSON"),
@@ -334,6 +335,9 @@ def test_model_methods_check_their_argument_types(tmp_path, tiny_backbone, one_t
     make_image_folder(tmp_path / "data", classes=3, per_class=2, val_per_class=1, size=16)
     model = tlzoo.load(run_tiny(tmp_path, "run", train__epochs=1)[0].run_dir)
     for call, expected in ((lambda: model.predict(tmp_path, top_k="3"), "top_k must be an integer"),
+                           (lambda: model.predict(tmp_path, keep="x"), "keep must be a share such as 0.95"),
+                           (lambda: model.predict(tmp_path, keep=2), "keep=2: give the share of known images"),
+                           (lambda: model.predict(tmp_path, reject="no"), "reject must be True or False"),
                            (lambda: model.predict(7), "predict() takes paths or PIL images"),
                            (lambda: model.evaluate(3), "data must be a folder path")):
         with pytest.raises(TlzooError, match=re.escape(expected)):

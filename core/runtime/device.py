@@ -137,16 +137,17 @@ def configure_threads(cpus: int | None = None, keep_buffers: bool = True) -> int
     return cpus
 
 
-def resolve_device(value: str) -> torch.device:
+def resolve_device(value: str, setting: str = "train.device") -> torch.device:
+    """The torch device `value` names; errors name `setting`, where the user wrote it."""
     if value == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     try:
         device = torch.device(value)
     except RuntimeError:
-        raise TlzooError(f"train.device {value!r} is not a device", "use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
+        raise TlzooError(f"{setting} {value!r} is not a device", "use 'auto', 'cpu', 'cuda' or 'cuda:N'") from None
     if device.type == "cuda" and not torch.cuda.is_available():
-        raise TlzooError(f"train.device is {value!r} but no CUDA GPU is available here",
-                         "set train.device to 'auto' or 'cpu'")
+        raise TlzooError(f"{setting} is {value!r} but no CUDA GPU is available here",
+                         f"set {setting} to 'auto' or 'cpu'")
     return device
 
 
