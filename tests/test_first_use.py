@@ -358,3 +358,13 @@ def test_help_gives_each_command_a_short_summary():
     for start, end in zip(commands, commands[1:] + [len(rows)]):
         name = rows[start].split()[1]
         assert end - start <= 2, f"`{name}` takes {end - start} lines in tlzoo --help"
+    assert [rows[i].split()[1] for i in commands[:3]] == ["train", "run", "predict"]  # the way to start first
+
+
+def test_command_help_is_reflowed_to_the_terminal():
+    # the docstring breaks its lines near 80 columns; kept, an 80-column terminal shows one-word stray lines
+    result = run_cli("predict", "--help", env={"COLUMNS": "80", "TLZOO_LOAD_PLUGINS": ""})
+    assert result.returncode == 0, result.stderr
+    prose = result.stdout.split("╭")[0]
+    lines = [line.strip() for line in prose.splitlines() if line.strip()]
+    assert "marked unknown" in " ".join(lines) and all(len(line.split()) > 2 for line in lines[1:]), lines

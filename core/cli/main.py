@@ -11,7 +11,7 @@ import typer
 
 from tlzoo.errors import TlzooError
 
-from tlzoo.cli.app import app, list_app, registry
+from tlzoo.cli.app import app, list_app, reflow_help, registry
 
 
 def print_table(headers: list[str], rows: list[list[str]]) -> None:
@@ -119,6 +119,19 @@ from tlzoo.cli import lr_find as _lr_find_command  # noqa: E402,F401  (adds lr-f
 from tlzoo.cli import train as _train_command  # noqa: E402,F401  (adds train to `app`)
 from tlzoo.cli import inspect_data as _inspect_command  # noqa: E402,F401  (adds inspect to `app`)
 from tlzoo.cli import serve as _serve_command  # noqa: E402,F401  (adds serve to `app`)
+
+# `tlzoo --help` lists the way to start first, then a spec's life, then the tools around it
+HELP_ORDER = ("train", "run", "predict", "evaluate", "serve", "export", "report", "inspect", "rank", "lr-find",
+              "validate", "schema")
+
+
+def help_rank(command) -> int:
+    name = command.name or command.callback.__name__
+    return HELP_ORDER.index(name) if name in HELP_ORDER else len(HELP_ORDER)
+
+
+app.registered_commands.sort(key=help_rank)
+reflow_help(app)
 
 
 def main(argv: list[str] | None = None) -> None:
