@@ -2,10 +2,8 @@
 
 from __future__ import annotations
 
-import io
 import json
 import re
-from pathlib import Path
 
 import pytest
 import torch

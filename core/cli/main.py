@@ -152,7 +152,7 @@ def main(argv: list[str] | None = None) -> None:
             distributed.leave_worker()
     except BrokenPipeError:
         quiet_broken_pipe()
-    except SystemExit as exc:
+    except SystemExit:
         # click turns a broken pipe into exit 1 and wraps the streams; a reader that left is no failure
         if type(sys.stdout).__name__.lstrip("_") == "PacifyFlushWrapper":
             quiet_broken_pipe()
