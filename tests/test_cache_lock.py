@@ -13,7 +13,6 @@ import textwrap
 import time
 from pathlib import Path
 
-import torch
 
 from tlzoo.cache.keys import files_fingerprint
 from tlzoo.cache.prefix import free_disk

@@ -273,11 +273,11 @@ def test_threads_predicting_on_one_loaded_model_agree_exactly_with_one_caller(tm
     for _ in range(3):
         start, got = threading.Barrier(4), {}
 
-        def predict(slot):
+        def predict_in_thread(slot):
             start.wait()
             got[slot] = [p.top for p in model.predict(images, top_k=3)]
 
-        threads = [threading.Thread(target=predict, args=(slot,)) for slot in range(4)]
+        threads = [threading.Thread(target=predict_in_thread, args=(slot,)) for slot in range(4)]
         for thread in threads:
             thread.start()
         for thread in threads:

@@ -91,7 +91,7 @@ def test_folds_are_stratified_and_cover_every_row():
 @pytest.fixture
 def tiny_data(tmp_path, tiny_backbone, monkeypatch):
     monkeypatch.setenv("TLZOO_CPU_BF16", "0")
-    root = make_image_folder(tmp_path / "images", classes=3, per_class=6, val_per_class=3)
+    make_image_folder(tmp_path / "images", classes=3, per_class=6, val_per_class=3)
     spec = write_spec(tmp_path, tmp_path / "images", cache={"dir": str(tmp_path / "cache")})
     return spec
 

@@ -21,7 +21,7 @@ from tlzoo.errors import TlzooError
 from tlzoo.registry import get_registry
 from tlzoo.report.figures import matrix_classes, unfreeze_epochs
 from tlzoo.report.per_class import most_confused, per_class_metrics
-from tlzoo.report.records import ImageRecord, top_losses
+from tlzoo.report.records import top_losses
 from tlzoo.spec import load_spec
 
 DATA_URI = re.compile(r'src="data:(image/[a-z]+);base64,([A-Za-z0-9+/=]+)"')
