@@ -93,3 +93,28 @@ def test_a_run_directory_that_cannot_be_made_is_an_error_naming_the_option(tmp_p
         with pytest.raises(TlzooError, match=r"/proc/tlzoo-runs \(the spec's `output`\)"):
             new_run_dir(Path("/proc/tlzoo-runs"), "run")
     assert claim_run_dir(tmp_path / "new" / "run").is_dir()  # the usual case still makes its parents
+
+
+def test_an_output_holding_a_stopped_run_says_how_to_finish_it(tmp_path):
+    from tlzoo.auto.train import check_output
+    from tlzoo.errors import TlzooError
+    from tlzoo.rundir.outputs import claim_run_dir
+
+    stopped = tmp_path / "stopped"  # what a killed run leaves: its spec and last checkpoint, no summary
+    stopped.mkdir()
+    for name in ("spec.json", "last.json", "last.safetensors"):
+        (stopped / name).write_text("{}")
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "notes.txt").write_text("x")
+    for claim in (claim_run_dir, check_output):  # tlzoo run --output, tlzoo train --output (before its search)
+        with pytest.raises(TlzooError, match="holds a run that stopped before its end") as caught:
+            claim(stopped)
+        assert caught.value.hint.startswith(f"finish it with: tlzoo run --resume {stopped}")
+        with pytest.raises(TlzooError, match="already holds files") as caught:
+            claim(other)
+        assert "resume" not in caught.value.hint
+        (stopped / "summary.json").write_text("{}")  # finished: nothing to resume
+        with pytest.raises(TlzooError, match="already holds files"):
+            claim(stopped)
+        (stopped / "summary.json").unlink()

@@ -92,9 +92,11 @@ def machine() -> dict:
 
 def check_output(output: Path | None) -> None:
     """Fail before the search, not after it, on an --output that `tlzoo run` would refuse."""
-    if output is not None and output.exists() and (not output.is_dir() or any(output.iterdir())):
-        raise TlzooError(f"--output {output} is a file or already holds files",
-                         "pass a new or empty folder, or leave --output out to get a fresh run directory")
+    if output is not None and output.exists():
+        if not output.is_dir():
+            raise TlzooError(f"--output {output} is a file, not a folder", "pass a folder for the run directory")
+        if any(output.iterdir()):
+            raise outputs.occupied(output)
 
 
 def read_data(layout: Layout, registry, log):

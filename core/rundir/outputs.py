@@ -54,10 +54,19 @@ def claim_run_dir(path: Path) -> Path:
     if path.exists() and not path.is_dir():
         raise TlzooError(f"--output {path} is a file, not a folder", "pass a folder for the run directory")
     if path.is_dir() and any(path.iterdir()):
-        raise TlzooError(f"--output {path} already holds files",
-                         "pass a new or empty folder, or leave --output out to get a fresh run directory")
+        raise occupied(path)
     make_folder(path, "--output")
     return path
+
+
+def occupied(path: Path) -> TlzooError:
+    """The error for an --output that already holds files; one that holds a run stopped before its end (killed,
+    a power cut) says how to finish it, since running the same command again is what a user tries first."""
+    hint = "pass a new or empty folder, or leave --output out to get a fresh run directory"
+    if (path / SPEC_FILE).is_file() and (path / "last.json").is_file() and not (path / SUMMARY_FILE).exists():
+        return TlzooError(f"--output {path} holds a run that stopped before its end",
+                          f"finish it with: tlzoo run --resume {path}; or {hint}")
+    return TlzooError(f"--output {path} already holds files", hint)
 
 
 # what tlzoo itself writes into a run directory before its first checkpoint
