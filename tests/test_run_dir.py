@@ -118,3 +118,19 @@ def test_an_output_holding_a_stopped_run_says_how_to_finish_it(tmp_path):
         with pytest.raises(TlzooError, match="already holds files"):
             claim(stopped)
         (stopped / "summary.json").unlink()
+
+
+def test_tlzoo_train_names_stopped_runs_of_its_name(tmp_path):
+    from tlzoo.auto.train import note_stopped_runs
+
+    for name, finished in (("photos", False), ("photos-2", True), ("photos-3", False), ("photos-old", False),
+                           ("other", False)):
+        (tmp_path / name).mkdir()
+        for file in ("spec.json", "last.json") + (("summary.json",) if finished else ()):
+            (tmp_path / name / file).write_text("{}")
+    lines = []
+    note_stopped_runs(tmp_path, "photos", lines.append)
+    assert [line.split()[1] for line in lines] == [str(tmp_path / "photos"), str(tmp_path / "photos-3")]
+    assert f"`tlzoo run --resume {tmp_path / 'photos'}` finishes it" in lines[0]
+    note_stopped_runs(tmp_path / "missing", "photos", lines.append)  # no runs/ folder yet: nothing to say
+    assert len(lines) == 2

@@ -14,6 +14,7 @@ final run the engine saves a resumable `last` as `tlzoo run` does.
 
 from __future__ import annotations
 
+import glob
 import re
 import sys
 import tempfile
@@ -74,6 +75,17 @@ class PrefixedStream:
 def run_name(source: Path) -> str:
     name = re.sub(r"[^\w.-]+", "_", source.stem if source.is_file() else source.name).strip("._")[:80]
     return name or "train"
+
+
+def note_stopped_runs(root: Path, name: str, log) -> None:
+    """Name the earlier runs of this name that were killed before their end: resuming one is cheaper than the
+    new search this command starts (a user who reruns the command after a kill may not know)."""
+    pattern = re.compile(re.escape(name) + r"(-\d+)?")
+    stopped = sorted(path for path in root.glob(f"{glob.escape(name)}*")
+                     if pattern.fullmatch(path.name) and outputs.stopped_run(path)) if root.is_dir() else []
+    for path in stopped:
+        log(f"note: {path} holds a run of this name that stopped before its end; `tlzoo run --resume {path}` "
+            "finishes it (this command starts a new search)")
 
 
 def machine() -> dict:
@@ -172,6 +184,8 @@ def train(data: str | Path, time_budget: str | float = "10m", candidates=(), off
                                                   "(tlzoo list backbones --offline shows those here)")
     configure_threads(keep_buffers=False)
     layout = detect_layout(Path(data), None if test is None else Path(test), seed)
+    if output is None:
+        note_stopped_runs(Path.cwd() / "runs", run_name(layout.source), log)
     # the trials live here until the final run has taken the chosen one over
     with tempfile.TemporaryDirectory(prefix="tlzoo-train-", ignore_cleanup_errors=True) as folder:
         scratch = Path(folder)

@@ -59,11 +59,16 @@ def claim_run_dir(path: Path) -> Path:
     return path
 
 
+def stopped_run(path: Path) -> bool:
+    """A run directory with a checkpoint but no summary: killed (or its machine stopped) before its end."""
+    return (path / SPEC_FILE).is_file() and (path / "last.json").is_file() and not (path / SUMMARY_FILE).exists()
+
+
 def occupied(path: Path) -> TlzooError:
     """The error for an --output that already holds files; one that holds a run stopped before its end (killed,
     a power cut) says how to finish it, since running the same command again is what a user tries first."""
     hint = "pass a new or empty folder, or leave --output out to get a fresh run directory"
-    if (path / SPEC_FILE).is_file() and (path / "last.json").is_file() and not (path / SUMMARY_FILE).exists():
+    if stopped_run(path):
         return TlzooError(f"--output {path} holds a run that stopped before its end",
                           f"finish it with: tlzoo run --resume {path}; or {hint}")
     return TlzooError(f"--output {path} already holds files", hint)
