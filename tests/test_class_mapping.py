@@ -69,6 +69,19 @@ def test_unknown_name_against_a_class_list():
         map_classes(ReaderOutput(train=[sample("kiwi", "t.csv:7")], val=[], classes=["apple"]))
 
 
+def test_a_near_miss_label_names_the_class_it_likely_means():
+    output = ReaderOutput(train=[sample("Sun_Flower", "train.txt:1"), sample("daisy", "train.txt:2"),
+                                 sample("cat", "train.txt:3")],
+                          val=[sample("sunflower", "val.txt:1"), sample("daisey", "val.txt:2"),
+                               sample("dog", "val.txt:3"), sample("Cat ", "val.txt:4")])
+    with pytest.raises(TlzooError) as caught:
+        map_classes(output)
+    lines = str(caught.value).splitlines()
+    assert "val.txt:1: class 'sunflower' in val is not in the training split (did you mean 'Sun_Flower'?)" in lines[1]
+    assert "(did you mean 'daisy'?)" in lines[2] and "(did you mean 'cat'?)" in lines[4]
+    assert lines[3].endswith("val.txt:3: class 'dog' in val is not in the training split")  # nothing close: no guess
+
+
 def test_class_listed_twice_is_an_error():
     with pytest.raises(TlzooError, match="class name\\(s\\) listed twice: a"):
         map_classes(ReaderOutput(train=[sample(0)], val=[], classes=["a", "b", "a"]))

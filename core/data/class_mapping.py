@@ -8,6 +8,8 @@ labels are mapped by name; every label that names no class is reported at once.
 
 from __future__ import annotations
 
+import difflib
+
 from tlzoo.registry.catalog import natural_key
 
 from tlzoo.errors import TlzooError
@@ -48,7 +50,9 @@ def map_splits(output: ReaderOutput) -> tuple[list[str], dict[str, list[tuple[Sa
         if str(label) in by_name:
             return by_name[str(label)]
         where = "the class list" if output.classes is not None else "the training split"
-        errors.append(f"{sample.origin}: class {label!r} in {split} is not in {where}")
+        near = nearest_name(str(label), classes)
+        errors.append(f"{sample.origin}: class {label!r} in {split} is not in {where}"
+                      + (f" (did you mean {near!r}?)" if near else ""))
         return None
 
     named = [("train", output.train), ("val", output.val)] + ([("test", output.test)] if output.test is not None else [])
@@ -57,3 +61,15 @@ def map_splits(output: ReaderOutput) -> tuple[list[str], dict[str, list[tuple[Sa
         raise TlzooError(f"{len(errors)} label problem(s):\n" + listed(errors),
                          "fix the labels, or the class list, so that every label names a training class")
     return classes, mapped
+
+
+def nearest_name(label: str, classes: list[str]) -> str | None:
+    """The class a mistyped label most likely means: the same name but for case, spaces or separators, else one
+    that differs by a letter or two; None when nothing is close."""
+    folded = lambda name: "".join(ch for ch in name.casefold() if ch.isalnum())  # noqa: E731
+    same = [name for name in classes if folded(name) == folded(label)]
+    if same:
+        return same[0]
+    by_folded = {folded(name): name for name in reversed(classes)}  # the first class wins a tie
+    close = difflib.get_close_matches(folded(label), list(by_folded), n=1, cutoff=0.85)
+    return by_folded[close[0]] if close else None
