@@ -19,7 +19,15 @@ RUN_OVERHEAD_S = 4.0  # a run's start and end: spec, run directory, loggers, sum
 # 0.1 s with its writes on a quiet 2-core Xeon; a busier machine scales every estimate (Search.slowdown)
 EPOCH_OVERHEAD_S = 0.25
 HEAD_EPOCH_IMAGE_S = 2e-5  # an epoch of a head on cached features, per image (reading the cache, the step)
-PROBE_FIT_UNIT_S = 3e-9  # the probe's fit (3-fold CV over 3 penalties, then the fit), per sample x feature x class
+# the probe's fit (3-fold CV over 3 penalties, then the fit; L-BFGS, one thread), per row x feature, growing with
+# the rows as the features outgrow the caches: lite0's real features of 250-4,000 images (8 classes) took
+# 2.8e-6 to 7.5e-6 s per row x feature on an AVX2 EPYC, 38 s for 4,000 rows; 8 to 64 classes cost alike
+PROBE_FIT_UNIT_S = 3e-6
+PROBE_FIT_ROWS_DOUBLING = 2000  # rows at which the unit cost has doubled
+# the search's probe fits on at most this many training rows (a seeded, stratified subset above it): it ranks
+# backbones, which the rows above this change little (lite0 and lite2 on 2,000 and 4,000 images of one set rank
+# alike), while its fit would grow past a minute a backbone on 4,000 images
+PROBE_ROWS = 2000
 SWEEP_STEP_S = (5e-4, 3e-4)  # a head sweep's step: fixed, and per seed (5 seeds: 0.9-1.8 ms on a 2-core Xeon)
 SWEEP_EPOCH_S = 1e-2  # a sweep epoch's new batch orders and its validation ...
 SWEEP_VAL_IMAGE_S = 1e-6  # ... and per validation image
@@ -38,9 +46,14 @@ class Sizes:
         return self.train + self.val
 
 
+def probe_fit_s(rows: int, features: int) -> float:
+    """The linear probe's fit on `rows` training features of `features` dimensions (tlzoo.findings.logistic)."""
+    return PROBE_FIT_UNIT_S * rows * features * (1 + rows / PROBE_FIT_ROWS_DOUBLING)
+
+
 def probe_s(speed: Speed, sizes: Sizes) -> float:
-    """Features of train and val through the whole backbone, and the probe's fit on them."""
-    fit = PROBE_FIT_UNIT_S * sizes.train * speed.num_features * max(sizes.classes, 8)
+    """Features of train and val through the whole backbone, and the probe's fit on (at most PROBE_ROWS of) them."""
+    fit = probe_fit_s(min(sizes.train, PROBE_ROWS), speed.num_features)
     return speed.features_s(sizes.searched) + FOLD_S + fit + 1.0
 
 
@@ -66,7 +79,7 @@ def finish_s(speed: Speed, sizes: Sizes) -> float:
     test_pass = FOLD_S + sizes.test * (speed.forward_s + speed.load_s) if sizes.test else 0.0
     images = sizes.searched + sizes.test
     findings = (test_pass + images * speed.load_s
-                + PROBE_FIT_UNIT_S * images * speed.num_features * max(sizes.classes, 8))
+                + probe_fit_s(images, speed.num_features))
     return test_pass + REPORT_S + findings
 
 

@@ -43,6 +43,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+import torch
+
 from tlzoo.auto import estimates
 from tlzoo.auto.budget import Budget
 from tlzoo.auto.decisions import Decisions, Row
@@ -144,8 +146,9 @@ def probe_candidates(search: Search, speeds: list[Speed]) -> list[tuple[Speed, o
         started = search.budget.elapsed()
         spec = candidate_spec(search.base, speed.backbone, Recipe(0, DEFAULT_LR, HEAD_EPOCHS))
         features = pooled_features(search.resolve(spec), search.data, search.log)
+        rows = probe_rows(features.train_y, estimates.PROBE_ROWS, search.base["train"]["seed"])
         with one_thread():
-            probe = linear_probe(features.train_x, features.train_y, features.val_x, features.val_y,
+            probe = linear_probe(features.train_x[rows], features.train_y[rows], features.val_x, features.val_y,
                                  features.num_classes)
         correct = round(probe.top1 * search.sizes.val)
         seconds = search.budget.elapsed() - started
@@ -154,8 +157,23 @@ def probe_candidates(search: Search, speeds: list[Speed]) -> list[tuple[Speed, o
         row = search.decisions.add(Row("probe", speed.backbone, probe.top1, seconds, False, "", estimate))
         row.reason = f"linear probe (L2 {probe.l2:g}) on pooled features" + (" from the cache" if features.cached
                                                                              else "")
+        if len(rows) < len(features.train_y):
+            row.reason += f", fitted on a stratified {len(rows)} of the {len(features.train_y)} training images"
         search.log(f"{speed.backbone}: probe top-1 {probe.top1:.4f} ({search.images(correct)}), {seconds:.1f} s")
     return probed
+
+
+def probe_rows(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
+    """All row indices, or a seeded subset of `limit` that keeps each class's share (each class keeps a row)."""
+    if len(labels) <= limit:
+        return torch.arange(len(labels))
+    generator = torch.Generator().manual_seed(seed)
+    kept = []
+    for label in labels.unique():
+        rows = (labels == label).nonzero().flatten()
+        share = max(1, round(len(rows) * limit / len(labels)))
+        kept.append(rows[torch.randperm(len(rows), generator=generator)[:share]])
+    return torch.cat(kept).sort().values
 
 
 def choose_backbone(search: Search, probed) -> tuple[Speed, object, int]:
