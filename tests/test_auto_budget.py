@@ -156,7 +156,7 @@ def test_a_candidate_the_budget_cannot_pay_for_is_not_probed_and_says_why(monkey
     assert rows["slow"].seconds is None and rows["slow"].estimate_s == pytest.approx(
         estimates.probe_s(slow, search.sizes))
     assert rows["slow"].reason.startswith("not probed: its features and probe need about")
-    assert "for the final run" in rows["slow"].reason
+    assert rows["slow"].reason.endswith("final run")  # what the time was kept for
 
 
 def test_choices_do_not_depend_on_a_warm_cache(monkeypatch, tmp_path):
@@ -168,7 +168,7 @@ def test_choices_do_not_depend_on_a_warm_cache(monkeypatch, tmp_path):
         a, b, c = speed("a", 0.05), speed("b", 0.15), speed("c", 0.4)
         costs = {s.backbone: estimates.probe_s(s, estimates.Sizes(80, 20, 0, 4)) if cost is None else cost
                  for s in (a, b, c)}
-        search = make_search(clock, 75, tmp_path)
+        search = make_search(clock, 110, tmp_path)  # pays for a and b, and a fine-tune of a, not for c too
         fake_probing(monkeypatch, clock, {"a": 18, "b": 19, "c": 20}, costs)
         made.append([item[0].backbone for item in probe_candidates(search, [a, b, c])])
     assert made[0] == made[1] == ["a", "b"]
@@ -210,6 +210,26 @@ def test_a_large_split_is_probed_on_probe_rows_and_the_estimate_counts_them(monk
     assert fit == pytest.approx(estimates.probe_s(fast, estimates.Sizes(2000, 100, 0, 4)) - fast.features_s(2100))
     # the fit grows faster than its rows (measured: 2.8e-6 s per row x feature at 500 rows, 7.5e-6 at 4,000)
     assert estimates.probe_fit_s(4000, 1280) > max(30.0, 2.5 * estimates.probe_fit_s(2000, 1280))
+
+
+def test_a_second_probe_leaves_time_for_a_fine_tune_of_the_first_when_the_budget_can_pay_for_it(monkeypatch, tmp_path):
+    sizes = estimates.Sizes(1000, 100, 0, 4)
+    fast, slow = speed("fast", 0.05), speed("slow", 0.1)
+    first, second = estimates.probe_s(fast, sizes), estimates.probe_s(slow, sizes)
+    finetune = estimates.finetune_first_s(fast, sizes)
+    head = estimates.final_head_s(slow, sizes, 10)
+    left_after_first = second + (finetune + head) / 2  # the second probe fits beside the head's run, not the tune's
+    assert finetune > head and second + finetune > left_after_first >= finetune
+    for left, probed_names in ((left_after_first, ["fast"]), ((second + head + finetune) / 2, ["fast", "slow"])):
+        clock = FakeClock()
+        search = make_search(clock, first + left, tmp_path, sizes=sizes)
+        fake_probing(monkeypatch, clock, {"fast": 10, "slow": 12}, {"fast": first, "slow": second})
+        probed = probe_candidates(search, [slow, fast])
+        assert [item[0].backbone for item in probed] == probed_names
+        rows = {row.candidate: row for row in search.decisions.rows}
+        if probed_names == ["fast"]:
+            assert rows["slow"].reason.endswith("for a top-2 fine-tune of fast and its final run")
+        # else: the budget could not pay for the fine-tune anyway, and the second probe keeps its old reserve
 
 
 def test_a_costlier_backbone_must_win_by_more_than_one_image(monkeypatch, tmp_path):
@@ -331,6 +351,44 @@ def test_other_backbones_are_tried_only_while_the_final_run_keeps_its_time(monke
     assert ran == [("a", 2)] and best.backbone == "a"
     row = search.decisions.rows[-1]
     assert row.candidate.startswith("b, top 2 groups") and not row.kept and row.reason.startswith("not measured:")
+
+
+def test_a_trial_starts_when_its_first_epoch_fits_and_its_deadline_keeps_the_final_run(monkeypatch, tmp_path):
+    from tlzoo.auto.recipes import Recipe
+    from tlzoo.auto.search import choose_recipe
+    from tlzoo.auto.throughput import FinetuneSpeed
+
+    sizes = estimates.Sizes(1000, 100, 0, 4)
+    fast = speed("fast", 0.05)
+    tune = FinetuneSpeed(2, 0.05, 0.02, 0.02)
+    whole, first_epoch = (estimates.finetune_trial_s(fast, tune, sizes, epochs) for epochs in (3, 1))
+    final = max(estimates.final_finetune_s(fast, tune, sizes), estimates.final_head_s(fast, sizes, 10))
+    for left, tried in ((final + (whole + first_epoch) / 2, True), (final + first_epoch - 1, False)):
+        clock = FakeClock()
+        search = make_search(clock, 10_000, tmp_path, sizes=sizes)
+        clock.advance(10_000 - left)
+        search.budget.start_plan()
+        monkeypatch.setattr(Search, "resolve", lambda self, spec: spec)
+        monkeypatch.setattr(search_module, "measure_finetune", lambda resolved, data, groups: tune)
+        reserves = []
+
+        def trial(search, spec, name, reserve):
+            reserves.append(reserve)
+            clock.advance(first_epoch)  # what the deadline would let it train: one epoch
+            return SimpleNamespace(summary={"best": {"val_top1": 0.9, "val_loss": 0.3}, "stopped_early": True,
+                                            "epochs_run": 1})
+
+        monkeypatch.setattr(search_module, "run_trial", trial)
+        logged = []
+        search.log = logged.append
+        best = choose_recipe(search, fast, Recipe(0, 3e-3, 10), 16, 0.5)
+        assert bool(reserves) == tried
+        if tried:
+            assert reserves[0] == pytest.approx(final)  # the trial stops where the final run's time begins
+            assert (best.recipe.groups, best.cut_at) == (2, 1)
+            assert any("the deadline stops it after the epoch that fits" in line for line in logged)
+        else:
+            assert best.recipe.groups == 0 and search.decisions.rows[-1].reason.startswith("not tried:")
 
 
 def test_speed_is_the_fastest_of_its_repeats_after_a_warm_up():

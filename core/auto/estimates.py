@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tlzoo.auto import head_sweep
-from tlzoo.auto.recipes import BATCH_SIZE
+from tlzoo.auto.recipes import BATCH_SIZE, finetune_epochs
 from tlzoo.auto.throughput import FinetuneSpeed, Speed
 
 REPORT_S = 10.0  # report.html: matplotlib's import, figures, thumbnails of the top losses, per_image.csv
@@ -115,3 +115,17 @@ def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes) -> float:
     scanned = sizes.searched + sizes.test
     return (speed.build_s + scanned * speed.load_s + checkpoints_s(speed, 1) + sizes.val * tune.top_s
             + trust_s(speed, sizes, True) + finish_s(speed, sizes) + RUN_OVERHEAD_S)
+
+
+# before a fine-tune is measured (tlzoo.auto.throughput.measure_finetune), its speeds as shares of the whole
+# backbone's forward pass: the frozen prefix is nearly all of it; a top-2 step (forward and backward) took about
+# 0.15-0.25 of a forward of lite0 and lite2 on 4,000 images of 2 cores, and is counted long
+GUESSED_STEP_SHARE = 0.3
+
+
+def finetune_first_s(speed: Speed, sizes: Sizes, groups: int = 2) -> float:
+    """A top-`groups` trial of `speed`'s backbone and the final run that takes it over, from its forward speed
+    alone: what the probes of further backbones must leave for (tlzoo.auto.search.probe_candidates)."""
+    tune = FinetuneSpeed(groups, speed.forward_s, GUESSED_STEP_SHARE * speed.forward_s,
+                         GUESSED_STEP_SHARE * speed.forward_s)
+    return finetune_trial_s(speed, tune, sizes, finetune_epochs(sizes.train)) + final_finetune_s(speed, tune, sizes)
