@@ -13,7 +13,7 @@ from tlzoo.auto.head_sweep import seeds_for, sweep_head, train_head
 from tlzoo.auto.recipes import Recipe, base_spec, candidate_spec
 from tlzoo.auto.search import choose_head
 
-from test_auto_budget import FakeClock, make_search, speed
+from auto_fakes import FakeClock, make_search, speed
 
 
 def blobs(seed: int, classes: int, per_class: int, width: int, spread: float):
