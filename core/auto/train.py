@@ -104,11 +104,8 @@ def machine() -> dict:
 
 def check_output(output: Path | None) -> None:
     """Fail before the search, not after it, on an --output that `tlzoo run` would refuse."""
-    if output is not None and output.exists():
-        if not output.is_dir():
-            raise TlzooError(f"--output {output} is a file, not a folder", "pass a folder for the run directory")
-        if any(output.iterdir()):
-            raise outputs.occupied(output)
+    if output is not None:
+        outputs.refuse_taken(output)
 
 
 def read_data(layout: Layout, registry, log):

@@ -51,12 +51,17 @@ def new_run_dir(output_root: Path, name: str) -> Path:
 
 def claim_run_dir(path: Path) -> Path:
     """An explicit --output: created if missing, refused if it already holds files."""
+    refuse_taken(path)
+    make_folder(path, "--output")
+    return path
+
+
+def refuse_taken(path: Path) -> None:
+    """Refuse an --output that is a file or a folder that already holds files (see `occupied`)."""
     if path.exists() and not path.is_dir():
         raise TlzooError(f"--output {path} is a file, not a folder", "pass a folder for the run directory")
     if path.is_dir() and any(path.iterdir()):
         raise occupied(path)
-    make_folder(path, "--output")
-    return path
 
 
 def stopped_run(path: Path) -> bool:
