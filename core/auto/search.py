@@ -14,7 +14,8 @@
    (tlzoo.auto.head_sweep: each setting trained from several seeds, scored by
    their mean, since one seed's score on a small validation split is a draw).
 4. Fine-tune: while the budget pays for a trial and the final run after it,
-   train the top 2 (then 3, ...) backbone groups with the head as a real run.
+   train the top 2 (then 3, ...) backbone groups with the head as a real run,
+   at the fine-tune's own learning rate (recipes.FINETUNE_LR), not the head's.
    A trial starts when its prefix pass and first epoch fit; its deadline stops
    it after the last epoch that leaves the final run its time.
    The final run of a fine-tune takes over its trial's epochs (the same spec
@@ -56,8 +57,8 @@ from tlzoo.auto import estimates
 from tlzoo.auto.budget import Budget
 from tlzoo.auto.decisions import Decisions, Row
 from tlzoo.auto.head_sweep import count_text, seeds_for, sweep_head
-from tlzoo.auto.recipes import BATCH_SIZE, DEFAULT_LR, HEAD_EPOCHS, LABEL_SMOOTHING, WEIGHT_DECAY, Recipe, \
-    candidate_spec, finetune_epochs, finetune_lr
+from tlzoo.auto.recipes import BATCH_SIZE, DEFAULT_LR, FINETUNE_LR, HEAD_EPOCHS, LABEL_SMOOTHING, WEIGHT_DECAY, \
+    Recipe, candidate_spec, finetune_epochs
 from tlzoo.auto.throughput import BATCH, DEFAULT_WRITE_S, Speed, measure_finetune
 from tlzoo.auto.timing import suggest_minutes
 from tlzoo.engine.extras import RunExtras
@@ -254,11 +255,12 @@ def choose_recipe(search: Search, speed: Speed, head: Recipe, head_correct: floa
     finish = estimates.finish_s(speed, sizes)  # what follows the last epoch: calibration, test split, report
     best = Choice(speed.backbone, head, head_correct, speed, estimates.final_head_s(speed, sizes, head.epochs),
                   finish + estimates.trust_s(speed, sizes, False), head_loss)
-    epochs, lr = finetune_epochs(sizes.train), finetune_lr(head.lr)
+    epochs = finetune_epochs(sizes.train)
     for groups in FINETUNE_GROUPS:
         if groups >= speed.groups:
             break
-        outcome = finetune_trial(search, speed, Recipe(groups, lr, epochs), best, first=groups == FINETUNE_GROUPS[0])
+        recipe = Recipe(groups, FINETUNE_LR, epochs)
+        outcome = finetune_trial(search, speed, recipe, best, first=groups == FINETUNE_GROUPS[0])
         if outcome is None or outcome is best:
             break
         best = outcome
@@ -269,7 +271,7 @@ def try_other_backbones(search: Search, probed, best: Choice) -> Choice:
     """A top-2 fine-tune trial of each other probed backbone the budget pays for, best probe first."""
     others = sorted((item for item in probed if item[0].backbone != best.backbone),
                     key=lambda item: (-item[2], estimates.probe_s(item[0], search.sizes), item[0].backbone))
-    recipe = Recipe(FINETUNE_GROUPS[0], finetune_lr(DEFAULT_LR), finetune_epochs(search.sizes.train))
+    recipe = Recipe(FINETUNE_GROUPS[0], FINETUNE_LR, finetune_epochs(search.sizes.train))
     for speed, _, _ in others:
         if recipe.groups >= speed.groups:
             continue
