@@ -28,7 +28,7 @@ HEAD_KEEP = "last"
 # a fine-tune's lr is the lite2 example's, whatever the head sweep chose: the sweep fits a head on cached features
 # over 5-40 epochs, while a fine-tune trains a fresh head with the top groups for a few hundred steps at most.
 # Tied to the sweep's 1e-3 (4,000 training images), lite0 top 2 scored 0.8938 test top-1 where 3e-3 scored 0.9187
-# (RESULTS.md, 2026-12-05 07:40); on the sets before, the sweep chose 3e-3 or more and this lr was 3e-3 already
+# (RESULTS.md, 2026-12-05 07:18); on the sets before, the sweep chose 3e-3 or more and this lr was 3e-3 already
 FINETUNE_LR = 3e-3
 BACKBONE_LR_MULT = 0.5  # as examples/flowers12_lite2.json
 FINETUNE_STEPS = 54  # optimizer steps of a fine-tune: the lite2 example's 3 epochs of 576 images, batch 32
