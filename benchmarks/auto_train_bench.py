@@ -25,6 +25,8 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
   and glyphs-large (seed 62, 150 / 30 / 30) drawn after that, unseen: 1,500-1,600 training images, where the
   10 minutes of 2 cores, not the validation split, limit what the search can try; shapes-xl (seed 71,
   500 / 60 / 60 a class: 4,000 training images) likewise, drawn after the search's last change;
+  glyphs-xl (seed 91, 300 / 40 / 40: 3,000) and patches-xl (seed 92, 300 / 40 / 40: 2,400 grey crops of
+  96 px) drawn after the fine-tune got its own learning rate, likewise unseen;
 - patches: a different source: grey crops (24-64 px, noise added, resized to 96 px) of eight scikit-image
   pictures (brick, grass, gravel, moon, cell, hubble_deep_field, immunohistochemistry, retina); the class is
   the picture a crop came from; 30 train / 10 val / 30 test per class;
@@ -186,6 +188,10 @@ DRAWN.update({"faces": functools.partial(real_sets.faces, seed=81, train=45, val
 # 2.5 times the largest set above (4,000 training images of 256 x 192 px), drawn on 2026-12-05 after the
 # search's last change, unseen: where one pass of a backbone over the data is a large share of the budget
 DRAWN["shapes-xl"] = functools.partial(drawn_sets.shapes, seed=71, train=500, val=60, test=60)
+# two more large sets of other kinds, drawn on 2026-12-05 after the fine-tune's own lr (d74de1f), unseen: printed
+# letters (3,000 training images) and grey texture crops of 96 px (2,400)
+DRAWN["glyphs-xl"] = functools.partial(drawn_sets.glyphs, seed=91, train=300, val=40, test=40)
+REDRAWS["patches-xl"] = functools.partial(patches, seed=92, sizes=(300, 40, 40))
 REDRAWS.update(DRAWN)  # on request (--datasets), as the redraws
 DEFAULT_SETS = tuple(DATASETS)
 DATASETS.update(REDRAWS)
