@@ -5,7 +5,7 @@ the model as a run builds it (device, precision, channels_last; eager, although
 a run's passes take the BatchNorm-folded copy of tlzoo.runtime.fast_pass: a
 real pass, its data loader competing for the cores, ran 1.3-1.5 times as long
 as the folded timing predicts and 0.8-1.0 times the eager one; RESULTS.md,
-2026-12-05 07:55), after one
+2026-12-05 07:50), after one
 warm-up batch of the same shape (the first call creates the kernels' primitives
 and is slow); then, once every candidate has had that first pass, 2 batches
 more each (`second_pass`), the fastest of all counting. Reading an image (decode, resize) costs what the data scan
