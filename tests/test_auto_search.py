@@ -100,24 +100,28 @@ def test_a_large_split_is_probed_on_probe_rows_and_the_estimate_counts_them(monk
     assert estimates.probe_fit_s(4000, 1280) > max(30.0, 2.5 * estimates.probe_fit_s(2000, 1280))
 
 
-def test_a_second_probe_leaves_time_for_a_fine_tune_of_the_first_when_the_budget_can_pay_for_it(monkeypatch, tmp_path):
+def test_a_further_probe_leaves_time_for_its_own_backbone_s_fine_tune_to_start(monkeypatch, tmp_path):
+    """A probe pays only if its backbone, should it win, can still be fine-tuned (on large sets the fine-tune is
+    what pays); when the budget cannot start a fine-tune of even the cheapest, a probe keeps only the final run's
+    time, as before."""
     sizes = estimates.Sizes(1000, 100, 0, 4)
     fast, slow = speed("fast", 0.05), speed("slow", 0.1)
     first, second = estimates.probe_s(fast, sizes), estimates.probe_s(slow, sizes)
-    finetune = estimates.finetune_first_s(fast, sizes)
+    own, cheapest = estimates.finetune_start_s(slow, sizes), estimates.finetune_start_s(fast, sizes)
     head = estimates.final_head_s(slow, sizes, 10)
-    left_after_first = second + (finetune + head) / 2  # the second probe fits beside the head's run, not the tune's
-    assert finetune > head and second + finetune > left_after_first >= finetune
-    for left, probed_names in ((left_after_first, ["fast"]), ((second + head + finetune) / 2, ["fast", "slow"])):
+    assert own > cheapest > second + head + 2
+    cases = ((second + own - 1, ["fast"]), (second + own + 0.01, ["fast", "slow"]),
+             (cheapest - 1, ["fast", "slow"]))  # no fine-tune can start: the old reserve, the final run's
+    for left, probed_names in cases:
         clock = FakeClock()
         search = make_search(clock, first + left, tmp_path, sizes=sizes)
         fake_probing(monkeypatch, clock, {"fast": 10, "slow": 12}, {"fast": first, "slow": second})
         probed = probe_candidates(search, [slow, fast])
-        assert [item[0].backbone for item in probed] == probed_names
+        assert [item[0].backbone for item in probed] == probed_names, left
         rows = {row.candidate: row for row in search.decisions.rows}
         if probed_names == ["fast"]:
-            assert rows["slow"].reason.endswith("for a top-2 fine-tune of fast and its final run")
-        # else: the budget could not pay for the fine-tune anyway, and the second probe keeps its old reserve
+            assert rows["slow"].reason.endswith(f"after keeping {own:.0f} s for a top-2 fine-tune of slow, should "
+                                                "it win, to start: its prefix pass, first epoch and final run")
 
 
 def test_a_costlier_backbone_must_win_by_more_than_one_image(monkeypatch, tmp_path):

@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tlzoo.auto import head_sweep
-from tlzoo.auto.recipes import BATCH_SIZE, finetune_epochs
+from tlzoo.auto.recipes import BATCH_SIZE
 from tlzoo.auto.throughput import FinetuneSpeed, Speed
 
 REPORT_S = 10.0  # report.html: matplotlib's import, figures, thumbnails of the top losses, per_image.csv
@@ -123,9 +123,10 @@ def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes) -> float:
 GUESSED_STEP_SHARE = 0.3
 
 
-def finetune_first_s(speed: Speed, sizes: Sizes, groups: int = 2) -> float:
-    """A top-`groups` trial of `speed`'s backbone and the final run that takes it over, from its forward speed
-    alone: what the probes of further backbones must leave for (tlzoo.auto.search.probe_candidates)."""
+def finetune_start_s(speed: Speed, sizes: Sizes, groups: int = 2) -> float:
+    """What a top-`groups` trial of `speed`'s backbone needs to start, its prefix pass and first epoch (its deadline
+    stops it after the last epoch that fits: tlzoo.auto.search.finetune_trial), and the final run that takes it
+    over, from its forward speed alone: what a probe must leave for (tlzoo.auto.search.probe_candidates)."""
     tune = FinetuneSpeed(groups, speed.forward_s, GUESSED_STEP_SHARE * speed.forward_s,
                          GUESSED_STEP_SHARE * speed.forward_s)
-    return finetune_trial_s(speed, tune, sizes, finetune_epochs(sizes.train)) + final_finetune_s(speed, tune, sizes)
+    return finetune_trial_s(speed, tune, sizes, 1) + final_finetune_s(speed, tune, sizes)

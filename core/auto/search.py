@@ -5,11 +5,14 @@
    `rank`'s linear probe on its pooled features, through the activation cache.
    The best probe wins; a costlier backbone must beat a cheaper one by more than
    one validation image, or the cheaper one is kept. Once one backbone is
-   probed, a further probe must also leave time for a top-2 fine-tune of the
-   cheapest probed one and its final run, when the budget can pay for that: on
-   a large set the fine-tune is worth more (4,000 images: the fixed lite2
-   fine-tune scored 10 points above the lite0 head, while a second probe moved
-   the choice by 4 of 480 validation images).
+   probed, and when the budget can pay for a top-2 fine-tune of it to start
+   (its prefix pass and first epoch, as step 4 starts a trial) and its final
+   run, a further probe must leave that much time for a fine-tune of its own
+   backbone, should it win: on a large set the fine-tune is worth more than
+   the probe's choice (4,000 images: the fixed lite2 fine-tune scored 10 points
+   above the lite0 head, while a second probe moved the choice by 4 of 480
+   validation images; and a backbone chosen by a probe whose fine-tune could
+   not start then trained its head, 2,400 images, RESULTS.md 2026-12-05).
 3. Head: the learning rate and epochs of a head on those cached features
    (tlzoo.auto.head_sweep: each setting trained from several seeds, scored by
    their mean, since one seed's score on a small validation split is a draw).
@@ -143,10 +146,11 @@ def probe_candidates(search: Search, speeds: list[Speed]) -> list[tuple[Speed, o
         reserve = search.scaled(max([estimates.final_head_s(s, search.sizes, HEAD_EPOCHS) for s, _, _ in probed]
                                     + [estimates.final_head_s(speed, search.sizes, HEAD_EPOCHS)]))
         kept_for = "the final run"
-        if probed:  # a fine-tune of what is probed comes first, when the budget can pay for it (docstring)
-            finetune = search.scaled(estimates.finetune_first_s(probed[0][0], search.sizes))
-            if finetune > reserve and search.budget.affords(finetune):
-                reserve, kept_for = finetune, f"a top-2 fine-tune of {probed[0][0].backbone} and its final run"
+        if probed and fine_tune_affordable(search, probed[0][0]) and speed.groups > FINETUNE_GROUPS[0]:
+            own = search.scaled(estimates.finetune_start_s(speed, search.sizes))  # docstring, step 2
+            if own > reserve:
+                reserve, kept_for = own, (f"a top-2 fine-tune of {speed.backbone}, should it win, to start: "
+                                          "its prefix pass, first epoch and final run")
         if not search.budget.affords(estimate, reserve):
             search.decisions.add(Row("probe", speed.backbone, None, None, False,
                                      f"not probed: its features and probe need about {estimate:.0f} s; "
@@ -174,6 +178,12 @@ def probe_candidates(search: Search, speeds: list[Speed]) -> list[tuple[Speed, o
             row.reason += f", fitted on a stratified {len(rows)} of the {len(features.train_y)} training images"
         search.log(f"{speed.backbone}: probe top-1 {probe.top1:.4f} ({search.images(correct)}), {seconds:.1f} s")
     return probed
+
+
+def fine_tune_affordable(search: Search, speed: Speed) -> bool:
+    """Whether the budget can still pay for a top-2 fine-tune of `speed`'s backbone to start, and its final run."""
+    return (speed.groups > FINETUNE_GROUPS[0]
+            and search.budget.affords(search.scaled(estimates.finetune_start_s(speed, search.sizes))))
 
 
 def probe_rows(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
