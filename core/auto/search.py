@@ -146,11 +146,10 @@ def probe_candidates(search: Search, speeds: list[Speed]) -> list[tuple[Speed, o
         reserve = search.scaled(max([estimates.final_head_s(s, search.sizes, HEAD_EPOCHS) for s, _, _ in probed]
                                     + [estimates.final_head_s(speed, search.sizes, HEAD_EPOCHS)]))
         kept_for = "the final run"
-        if probed and fine_tune_affordable(search, probed[0][0]) and speed.groups > FINETUNE_GROUPS[0]:
-            own = search.scaled(estimates.finetune_start_s(speed, search.sizes))  # docstring, step 2
-            if own > reserve:
-                reserve, kept_for = own, (f"a top-2 fine-tune of {speed.backbone}, should it win, to start: "
-                                          "its prefix pass, first epoch and final run")
+        cheapest, own = finetune_start(search, probed[0][0]) if probed else None, finetune_start(search, speed)
+        if cheapest is not None and own is not None and search.budget.affords(cheapest) and own > reserve:
+            reserve, kept_for = own, (f"a top-2 fine-tune of {speed.backbone}, should it win, to start: "  # step 2
+                                      "its prefix pass, first epoch and final run")
         if not search.budget.affords(estimate, reserve):
             search.decisions.add(Row("probe", speed.backbone, None, None, False,
                                      f"not probed: its features and probe need about {estimate:.0f} s; "
@@ -180,10 +179,12 @@ def probe_candidates(search: Search, speeds: list[Speed]) -> list[tuple[Speed, o
     return probed
 
 
-def fine_tune_affordable(search: Search, speed: Speed) -> bool:
-    """Whether the budget can still pay for a top-2 fine-tune of `speed`'s backbone to start, and its final run."""
-    return (speed.groups > FINETUNE_GROUPS[0]
-            and search.budget.affords(search.scaled(estimates.finetune_start_s(speed, search.sizes))))
+def finetune_start(search: Search, speed: Speed) -> float | None:
+    """Seconds a top-2 fine-tune of `speed`'s backbone needs to start (its prefix pass and first epoch) and its
+    final run; None for a backbone of too few groups for one."""
+    if speed.groups <= FINETUNE_GROUPS[0]:
+        return None
+    return search.scaled(estimates.finetune_start_s(speed, search.sizes))
 
 
 def probe_rows(labels: torch.Tensor, limit: int, seed: int) -> torch.Tensor:
