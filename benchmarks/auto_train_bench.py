@@ -34,6 +34,9 @@ The data sets (each train/ val/ test/ folders, so every method sees the same spl
   40 / 10 / 100): real images of other sources (real_sets.py: scikit-image's 25 px grey LFW faces against
   other things, scikit-learn's 8 px handwritten digits), tiny and grey; made on 2026-12-04 after every
   change to the search so far, none of their figures seen before (on request, --datasets).
+- digits-fewshot-s84, glyphs-fewshot-s55, shapes-fewshot-s56, patches-fewshot-s25, flowers12-fewshot-s26
+  (few-shot sizes as above) and flowers12-resplit-s27 (25 / 8 / 25 a class): drawn on 2026-12-05 to check
+  the fold check's rule, before any of their figures was seen (on request, --datasets).
 
 Methods, each in its own process with an empty activation cache (so each pays its own feature passes):
 `tlzoo train DIR --time T`, the demo recipe (examples/flowers12.json: lite0 head only) and the lite2 partial
@@ -192,6 +195,14 @@ DRAWN["shapes-xl"] = functools.partial(drawn_sets.shapes, seed=71, train=500, va
 # letters (3,000 training images) and grey texture crops of 96 px (2,400)
 DRAWN["glyphs-xl"] = functools.partial(drawn_sets.glyphs, seed=91, train=300, val=40, test=40)
 REDRAWS["patches-xl"] = functools.partial(patches, seed=92, sizes=(300, 40, 40))
+# drawn on 2026-12-05 after the fold check's first rule (head against fine-tune on two other folds only) was
+# measured and replaced, before any of their figures was seen: the check of the rule that replaced it
+DRAWN.update({"digits-fewshot-s84": functools.partial(real_sets.digits, seed=84, train=10, val=5, test=100),
+              "glyphs-fewshot-s55": functools.partial(drawn_sets.glyphs, seed=55, train=10, val=5, test=40),
+              "shapes-fewshot-s56": functools.partial(drawn_sets.shapes, seed=56, train=10, val=5, test=40)})
+REDRAWS.update({"patches-fewshot-s25": functools.partial(patches, seed=25, sizes=(10, 5, 40)),
+                "flowers12-fewshot-s26": functools.partial(flowers_resplit, seed=26, sizes=(10, 5, 40)),
+                "flowers12-resplit-s27": functools.partial(flowers_resplit, seed=27)})
 REDRAWS.update(DRAWN)  # on request (--datasets), as the redraws
 DEFAULT_SETS = tuple(DATASETS)
 DATASETS.update(REDRAWS)
@@ -312,6 +323,8 @@ def verdicts(rows: list[dict]) -> list[str]:
         autos = [r for r in mine if is_auto(r)]
         auto = autos[0]["test_top1"] if autos else None
         fixed = [r["test_top1"] for r in mine if r not in autos and r["test_top1"] is not None and r["code"] == 0]
+        if autos and not any(r not in autos for r in mine):
+            continue  # tlzoo train alone (--methods auto): the table has its figures, there is nothing to compare
         if auto is None or not fixed:
             out.append(f"- {name}: incomplete")
             continue
@@ -342,8 +355,13 @@ def seed_means(rows: list[dict]) -> list[str]:
         if len(seeds) < 2 or any(None in scores or len(scores) != len(seeds) for scores in by_method.values()):
             continue
         means = {method: sum(scores) / len(scores) for method, scores in by_method.items()}
-        auto = next(means[m] for m in means if m.startswith("tlzoo train"))
-        best = max(value for method, value in means.items() if not method.startswith("tlzoo train"))
+        auto = next((means[m] for m in means if m.startswith("tlzoo train")), None)
+        fixed = [value for method, value in means.items() if not method.startswith("tlzoo train")]
+        if auto is None or not fixed:  # one side only (--methods): the means are listed, with no target
+            out.append(f"- {name}, mean over seeds {', '.join(map(str, seeds))}: " + "; ".join(
+                f"{method} {value:.4f}" for method, value in means.items()))
+            continue
+        best = max(fixed)
         out.append(f"- {name}, mean over seeds {', '.join(map(str, seeds))}: " + "; ".join(
             f"{method} {value:.4f}" for method, value in means.items())
             + f": target on the means (>= {best - 0.005:.4f}) {'met' if auto >= best - 0.005 else 'missed'}")
