@@ -13,6 +13,7 @@ import pytest
 from PIL import Image
 
 import tlzoo.auto.search as search_module
+from tlzoo.auto import fold_check
 import tlzoo.auto.train as train_module
 from conftest import run_cli
 from support import make_image_folder
@@ -103,6 +104,7 @@ def scratch_parent(tmp_path, monkeypatch) -> Path:
 def test_a_chosen_fine_tune_takes_over_its_trial_and_its_spec_reruns(tmp_path, tiny_backbone, one_thread,
                                                                      scratch_parent, monkeypatch):
     monkeypatch.setattr(search_module.Choice, "beaten_by", lambda *_: True)  # on this data the head wins otherwise
+    monkeypatch.setattr(fold_check, "CHECK_BELOW", 0)  # no fold check (the next test has one)
     data = photos(tmp_path / "data")
     stream = io.StringIO()
     result = train(data, "5m", TINY_CANDIDATES, output=tmp_path / "run", seed=0, stream=stream)
@@ -124,6 +126,24 @@ def test_a_chosen_fine_tune_takes_over_its_trial_and_its_spec_reruns(tmp_path, t
     again = tlzoo.run(Path(result.run_dir) / "spec.json", output=tmp_path / "again")
     assert again.summary["test"] == result.summary["test"]
     assert (tmp_path / "again" / "best.safetensors").read_bytes() == (tmp_path / "run" / "best.safetensors").read_bytes()
+
+
+def test_the_fold_check_trains_on_other_folds_and_the_final_run_follows_it(tmp_path, tiny_backbone, one_thread,
+                                                                          scratch_parent, monkeypatch):
+    """On 9 validation images a chosen fine-tune is trained again beside the head on two other folds; whichever
+    the check keeps is what the final run trains, and no fold's run is left behind."""
+    monkeypatch.setattr(search_module.Choice, "beaten_by", lambda *_: True)
+    data = photos(tmp_path / "data")
+    stream = io.StringIO()
+    result = train(data, "5m", TINY_CANDIDATES, output=tmp_path / "run", seed=0, stream=stream)
+    decisions = json.loads((Path(result.run_dir) / "decisions.json").read_text())
+    row = next(row for row in decisions["candidates"] if row["step"] == "fold check")
+    assert row["seconds"] is not None and "(27 validation images)" in row["reason"]  # 9 of the search's, 2 x 9
+    assert decisions["final"]["took_over_trial"] is row["kept"]
+    assert decisions["chosen"]["strategy"] == ({"name": "partial", "options": {"groups": 2}} if row["kept"]
+                                               else "head_only")
+    assert "checking test/tiny_cnn, top 2 groups + head" in stream.getvalue()
+    assert not any(scratch_parent.iterdir())
 
 
 def test_the_same_command_makes_the_same_choices(tmp_path, tiny_backbone, one_thread):

@@ -17,7 +17,7 @@ SECTION_ID = "how-chosen"
 
 @dataclass
 class Row:
-    step: str  # "throughput", "probe", "head sweep", "fine-tune trial", "final choice"
+    step: str  # "speed", "probe", "head sweep", "fine-tune trial", "fold check", "final choice"
     candidate: str  # backbone, with the recipe where it matters
     val_top1: float | None  # on the validation split; None where nothing was scored
     seconds: float | None  # measured; None when the step did not run

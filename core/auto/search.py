@@ -27,6 +27,10 @@
 5. Other backbones: budget left pays for a top-2 fine-tune trial of each other
    probed backbone, best probe first (a probe of frozen features does not tell
    which backbone fine-tunes best).
+6. Fold check (tlzoo.auto.fold_check, after this module's steps): on a
+   validation split under 200 images, a chosen fine-tune and the head it
+   replaced train again on two other folds, and the head is chosen when it
+   validates more than one image better over those and the search's split.
 
 A trial measures the candidate itself, where the probe only stands in for it.
 Against head only, a fine-tune is kept unless the head validated better by
@@ -62,7 +66,7 @@ from tlzoo.auto.decisions import Decisions, Row
 from tlzoo.auto.head_sweep import count_text, seeds_for, sweep_head
 from tlzoo.auto.recipes import BATCH_SIZE, DEFAULT_LR, FINETUNE_LR, HEAD_EPOCHS, LABEL_SMOOTHING, WEIGHT_DECAY, \
     Recipe, candidate_spec, finetune_epochs
-from tlzoo.auto.throughput import BATCH, DEFAULT_WRITE_S, Speed, measure_finetune
+from tlzoo.auto.throughput import BATCH, DEFAULT_WRITE_S, FinetuneSpeed, Speed, measure_finetune
 from tlzoo.auto.timing import suggest_minutes
 from tlzoo.engine.extras import RunExtras
 from tlzoo.engine.run import run_spec
@@ -119,6 +123,8 @@ class Choice:
     val_loss: float = float("inf")  # at the best epoch, as measured (the sweep's for a head)
     trial_dir: Path | None = None  # a fine-tune's trial run, whose epochs the final run takes over
     cut_at: int | None = None  # the epoch after which the budget stopped that trial
+    kept_epoch: int | None = None  # the trial's best epoch, the one its final run keeps
+    tune: FinetuneSpeed | None = None  # a fine-tune's measured speeds
 
     def beaten_by(self, correct: float, val_loss: float) -> bool:
         """Whether a fine-tune trial with these validation figures replaces this choice (module docstring)."""
@@ -262,11 +268,8 @@ def choose_head(search: Search, speed: Speed, features, probe_correct: int) -> t
 def choose_recipe(search: Search, speed: Speed, head: Recipe, head_correct: float,
                   head_loss: float = float("inf")) -> Choice:
     """Head only, or the top groups fine-tuned: each fine-tune trial is a real run, kept when it wins."""
-    sizes = search.sizes
-    finish = estimates.finish_s(speed, sizes)  # what follows the last epoch: calibration, test split, report
-    best = Choice(speed.backbone, head, head_correct, speed, estimates.final_head_s(speed, sizes, head.epochs),
-                  finish + estimates.trust_s(speed, sizes, False), head_loss)
-    epochs = finetune_epochs(sizes.train)
+    best = head_choice(search, speed, head, head_correct, head_loss)
+    epochs = finetune_epochs(search.sizes.train)
     for groups in FINETUNE_GROUPS:
         if groups >= speed.groups:
             break
@@ -276,6 +279,15 @@ def choose_recipe(search: Search, speed: Speed, head: Recipe, head_correct: floa
             break
         best = outcome
     return best
+
+
+def head_choice(search: Search, speed: Speed, head: Recipe, head_correct: float,
+                head_loss: float = float("inf")) -> Choice:
+    """The head the sweep chose, as the choice a fine-tune must beat."""
+    sizes = search.sizes
+    finish = estimates.finish_s(speed, sizes)  # what follows the last epoch: calibration, test split, report
+    return Choice(speed.backbone, head, head_correct, speed, estimates.final_head_s(speed, sizes, head.epochs),
+                  finish + estimates.trust_s(speed, sizes, False), head_loss)
 
 
 def try_other_backbones(search: Search, probed, best: Choice) -> Choice:
@@ -350,7 +362,7 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
         row.kept, row.reason = True, best.margin(correct, val_loss) + cut
         discard(best.trial_dir)
         return Choice(speed.backbone, recipe, correct, speed, final_s, final_s, val_loss, trial_dir,
-                      result.summary.get("epochs_run") if cut else None)
+                      result.summary.get("epochs_run") if cut else None, result.summary.get("best_epoch"), tune)
     row.reason = f"not kept: {best.recipe.describe()} of {best.backbone} validated {search.images(best.correct)}" + (
         f" at loss {best.val_loss:.3f} against {val_loss:.3f}" if correct == best.correct else "")
     discard(trial_dir)
@@ -374,13 +386,13 @@ def trial_spec(search: Search, backbone: str, recipe: Recipe) -> dict:
     return spec
 
 
-def run_trial(search: Search, resolved, run_dir: Path, reserve: float):
-    """A trial as an ordinary run in the scratch folder, on the data already scanned; cut short when an epoch
-    more would leave less than `reserve` seconds for the final run."""
+def run_trial(search: Search, resolved, run_dir: Path, reserve: float, data=None, hooks=()):
+    """A trial as an ordinary run in the scratch folder, on the data already scanned (or `data`, another split
+    of it); cut short when an epoch more would leave less than `reserve` seconds for the final run."""
     from tlzoo.auto.deadline import DeadlineHook
 
     hook = DeadlineHook(search.budget, reserve, search.log, "trial")
-    extras = RunExtras(data=search.data, epoch_hooks=[hook])
+    extras = RunExtras(data=search.data if data is None else data, epoch_hooks=[hook, *hooks])
     return run_spec(resolved, run_dir, stream=search.trial_stream or sys.stderr, extras=extras)
 
 

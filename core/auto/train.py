@@ -27,10 +27,11 @@ from tlzoo.auto import estimates
 from tlzoo.auto.budget import OVERRUN, Budget, clock_text, parse_duration
 from tlzoo.auto.deadline import DeadlineHook
 from tlzoo.auto.decisions import DECISIONS_FILE, Decisions, Row
+from tlzoo.auto.fold_check import check_finetune
 from tlzoo.auto.layout import Layout, check_usable, detect_layout, summary_line
 from tlzoo.auto.recipes import base_spec
-from tlzoo.auto.search import Search, choose_backbone, choose_head, choose_recipe, final_spec, probe_candidates, \
-    try_other_backbones
+from tlzoo.auto.search import Search, choose_backbone, choose_head, choose_recipe, final_spec, head_choice, \
+    probe_candidates, try_other_backbones
 from tlzoo.auto.throughput import measure_writes
 from tlzoo.auto.timing import check_one_pass, measure_candidates
 from tlzoo.cache import run_cache_scope
@@ -220,8 +221,8 @@ def run_search(search: Search, candidates, offline: bool):
     probed = probe_candidates(search, speeds)
     speed, features, correct = choose_backbone(search, probed)
     head, head_correct, head_loss = choose_head(search, speed, features, correct)
-    best = choose_recipe(search, speed, head, head_correct, head_loss)
-    return try_other_backbones(search, probed, best)
+    best = try_other_backbones(search, probed, choose_recipe(search, speed, head, head_correct, head_loss))
+    return check_finetune(search, best, head_choice(search, speed, head, head_correct, head_loss), features)
 
 
 def final_run(search: Search, layout: Layout, choice, output: Path | None, stream, log):
@@ -233,9 +234,12 @@ def final_run(search: Search, layout: Layout, choice, output: Path | None, strea
         decisions.notes.append(f"Steps ran up to {search.slowdown:.1f}x slower than this machine measured at the "
                                "start (a busier machine): later estimates were scaled by that factor.")
     adopting = "" if choice.trial_dir is None else " (it takes over its trial's epochs: the same spec and seed)"
+    checked = [row for row in decisions.rows if row.step == "fold check" and row.seconds is not None]
+    why = ("the head, which validated better than the chosen fine-tune on the other folds" if checked and
+           not checked[-1].kept else "the best validation score the budget could pay for")
     decisions.add(Row("final choice", f"{choice.backbone}, {choice.recipe.describe()}",
                       choice.correct / max(1, search.sizes.val), None, True,
-                      f"the best validation score the budget could pay for; its final run was estimated at "
+                      f"{why}; its final run was estimated at "
                       f"{search.scaled(choice.final_s):.0f} s{adopting}", search.scaled(choice.final_s)))
     decisions.chosen = {"backbone": choice.backbone, "recipe": choice.recipe.describe(),
                         "strategy": choice.recipe.strategy, "lr": choice.recipe.lr, "epochs": choice.recipe.epochs}
