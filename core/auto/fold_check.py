@@ -19,9 +19,9 @@ the sweep's seeds, as a final run of either keeps them. The search's own split
 counts as one more fold, and the fine-tune stays unless the head validates better
 by more than one image over all of them together (the search's rule, on three
 times its images). Scored on the other folds alone, the check chose the head on
-6 of 17 sets and lost 7.5 and 8 points of test top-1 on two of them, where the
+5 of 17 sets and lost 7.5 and 8 points of test top-1 on two of them, where the
 fine-tune had validated 6-10 images ahead on the search's split and 100 other
-images put the head 1.6 ahead by chance (benchmarks/RESULTS.md, 2026-12-05 11:30).
+images put the head 1.6 ahead by chance (benchmarks/RESULTS.md, 2026-12-05 11:25).
 """
 
 from __future__ import annotations
