@@ -8,8 +8,9 @@ import pytest
 import torch
 
 from auto_fakes import FakeClock, make_search, speed
-from tlzoo.auto import estimates, search as search_module
-from tlzoo.auto.search import Search, choose_backbone, probe_candidates
+from tlzoo.auto import estimates, probing, search as search_module
+from tlzoo.auto.probing import choose_backbone, probe_candidates
+from tlzoo.auto.search import Search
 from tlzoo.auto.timing import check_one_pass
 from tlzoo.errors import TlzooError
 
@@ -28,8 +29,8 @@ def fake_probing(monkeypatch, clock: FakeClock, correct: dict[str, int], cost: d
         features.last = spec["backbone"]["name"]
         return features.last
 
-    monkeypatch.setattr(search_module, "pooled_features", features)
-    monkeypatch.setattr(search_module, "linear_probe", probe)
+    monkeypatch.setattr(probing, "pooled_features", features)
+    monkeypatch.setattr(probing, "linear_probe", probe)
     monkeypatch.setattr(Search, "resolve", resolve)
 
 
@@ -64,14 +65,14 @@ def test_choices_do_not_depend_on_a_warm_cache(monkeypatch, tmp_path):
 
 def test_the_probe_fits_on_a_stratified_seeded_subset_of_a_large_training_split():
     labels = torch.cat([torch.full((3000,), 0), torch.full((900,), 1), torch.full((100,), 2)])[torch.randperm(4000)]
-    rows = search_module.probe_rows(labels, 2000, seed=0)
+    rows = probing.probe_rows(labels, 2000, seed=0)
     assert torch.equal(rows, rows.unique())  # sorted, no row twice
     assert [int((labels[rows] == c).sum()) for c in range(3)] == [1500, 450, 50]  # each class keeps its share
-    assert torch.equal(rows, search_module.probe_rows(labels, 2000, seed=0))
-    assert not torch.equal(rows, search_module.probe_rows(labels, 2000, seed=1))
-    assert torch.equal(search_module.probe_rows(labels[:1500], 2000, seed=0), torch.arange(1500))
+    assert torch.equal(rows, probing.probe_rows(labels, 2000, seed=0))
+    assert not torch.equal(rows, probing.probe_rows(labels, 2000, seed=1))
+    assert torch.equal(probing.probe_rows(labels[:1500], 2000, seed=0), torch.arange(1500))
     rare = torch.cat([torch.zeros(3999), torch.ones(1)])
-    assert int(rare[search_module.probe_rows(rare, 100, seed=0)].sum()) == 1  # a class of one keeps its row
+    assert int(rare[probing.probe_rows(rare, 100, seed=0)].sum()) == 1  # a class of one keeps its row
 
 
 def test_a_large_split_is_probed_on_probe_rows_and_the_estimate_counts_them(monkeypatch, tmp_path):
@@ -87,8 +88,8 @@ def test_a_large_split_is_probed_on_probe_rows_and_the_estimate_counts_them(monk
         fitted.append(len(train_x))
         return SimpleNamespace(top1=0.5, l2=0.01)
 
-    monkeypatch.setattr(search_module, "pooled_features", features)
-    monkeypatch.setattr(search_module, "linear_probe", probe)
+    monkeypatch.setattr(probing, "pooled_features", features)
+    monkeypatch.setattr(probing, "linear_probe", probe)
     monkeypatch.setattr(Search, "resolve", lambda self, spec: spec)
     probe_candidates(search, [speed("fast", 0.01)])
     assert fitted == [estimates.PROBE_ROWS]
@@ -161,7 +162,7 @@ def test_no_fine_tune_is_measured_when_the_final_run_would_lose_its_time(monkeyp
     """Measuring a fine-tune costs a model build and a few passes: with the final run's time at stake, it is
     not started (a measurement that ate that time once left a head trained for one epoch)."""
     from tlzoo.auto.recipes import Recipe
-    from tlzoo.auto.search import choose_recipe
+    from tlzoo.auto.search import choose_recipe, head_choice
 
     def never(*args, **kwargs):
         raise AssertionError("a fine-tune was measured")
@@ -173,7 +174,7 @@ def test_no_fine_tune_is_measured_when_the_final_run_would_lose_its_time(monkeyp
     fast = speed("fast", 0.05)
     head = Recipe(0, 3e-3, 10)
     clock.advance(100 - estimates.final_head_s(fast, search.sizes, 10) - 2)  # the final run and 2 s are left
-    choice = choose_recipe(search, fast, head, 18)
+    choice = choose_recipe(search, head_choice(search, fast, head, 18))
     assert choice.recipe == head
     row = search.decisions.rows[-1]
     assert row.step == "fine-tune trial" and row.reason.startswith("not measured:") and not row.kept
@@ -203,13 +204,13 @@ def fake_trials(monkeypatch, clock: FakeClock, scores: dict[tuple[str, int], tup
 
 def test_a_fine_tune_within_one_image_of_the_head_is_kept_and_other_backbones_get_a_trial(monkeypatch, tmp_path):
     from tlzoo.auto.recipes import Recipe
-    from tlzoo.auto.search import choose_recipe, try_other_backbones
+    from tlzoo.auto.search import choose_recipe, head_choice, try_other_backbones
 
     clock = FakeClock()
     search = make_search(clock, 10_000, tmp_path)
     a, b, c = speed("a", 0.05), speed("b", 0.1), speed("c", 0.2)
     ran = fake_trials(monkeypatch, clock, {("a", 2): (17, 0.30), ("b", 2): (17, 0.25), ("c", 2): (16, 0.10)})
-    best = choose_recipe(search, a, Recipe(0, 3e-3, 10), 18, 0.5)
+    best = choose_recipe(search, head_choice(search, a, Recipe(0, 3e-3, 10), 18, 0.5))
     assert (best.backbone, best.recipe.groups) == ("a", 2)  # one image below the head: within the noise
     assert ran == [("a", 2)]  # a's top 3 is its whole backbone (3 groups): not a partial fine-tune
     probed = [(a, None, 18), (c, None, 15), (b, None, 16)]
@@ -225,7 +226,7 @@ def test_a_fine_tune_within_one_image_of_the_head_is_kept_and_other_backbones_ge
     search = make_search(clock, 10_000, tmp_path)
     ran = fake_trials(monkeypatch, clock, {("a", 2): (16, 0.2), ("b", 2): (16, 0.1)})
     best = try_other_backbones(search, [(a, None, 18), (b, None, 16)],
-                               choose_recipe(search, a, Recipe(0, 3e-3, 10), 18, 0.5))
+                               choose_recipe(search, head_choice(search, a, Recipe(0, 3e-3, 10), 18, 0.5)))
     assert (best.backbone, best.recipe.groups) == ("a", 0) and ran == [("a", 2), ("b", 2)]
 
 
@@ -233,7 +234,7 @@ def test_a_fine_tune_trains_at_its_own_learning_rate_whatever_the_head_sweep_cho
     """The sweep's lr suits a head on cached features for many epochs; a fine-tune's few hundred steps take the
     fixed recipe's (a fine-tune tied to a swept 1e-3 scored 2.5 points less on 4,000 training images)."""
     from tlzoo.auto.recipes import FINETUNE_LR, Recipe
-    from tlzoo.auto.search import choose_recipe
+    from tlzoo.auto.search import choose_recipe, head_choice
 
     clock = FakeClock()
     search = make_search(clock, 10_000, tmp_path)
@@ -242,20 +243,20 @@ def test_a_fine_tune_trains_at_its_own_learning_rate_whatever_the_head_sweep_cho
     run = search_module.run_trial
     monkeypatch.setattr(search_module, "run_trial", lambda search, spec, name, reserve: (
         trained.append(spec["train"]["optimizer"]["lr"]) or run(search, spec, name, reserve)))
-    best = choose_recipe(search, speed("a", 0.05), Recipe(0, 1e-3, 20), 15, 0.5)
+    best = choose_recipe(search, head_choice(search, speed("a", 0.05), Recipe(0, 1e-3, 20), 15, 0.5))
     assert trained == [FINETUNE_LR] and FINETUNE_LR != 1e-3
     assert best.recipe == Recipe(2, FINETUNE_LR, best.recipe.epochs)
 
 
 def test_other_backbones_are_tried_only_while_the_final_run_keeps_its_time(monkeypatch, tmp_path):
     from tlzoo.auto.recipes import Recipe
-    from tlzoo.auto.search import choose_recipe, try_other_backbones
+    from tlzoo.auto.search import choose_recipe, head_choice, try_other_backbones
 
     clock = FakeClock()
     search = make_search(clock, 100, tmp_path)
     a, b = speed("a", 0.05), speed("b", 0.1)
     ran = fake_trials(monkeypatch, clock, {("a", 2): (18, 0.3), ("b", 2): (20, 0.1)})
-    best = choose_recipe(search, a, Recipe(0, 3e-3, 10), 18, 0.5)
+    best = choose_recipe(search, head_choice(search, a, Recipe(0, 3e-3, 10), 18, 0.5))
     clock.advance(search.budget.left() - best.final_s - 1)  # only the final run's time and 1 s are left
     best = try_other_backbones(search, [(a, None, 18), (b, None, 17)], best)
     assert ran == [("a", 2)] and best.backbone == "a"
@@ -265,7 +266,7 @@ def test_other_backbones_are_tried_only_while_the_final_run_keeps_its_time(monke
 
 def test_a_trial_starts_when_its_first_epoch_fits_and_its_deadline_keeps_the_final_run(monkeypatch, tmp_path):
     from tlzoo.auto.recipes import Recipe
-    from tlzoo.auto.search import choose_recipe
+    from tlzoo.auto.search import choose_recipe, head_choice
     from tlzoo.auto.throughput import FinetuneSpeed
 
     sizes = estimates.Sizes(1000, 100, 0, 4)
@@ -291,7 +292,7 @@ def test_a_trial_starts_when_its_first_epoch_fits_and_its_deadline_keeps_the_fin
         monkeypatch.setattr(search_module, "run_trial", trial)
         logged = []
         search.log = logged.append
-        best = choose_recipe(search, fast, Recipe(0, 3e-3, 10), 16, 0.5)
+        best = choose_recipe(search, head_choice(search, fast, Recipe(0, 3e-3, 10), 16, 0.5))
         assert bool(reserves) == tried
         if tried:
             assert reserves[0] == pytest.approx(final)  # the trial stops where the final run's time begins

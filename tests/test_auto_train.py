@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 import tlzoo.auto.search as search_module
-from tlzoo.auto import fold_check
+from tlzoo.auto import fold_check, probing
 import tlzoo.auto.train as train_module
 from conftest import run_cli
 from support import make_image_folder
@@ -170,7 +170,7 @@ def test_ctrl_c_during_the_search_stops_at_once_and_keeps_nothing(tmp_path, tiny
         time.sleep(5)  # the handler raises before this ends
         raise AssertionError("Ctrl-C was not handled")
 
-    monkeypatch.setattr(search_module, "pooled_features", interrupted_features)
+    monkeypatch.setattr(probing, "pooled_features", interrupted_features)
     with pytest.raises(Interrupted) as caught:
         train(data, "5m", TINY_CANDIDATES, output=tmp_path / "run", stream=io.StringIO())
     assert caught.value.exit_code == 130

@@ -126,7 +126,7 @@ GUESSED_STEP_SHARE = 0.3
 def finetune_start_s(speed: Speed, sizes: Sizes, groups: int = 2) -> float:
     """What a top-`groups` trial of `speed`'s backbone needs to start, its prefix pass and first epoch (its deadline
     stops it after the last epoch that fits: tlzoo.auto.search.finetune_trial), and the final run that takes it
-    over, from its forward speed alone: what a probe must leave for (tlzoo.auto.search.probe_candidates)."""
+    over, from its forward speed alone: what a probe must leave for (tlzoo.auto.probing.probe_candidates)."""
     tune = FinetuneSpeed(groups, speed.forward_s, GUESSED_STEP_SHARE * speed.forward_s,
                          GUESSED_STEP_SHARE * speed.forward_s)
     return finetune_trial_s(speed, tune, sizes, 1) + final_finetune_s(speed, tune, sizes)

@@ -30,8 +30,8 @@ from tlzoo.auto.decisions import DECISIONS_FILE, Decisions, Row
 from tlzoo.auto.fold_check import check_finetune
 from tlzoo.auto.layout import Layout, check_usable, detect_layout, summary_line
 from tlzoo.auto.recipes import base_spec
-from tlzoo.auto.search import Search, choose_backbone, choose_head, choose_recipe, final_spec, head_choice, \
-    probe_candidates, try_other_backbones
+from tlzoo.auto.probing import choose_backbone, probe_candidates
+from tlzoo.auto.search import Search, choose_head, choose_recipe, final_spec, head_choice, try_other_backbones
 from tlzoo.auto.throughput import measure_writes
 from tlzoo.auto.timing import check_one_pass, measure_candidates
 from tlzoo.cache import run_cache_scope
@@ -221,8 +221,9 @@ def run_search(search: Search, candidates, offline: bool):
     probed = probe_candidates(search, speeds)
     speed, features, correct = choose_backbone(search, probed)
     head, head_correct, head_loss = choose_head(search, speed, features, correct)
-    best = try_other_backbones(search, probed, choose_recipe(search, speed, head, head_correct, head_loss))
-    return check_finetune(search, best, head_choice(search, speed, head, head_correct, head_loss), features)
+    head_only = head_choice(search, speed, head, head_correct, head_loss)
+    best = try_other_backbones(search, probed, choose_recipe(search, head_only))
+    return check_finetune(search, best, head_only, features)
 
 
 def final_run(search: Search, layout: Layout, choice, output: Path | None, stream, log):
