@@ -30,7 +30,7 @@ HEAD = (3e-3, 10)
 
 def three_runs(name: str, work: Path, backbone: str, groups: int) -> dict[str, dict]:
     import tlzoo
-    from auto_train_bench import DATASETS
+    from bench_sets import DATASETS
     from tlzoo.auto.recipes import Recipe, base_spec, candidate_spec, finetune_epochs
 
     data = work / "data" / name
