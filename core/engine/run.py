@@ -113,6 +113,9 @@ def prepare(resolved, output: Path | None, log, resumed=None, claimed: list | No
     precision = resolve_precision(spec.train.precision, device)
     if precision_note(spec.train.precision, precision, device):
         log(precision_note(spec.train.precision, precision, device))
+    if spec.train.refit and distributed.active():
+        raise TlzooError("train.refit trains again in one process after training, and this is a torchrun job",
+                         "set train.refit to false, or run the spec without torchrun")
     data = extras.data if extras.data is not None else load_labelled(resolved)
     for note in data.notes:
         log(f"data: {note}")
@@ -361,11 +364,17 @@ def _train_and_report(resolved, output, stream, resume, allow_changes, progress,
 
 
 def finish_run(setup: RunSetup, trainer: Trainer, summary: dict, log) -> None:
-    """After the last epoch: the test split once, the trust fit, summary.json, the loggers' end and the report."""
-    held_out = score_test(setup, log)
-    if held_out is not None:
-        summary["test"] = held_out[0]
-    trust = fit_trust(setup, trainer, held_out[1] if held_out is not None else None, log)
+    """After the last epoch: the test split once, the trust fit (or, with train.refit, the trust fit, the refit
+    and then the test split), summary.json, the loggers' end and the report."""
+    from tlzoo.engine.refit import refit_then_test, refitting
+
+    if refitting(setup, log):
+        trust = refit_then_test(setup, trainer, summary, make_trainer, log)
+    else:
+        held_out = score_test(setup, log)
+        if held_out is not None:
+            summary["test"] = held_out[0]
+        trust = fit_trust(setup, trainer, held_out[1] if held_out is not None else None, log)
     if trust is not None:
         summary["trust"] = trust
     outputs.write_json(setup.run_dir / outputs.SUMMARY_FILE, summary)

@@ -127,6 +127,24 @@ def fit_trust(setup, trainer, test: SplitPass | None, log) -> dict | None:
     return summary
 
 
+def add_test_figures(setup, summary: dict, test: SplitPass, log) -> None:
+    """The test split's figures, into a `trust` summary fitted before the model in best changed (train.refit),
+    with the temperature, threshold and score stored with that model."""
+    from tlzoo.rundir.checkpoint import load_checkpoint
+    from tlzoo.rundir.trust_store import read_trust
+
+    best = setup.run_dir / "best"
+    tensors, meta = load_checkpoint(best)
+    stored = read_trust(meta, tensors, best)
+    if stored is None:
+        return
+    summary["calibration"]["test"] = figures_of(test, stored.temperature, "test")
+    if summary.get("unknown") and stored.scorer is not None:
+        summary["unknown"]["test_kept"] = kept_share(stored.scores(test.features, test.logits), stored.threshold())
+        summary["unknown"]["test_images"] = len(test.labels)
+    log(trust_line(summary))
+
+
 def figures_of(split: SplitPass, temperature: float, name: str) -> dict:
     """Before/after figures and the reliability bins of both, for the report's diagram."""
     figures = calibration.before_after(split.logits, split.labels, temperature, name)

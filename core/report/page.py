@@ -70,6 +70,11 @@ def glance(data: RunData) -> list[dict]:
     test = summary.get("test")
     if test:  # a held-out test split, scored once with the best model
         tiles.insert(3, (f"test top-1 ({test.get('count', '?')} held-out images)", _fixed(test.get("top1")), True))
+    refit = summary.get("refit")
+    if refit:  # train.refit: the kept model is not the one the validation figures describe
+        tiles.append(("refit", f"epochs 1-{refit.get('epoch')} trained again on {refit.get('train_images')} train + "
+                               "val images: the model kept and tested; the validation figures are the model's "
+                               "before", False))
     return [{"label": label, "value": value, "key": key} for label, value, key in tiles]
 
 

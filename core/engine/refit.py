@@ -1,0 +1,159 @@
+"""`train.refit`: the kept epoch trained again on the training and validation images together.
+
+After a run has chosen its epoch on the validation split and fitted its
+temperature and unknown threshold there, the same spec and seed train once more
+from the start, on both splits, and stop after that epoch (the schedule as
+planned for all epochs, so the kept epoch sees the same learning rates). Those
+weights become `best`: the test split scores them. What was fitted on the
+validation split stays (the temperature, the threshold): it was measured by a
+model that had not seen those images, and the test split shows how well it
+holds for the refitted one. Scores that compare with training features (knn,
+mahalanobis) get their bank again, from the refitted model.
+
+On a small data set the validation split is a third or more of the labelled
+images; training the final model on them too gained 0.3-12.5 points of test
+top-1 on held-out few-shot sets (benchmarks/refit_ab.py; RESULTS.md, 2026-12-05).
+scikit-learn's search does the same (`refit=True`), AutoGluon its `refit_full`.
+
+`best`'s metadata keeps `refit`: the epoch, the images and the trust summary of
+the model before; a run stopped after it finishes without training again.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import time
+
+import torch
+
+from tlzoo.data.batches import seed_everything
+from tlzoo.engine.head_first import fit_head_first
+from tlzoo.engine.loggers import Loggers
+from tlzoo.engine.progress import PlainProgress
+from tlzoo.engine.setup import model_setup
+from tlzoo.engine.held_out import score_test
+from tlzoo.engine.trust_fit import add_test_figures, fit_trust, split_pass
+from tlzoo.rundir.checkpoint import load_checkpoint, save_checkpoint
+from tlzoo.trust.options import METHOD_OPTIONS, needs_training_features
+from tlzoo.trust.record import TENSOR_PREFIX
+from tlzoo.trust.scores import fit_tensors, subset_rows
+
+REFIT_KEY = "refit"  # in best's metadata
+
+
+class StopAfter:
+    """An epoch hook: training stops after `epoch` (1-based)."""
+
+    def __init__(self, epoch: int):
+        self.epoch = epoch
+
+    def __call__(self, trainer, record: dict) -> None:
+        if record.get("epoch") == self.epoch:
+            trainer.state.stopped_early = True
+
+
+def done_before(setup) -> dict | None:
+    """best's `refit` record when an earlier process of this run refitted already (then stopped before its end)."""
+    best = setup.run_dir / "best"
+    if not (setup.run_dir / "best.safetensors").is_file():
+        return None
+    return load_checkpoint(best)[1].get(REFIT_KEY)
+
+
+def refit_best(setup, state, trust: dict | None, make_trainer, log) -> dict:
+    """Train the kept epoch again on train + val, store it as best (with the trust record, its bank renewed);
+    returns summary.json's `refit` part. `make_trainer(setup, progress)` is the engine's."""
+    epoch = state.best_epoch
+    data = dataclasses.replace(setup.data, train=list(setup.data.train) + list(setup.data.val))
+    log(f"refit: epoch 1-{epoch} again on the {len(setup.data.train)} training and {len(setup.data.val)} "
+        f"validation images together (train.refit); its validation figures below are on images it trains on")
+    started = time.perf_counter()
+    seed_everything(setup.resolved.spec.train.seed)  # the new head starts as the first training's did
+    built = model_setup(setup.resolved, data, log, setup.device)
+    again = dataclasses.replace(setup, **vars(built), loggers=Loggers([]))  # metrics.jsonl keeps the first's
+    fit_head_first(again, log)
+    progress = PlainProgress(LogStream(log))
+    trainer = make_trainer(again, progress)
+    trainer.config = dataclasses.replace(trainer.config, patience=None)  # it must reach the kept epoch
+    trainer.epoch_hooks.append(StopAfter(epoch))
+    with progress:
+        trainer.fit()
+    seconds = time.perf_counter() - started
+    record = {"epoch": epoch, "train_images": len(data.train), "seconds": round(seconds, 3), "trust_before": trust}
+    store_refitted(setup, again, record, log)
+    log(f"refit: done in {seconds:.1f}s; the test split scores the refitted model")
+    return {key: value for key, value in record.items() if key != "trust_before"}
+
+
+class LogStream:
+    """The refit's epoch lines through the run's log."""
+
+    def __init__(self, log):
+        self.log, self.pending = log, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            if line.strip():
+                self.log("refit: " + line.strip())
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+
+def store_refitted(setup, again, record: dict, log) -> None:
+    """best: the refitted model's tensors, the first model's training state and trust record (its bank from the
+    refitted model), and `refit`."""
+    stem = setup.run_dir / "best"
+    tensors, meta = load_checkpoint(stem)
+    model = again.built.model
+    tensors.update({name: value.detach().cpu() for name, value in model.state_dict().items()})
+    trust = meta.get("trust")
+    if trust is not None and trust.get("unknown") and needs_training_features(trust["unknown"]["method"]):
+        bank = renewed_bank(again, trust, log)
+        tensors = {name: t for name, t in tensors.items() if not name.startswith(TENSOR_PREFIX)}
+        tensors.update({TENSOR_PREFIX + name: t.contiguous() for name, t in bank.items()})
+        trust["unknown"]["tensors"] = {name: list(t.shape) for name, t in bank.items()}
+    save_checkpoint(stem, tensors, {**meta, REFIT_KEY: record})
+
+
+def renewed_bank(again, trust: dict, log) -> dict[str, torch.Tensor]:
+    """The unknown score's training features, from the refitted model over its own training images."""
+    unknown = trust["unknown"]
+    options = METHOD_OPTIONS[unknown["method"]].model_validate(unknown["options"])
+    rows = subset_rows(len(again.data.train), options.bank_size, again.resolved.spec.train.seed)
+    items = [again.data.train[i] for i in rows.tolist()]
+    again.built.model.eval()
+    with torch.no_grad():
+        passed, _ = split_pass(again, items, "train", None, log)
+    return fit_tensors(unknown["method"], options, passed.features, passed.labels, len(again.data.classes))
+
+
+def refitting(setup, log) -> bool:
+    if not setup.resolved.spec.train.refit:
+        return False
+    if not (setup.run_dir / "best.safetensors").is_file() or not setup.data.val:
+        log("refit: not done: " + ("no epoch gave a best model" if setup.data.val else "no validation images"))
+        return False
+    return True
+
+
+def refit_then_test(setup, trainer, summary: dict, make_trainer, log) -> dict | None:
+    """train.refit: trust fitted on the validation split by the model that had not seen it, the refit, then the
+    test split scored with the refitted model (tlzoo.engine.refit); summary.json's `trust`."""
+    before = done_before(setup)
+    if before is None:
+        trust = fit_trust(setup, trainer, None, log)
+        summary[REFIT_KEY] = refit_best(setup, trainer.state, trust, make_trainer, log)
+    else:  # an earlier process refitted, then stopped before its end
+        trust = before.get("trust_before")
+        summary[REFIT_KEY] = {key: value for key, value in before.items() if key != "trust_before"}
+        log(f"refit: done before (epoch {before['epoch']}, {before['train_images']} images); not trained again")
+    held_out = score_test(setup, log)
+    if held_out is not None:
+        summary["test"] = held_out[0]
+        if trust is not None:
+            add_test_figures(setup, trust, held_out[1], log)
+    return trust
