@@ -57,7 +57,7 @@ def test_choices_do_not_depend_on_a_warm_cache(monkeypatch, tmp_path):
         a, b, c = speed("a", 0.05), speed("b", 0.15), speed("c", 0.4)
         costs = {s.backbone: estimates.probe_s(s, estimates.Sizes(80, 20, 0, 4)) if cost is None else cost
                  for s in (a, b, c)}
-        search = make_search(clock, 110, tmp_path)  # pays for a and b, and a fine-tune of a, not for c too
+        search = make_search(clock, 190, tmp_path)  # pays for a, b and a fine-tune of b to start, not for c
         fake_probing(monkeypatch, clock, {"a": 18, "b": 19, "c": 20}, costs)
         made.append([item[0].backbone for item in probe_candidates(search, [a, b, c])])
     assert made[0] == made[1] == ["a", "b"]
@@ -105,7 +105,7 @@ def test_a_further_probe_leaves_time_for_its_own_backbone_s_fine_tune_to_start(m
     """A probe pays only if its backbone, should it win, can still be fine-tuned (on large sets the fine-tune is
     what pays); when the budget cannot start a fine-tune of even the cheapest, a probe keeps only the final run's
     time, as before."""
-    sizes = estimates.Sizes(1000, 100, 0, 4)
+    sizes = estimates.Sizes(1000, 200, 0, 4)  # a split large enough that the final run does not refit
     fast, slow = speed("fast", 0.05), speed("slow", 0.1)
     first, second = estimates.probe_s(fast, sizes), estimates.probe_s(slow, sizes)
     own, cheapest = estimates.finetune_start_s(slow, sizes), estimates.finetune_start_s(fast, sizes)
@@ -273,7 +273,7 @@ def test_a_trial_starts_when_its_first_epoch_fits_and_its_deadline_keeps_the_fin
     fast = speed("fast", 0.05)
     tune = FinetuneSpeed(2, 0.05, 0.02, 0.02)
     whole, first_epoch = (estimates.finetune_trial_s(fast, tune, sizes, epochs) for epochs in (3, 1))
-    final = max(estimates.final_finetune_s(fast, tune, sizes), estimates.final_head_s(fast, sizes, 10))
+    final = max(estimates.final_finetune_s(fast, tune, sizes, 3), estimates.final_head_s(fast, sizes, 10))
     for left, tried in ((final + (whole + first_epoch) / 2, True), (final + first_epoch - 1, False)):
         clock = FakeClock()
         search = make_search(clock, 10_000, tmp_path, sizes=sizes)

@@ -114,8 +114,13 @@ def test_a_chosen_fine_tune_takes_over_its_trial_and_its_spec_reruns(tmp_path, t
     assert decisions["final"]["took_over_trial"] is True
     final = log[log.index("final run:"):]
     assert "takes over its trial's epochs" in final and "taking over the 8 epoch(s) trained in" in final
-    assert "epoch 1/8" not in final  # the trial's lines are indented ("    | epoch 1/8"), the final run has none
+    # the trial's lines are indented ("    | epoch 1/8"); the final run trains none, its refit does (9 val images)
+    assert "epoch 1/8" not in final.replace("refit: epoch", "")
     assert result.summary["epochs_run"] == 8 and result.summary["test"]["count"] == 12
+    refit = result.summary["refit"]
+    assert refit["epoch"] == result.summary["best_epoch"] and refit == decisions["final"]["refit"]
+    assert refit["train_images"] == result.summary["num_train"] + result.summary["num_val"]
+    assert "trains again on the training and validation images together (train.refit)" in final
     # trials fit no calibration (the final run fits its own): the only trust lines are the final run's
     trials = log[:log.index("final run:")]
     assert "| trust: calibration and unknown detection are off" in trials and "| trust: temperature" not in trials

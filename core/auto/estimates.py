@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from tlzoo.auto import head_sweep
-from tlzoo.auto.recipes import BATCH_SIZE
+from tlzoo.auto.recipes import BATCH_SIZE, finetune_epochs, refits
 from tlzoo.auto.throughput import FinetuneSpeed, Speed
 
 REPORT_S = 10.0  # report.html: matplotlib's import, figures, thumbnails of the top losses, per_image.csv
@@ -84,10 +84,12 @@ def finish_s(speed: Speed, sizes: Sizes) -> float:
 
 
 def final_head_s(speed: Speed, sizes: Sizes, epochs: int) -> float:
-    """A head-only final run whose features are in the cache: build, scan (test included), epochs, end."""
+    """A head-only final run whose features are in the cache: build, scan (test included), epochs, its refit on
+    a small split, end."""
     scanned = sizes.searched + sizes.test
     return (speed.build_s + scanned * speed.load_s + epochs * sizes.searched * HEAD_EPOCH_IMAGE_S
-            + checkpoints_s(speed, epochs) + trust_s(speed, sizes, False) + finish_s(speed, sizes) + RUN_OVERHEAD_S)
+            + checkpoints_s(speed, epochs) + trust_s(speed, sizes, False) + refit_s(speed, sizes, epochs)
+            + finish_s(speed, sizes) + RUN_OVERHEAD_S)
 
 
 def finetune_epoch_s(tune: FinetuneSpeed, sizes: Sizes) -> float:
@@ -108,13 +110,28 @@ def finetune_trial_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: in
             + RUN_OVERHEAD_S)
 
 
-def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes) -> float:
+def final_finetune_s(speed: Speed, tune: FinetuneSpeed, sizes: Sizes, epochs: int) -> float:
     """The final fine-tune, which takes over its trial's epochs (tlzoo.engine.adopt): build, scan, the trial's
     checkpoints written again, the validation split through the best model (the report's records, which a run
-    that trains gets from its best epoch), calibration, test, report."""
+    that trains gets from its best epoch), calibration, its refit of up to `epochs` on a small split, test,
+    report."""
     scanned = sizes.searched + sizes.test
     return (speed.build_s + scanned * speed.load_s + checkpoints_s(speed, 1) + sizes.val * tune.top_s
-            + trust_s(speed, sizes, True) + finish_s(speed, sizes) + RUN_OVERHEAD_S)
+            + trust_s(speed, sizes, True) + refit_s(speed, sizes, epochs, tune) + finish_s(speed, sizes)
+            + RUN_OVERHEAD_S)
+
+
+def refit_s(speed: Speed, sizes: Sizes, epochs: int, tune: FinetuneSpeed | None = None) -> float:
+    """A final run's refit on a small validation split (tlzoo.auto.recipes.refits; tlzoo.engine.refit), 0 on a
+    large one: a fresh model, a pass over train and val together (its frozen prefix, counted as the whole
+    backbone to err long), `epochs` over both (a head's on cached features, or a fine-tune's), and the unknown
+    score's bank from the refitted model."""
+    if not refits(sizes.val):
+        return 0.0
+    both = Sizes(sizes.searched, sizes.val, 0, sizes.classes)
+    one_pass = FOLD_S + sizes.searched * (speed.forward_s + speed.load_s)
+    epoch_s = sizes.searched * HEAD_EPOCH_IMAGE_S if tune is None else finetune_epoch_s(tune, both)
+    return speed.build_s + 2 * one_pass + epochs * (epoch_s + EPOCH_OVERHEAD_S)
 
 
 # before a fine-tune is measured (tlzoo.auto.throughput.measure_finetune), its speeds as shares of the whole
@@ -129,4 +146,5 @@ def finetune_start_s(speed: Speed, sizes: Sizes, groups: int = 2) -> float:
     over, from its forward speed alone: what a probe must leave for (tlzoo.auto.probing.probe_candidates)."""
     tune = FinetuneSpeed(groups, speed.forward_s, GUESSED_STEP_SHARE * speed.forward_s,
                          GUESSED_STEP_SHARE * speed.forward_s)
-    return finetune_trial_s(speed, tune, sizes, 1) + final_finetune_s(speed, tune, sizes)
+    epochs = finetune_epochs(sizes.train)
+    return finetune_trial_s(speed, tune, sizes, 1) + final_finetune_s(speed, tune, sizes, epochs)

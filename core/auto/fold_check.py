@@ -36,23 +36,24 @@ from tlzoo.auto.decisions import Row
 from tlzoo.auto.head_sweep import count_text, seeds_for, train_head
 from tlzoo.auto.recipes import BATCH_SIZE, LABEL_SMOOTHING, WEIGHT_DECAY
 from tlzoo.auto.search import Choice, Search, run_trial, trial_spec
+from tlzoo.engine.refit import StopAfter
 from tlzoo.runtime.device import one_thread
 
 CHECK_BELOW = 200  # validation images under which a fine-tune's choice is checked on other folds
 FOLDS = 2
 
 
-class ScoreAt:
+class ScoreAt(StopAfter):
     """An epoch hook: the validation top-1 at `epoch` (1-based), after which training stops."""
 
     def __init__(self, epoch: int):
-        self.epoch = epoch
+        super().__init__(epoch)
         self.val_top1: float | None = None
 
     def __call__(self, trainer, record: dict) -> None:
         if record.get("epoch") == self.epoch:
             self.val_top1 = record.get("val_top1")
-            trainer.state.stopped_early = True
+        super().__call__(trainer, record)
 
 
 def fold_rows(train_y: list[int], val_y: list[int], folds: int, seed: int) -> list[tuple[list[int], list[int]]]:

@@ -63,7 +63,7 @@ from tlzoo.auto.budget import Budget
 from tlzoo.auto.decisions import Decisions, Row
 from tlzoo.auto.head_sweep import count_text, seeds_for, sweep_head
 from tlzoo.auto.recipes import BATCH_SIZE, DEFAULT_LR, FINETUNE_LR, HEAD_EPOCHS, LABEL_SMOOTHING, WEIGHT_DECAY, \
-    Recipe, candidate_spec, finetune_epochs
+    Recipe, candidate_spec, finetune_epochs, refits
 from tlzoo.auto.throughput import BATCH, DEFAULT_WRITE_S, FinetuneSpeed, Speed, measure_finetune
 from tlzoo.engine.extras import RunExtras
 from tlzoo.engine.run import run_spec
@@ -186,7 +186,8 @@ def head_choice(search: Search, speed: Speed, head: Recipe, head_correct: float,
                 head_loss: float = float("inf")) -> Choice:
     """The head the sweep chose, as the choice a fine-tune must beat."""
     sizes = search.sizes
-    finish = estimates.finish_s(speed, sizes)  # what follows the last epoch: calibration, test split, report
+    # what follows the last epoch: calibration, the refit on a small split, test split, report
+    finish = estimates.finish_s(speed, sizes) + estimates.refit_s(speed, sizes, head.epochs)
     return Choice(speed.backbone, head, head_correct, speed, estimates.final_head_s(speed, sizes, head.epochs),
                   finish + estimates.trust_s(speed, sizes, False), head_loss)
 
@@ -223,7 +224,7 @@ def finetune_trial(search: Search, speed: Speed, recipe: Recipe, best: Choice, f
     search.budget.charge(measuring)
     tune = measure_finetune(resolved, search.data, recipe.groups)
     raw_trial = estimates.finetune_trial_s(speed, tune, sizes, recipe.epochs)
-    trial_s, final_s = search.scaled(raw_trial), estimates.final_finetune_s(speed, tune, sizes)
+    trial_s, final_s = search.scaled(raw_trial), estimates.final_finetune_s(speed, tune, sizes, recipe.epochs)
     reserve = search.scaled(max(final_s, best.final_s))
     # the trial's deadline stops it after any epoch that leaves too little for the final run, so a trial may start
     # when its prefix pass and one epoch fit: on a large set one epoch is a few hundred steps
@@ -298,7 +299,11 @@ def run_trial(search: Search, resolved, run_dir: Path, reserve: float, data=None
 
 
 def final_spec(search: Search, choice: Choice, reader: dict, output: str) -> dict:
+    """The chosen candidate as an ordinary run with the test split; on a small validation split its kept epoch
+    trains again on train and val together (recipes.refits)."""
     spec = candidate_spec(search.base, choice.backbone, choice.recipe)
     spec["data"]["reader"] = copy.deepcopy(reader)
     spec["output"] = output
+    if refits(search.sizes.val):
+        spec["train"]["refit"] = True
     return spec

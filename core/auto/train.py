@@ -5,7 +5,9 @@ validation split (tlzoo.auto.search), then train the chosen spec as an ordinary
 run whose directory also holds decisions.json and a report section saying how
 the model was chosen. The test split enters only that final run's spec. A
 chosen fine-tune's final run takes over its trial's epochs instead of training
-them again (tlzoo.engine.adopt); a head is trained by the final run.
+them again (tlzoo.engine.adopt); a head is trained by the final run. On a
+validation split under recipes.REFIT_BELOW images the final run then trains its
+kept epoch again on the training and validation images together (train.refit).
 
 Ctrl-C or SIGTERM during the search stops at once and keeps nothing (trial runs
 live in a scratch folder that is removed after the final run); during a head's
@@ -29,7 +31,7 @@ from tlzoo.auto.deadline import DeadlineHook
 from tlzoo.auto.decisions import DECISIONS_FILE, Decisions, Row
 from tlzoo.auto.fold_check import check_finetune
 from tlzoo.auto.layout import Layout, check_usable, detect_layout, summary_line
-from tlzoo.auto.recipes import base_spec
+from tlzoo.auto.recipes import REFIT_BELOW, base_spec
 from tlzoo.auto.probing import choose_backbone, probe_candidates
 from tlzoo.auto.search import Search, choose_head, choose_recipe, final_spec, head_choice, try_other_backbones
 from tlzoo.auto.throughput import measure_writes
@@ -235,6 +237,9 @@ def final_run(search: Search, layout: Layout, choice, output: Path | None, strea
         decisions.notes.append(f"Steps ran up to {search.slowdown:.1f}x slower than this machine measured at the "
                                "start (a busier machine): later estimates were scaled by that factor.")
     adopting = "" if choice.trial_dir is None else " (it takes over its trial's epochs: the same spec and seed)"
+    if spec["train"].get("refit"):
+        adopting += (f"; on a validation split of {search.sizes.val} images (under {REFIT_BELOW}) its kept epoch "
+                     "then trains again on the training and validation images together (train.refit)")
     checked = [row for row in decisions.rows if row.step == "fold check" and row.seconds is not None]
     why = ("the head, which validated better than the chosen fine-tune on the other folds" if checked and
            not checked[-1].kept else "the best validation score the budget could pay for")
@@ -263,6 +268,7 @@ def final_run(search: Search, layout: Layout, choice, output: Path | None, strea
         "best_epoch": summary.get("best_epoch"),
         "cut_by_budget_after_epoch": hook.cut_at if choice.cut_at is None else choice.cut_at,
         "took_over_trial": choice.trial_dir is not None,
+        "refit": summary.get("refit"),
         "seconds": budget.elapsed() - started,
         "command_seconds": budget.elapsed(),
         "within_budget": budget.elapsed() <= budget.seconds * (1 + OVERRUN),

@@ -18,8 +18,9 @@ from tlzoo.rundir.checkpoint import load_checkpoint, save_checkpoint
 from tlzoo.rundir.resume import BEST
 from tlzoo.rundir.training_state import strip_training
 
-# what the final run of `tlzoo train` changes in its trial's spec: neither alters a trained weight
-ADOPTABLE_CHANGES = ("data.reader", "report")
+# what the final run of `tlzoo train` changes in its trial's spec: none alters the epochs trained (a refit
+# trains after them)
+ADOPTABLE_CHANGES = ("data.reader", "report", "train.refit")
 
 
 def take_over(trainer, setup, adopted, sidecar, stop) -> None:
