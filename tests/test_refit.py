@@ -88,6 +88,8 @@ def test_the_refitted_model_is_the_one_trained_on_both_splits_and_the_test_split
     code, out, err = cli_output(capsys, "evaluate", str(run_dir), "--data", str(root / "test"), "--json")
     assert code == 0, err
     assert json.loads(out)["top1"] == pytest.approx(summary["test"]["top1"])
+    code, out, err = cli_output(capsys, "evaluate", str(run_dir))  # its own validation split: images it trained on
+    assert code == 0 and "trained again on its validation images too (train.refit)" in err
 
     # the knn bank: the refitted model's features of its 27 training images
     from tlzoo.rundir.checkpoint import load_checkpoint

@@ -123,6 +123,10 @@ def evaluate(
         else:
             loaded = load_run(run_dir, registry(), which)
             loaded.tta = tta
+            if data is None and loaded.sidecar.get("refit"):  # train.refit: those images trained this model
+                print("tlzoo: note: this model was trained again on its validation images too (train.refit): "
+                      "its figures on them are not held-out ones; pass --data FOLDER of other images",
+                      file=sys.stderr)
             result, report = evaluate_run(loaded, registry(), data)
     if per_image is not None:
         from tlzoo.engine.reporting import write_per_image_csv
