@@ -43,6 +43,7 @@ from tlzoo.data.images import bad_without_opening
 from tlzoo.data.labelled import EmptyClasses, labelled_from
 from tlzoo.data.samples import Problem
 from tlzoo.engine.extras import RunExtras
+from tlzoo.engine.progress import LineStream
 from tlzoo.engine.run import run_spec
 from tlzoo.errors import TlzooError
 from tlzoo.rundir import outputs
@@ -55,24 +56,15 @@ from tlzoo.spec import resolve_spec
 FINISH_MARGIN_S = 5.0  # kept free after the final run's last epoch, on top of the estimate of its end
 
 
-class PrefixedStream:
+class PrefixedStream(LineStream):
     """The trial runs' own progress lines, indented under the search's."""
 
     def __init__(self, stream, prefix: str = "    | "):
-        self.stream, self.prefix, self.pending = stream, prefix, ""
-
-    def write(self, text: str) -> int:
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
-        for line in lines:
-            self.stream.write(self.prefix + line + "\n")
-        return len(text)
+        super().__init__(lambda line: stream.write(prefix + line + "\n"))
+        self.stream = stream
 
     def flush(self) -> None:
         self.stream.flush()
-
-    def isatty(self) -> bool:
-        return False
 
 
 def run_name(source: Path) -> str:

@@ -21,6 +21,26 @@ def format_metrics(record: dict) -> str:
     return "  ".join(parts)
 
 
+class LineStream:
+    """A text stream that hands each complete line to `on_line`: progress written under another's log."""
+
+    def __init__(self, on_line):
+        self.on_line, self.pending = on_line, ""
+
+    def write(self, text: str) -> int:
+        self.pending += text
+        *lines, self.pending = self.pending.split("\n")
+        for line in lines:
+            self.on_line(line)
+        return len(text)
+
+    def flush(self) -> None:
+        pass
+
+    def isatty(self) -> bool:
+        return False
+
+
 class PlainProgress:
     """For logs and pipes: a line at the end of every epoch, and one every few seconds inside it
     (tlzoo.runtime.heartbeat; TLZOO_PROGRESS_SECONDS)."""

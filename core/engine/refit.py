@@ -30,14 +30,14 @@ import torch
 from tlzoo.data.batches import seed_everything
 from tlzoo.engine.head_first import fit_head_first
 from tlzoo.engine.loggers import Loggers
-from tlzoo.engine.progress import PlainProgress
+from tlzoo.engine.progress import LineStream, PlainProgress
 from tlzoo.engine.setup import model_setup
 from tlzoo.engine.held_out import score_test
-from tlzoo.engine.trust_fit import add_test_figures, fit_trust, split_pass
+from tlzoo.engine.trust_fit import add_test_figures, bank_pass, fit_trust
 from tlzoo.rundir.checkpoint import load_checkpoint, save_checkpoint
+from tlzoo.rundir.trust_store import with_trust_tensors
 from tlzoo.trust.options import METHOD_OPTIONS, needs_training_features
-from tlzoo.trust.record import TENSOR_PREFIX
-from tlzoo.trust.scores import fit_tensors, subset_rows
+from tlzoo.trust.scores import fit_tensors
 
 REFIT_KEY = "refit"  # in best's metadata
 
@@ -73,7 +73,7 @@ def refit_best(setup, state, trust: dict | None, make_trainer, log) -> dict:
     built = model_setup(setup.resolved, data, log, setup.device)
     again = dataclasses.replace(setup, **vars(built), loggers=Loggers([]))  # metrics.jsonl keeps the first's
     fit_head_first(again, log)
-    progress = PlainProgress(LogStream(log))
+    progress = PlainProgress(LineStream(lambda line: line.strip() and log("refit: " + line.strip())))
     trainer = make_trainer(again, progress)
     trainer.config = dataclasses.replace(trainer.config, patience=None)  # it must reach the kept epoch
     trainer.epoch_hooks.append(StopAfter(epoch))
@@ -86,24 +86,6 @@ def refit_best(setup, state, trust: dict | None, make_trainer, log) -> dict:
     return {key: value for key, value in record.items() if key != "trust_before"}
 
 
-class LogStream:
-    """The refit's epoch lines through the run's log."""
-
-    def __init__(self, log):
-        self.log, self.pending = log, ""
-
-    def write(self, text: str) -> int:
-        self.pending += text
-        *lines, self.pending = self.pending.split("\n")
-        for line in lines:
-            if line.strip():
-                self.log("refit: " + line.strip())
-        return len(text)
-
-    def flush(self) -> None:
-        pass
-
-
 def store_refitted(setup, again, record: dict, log) -> None:
     """best: the refitted model's tensors, the first model's training state and trust record (its bank from the
     refitted model), and `refit`."""
@@ -114,8 +96,7 @@ def store_refitted(setup, again, record: dict, log) -> None:
     trust = meta.get("trust")
     if trust is not None and trust.get("unknown") and needs_training_features(trust["unknown"]["method"]):
         bank = renewed_bank(again, trust, log)
-        tensors = {name: t for name, t in tensors.items() if not name.startswith(TENSOR_PREFIX)}
-        tensors.update({TENSOR_PREFIX + name: t.contiguous() for name, t in bank.items()})
+        tensors = with_trust_tensors(tensors, bank)
         trust["unknown"]["tensors"] = {name: list(t.shape) for name, t in bank.items()}
     save_checkpoint(stem, tensors, {**meta, REFIT_KEY: record})
 
@@ -124,11 +105,7 @@ def renewed_bank(again, trust: dict, log) -> dict[str, torch.Tensor]:
     """The unknown score's training features, from the refitted model over its own training images."""
     unknown = trust["unknown"]
     options = METHOD_OPTIONS[unknown["method"]].model_validate(unknown["options"])
-    rows = subset_rows(len(again.data.train), options.bank_size, again.resolved.spec.train.seed)
-    items = [again.data.train[i] for i in rows.tolist()]
-    again.built.model.eval()
-    with torch.no_grad():
-        passed, _ = split_pass(again, items, "train", None, log)
+    passed, _ = bank_pass(again, options, None, log)
     return fit_tensors(unknown["method"], options, passed.features, passed.labels, len(again.data.classes))
 
 

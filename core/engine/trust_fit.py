@@ -59,6 +59,12 @@ def split_pass(setup, items, role: str, settings, log) -> tuple[SplitPass, bool]
     return SplitPass(features, logits, labels), hit
 
 
+def bank_pass(setup, options, settings, log) -> tuple[SplitPass, bool]:
+    """split_pass over the seeded subset of the training images that a knn or mahalanobis score keeps."""
+    rows = subset_rows(len(setup.data.train), options.bank_size, setup.resolved.spec.train.seed)
+    return split_pass(setup, [setup.data.train[i] for i in rows.tolist()], "train", settings, log)
+
+
 def fit_trust(setup, trainer, test: SplitPass | None, log) -> dict | None:
     """Fit, store in best, and return summary.json's `trust` part; None when both are off or there is no best."""
     spec = setup.resolved.spec
@@ -93,15 +99,14 @@ def fit_trust(setup, trainer, test: SplitPass | None, log) -> dict | None:
         options = METHOD_OPTIONS[unknown.method].model_validate(unknown.options)
         train_features, train_labels = None, None
         if needs_training_features(unknown.method):
-            rows = subset_rows(len(setup.data.train), options.bank_size, spec.train.seed)
-            items = [setup.data.train[i] for i in rows.tolist()]
             pass_started = time.perf_counter()
-            train, train_cached = split_pass(setup, items, "train", cached(trainer.train_source, setup), log)
+            train, train_cached = bank_pass(setup, options, cached(trainer.train_source, setup), log)
             train_features, train_labels = train.features, train.labels
-            timing["train_features"] = {"images": len(items),
+            images = len(train.labels)
+            timing["train_features"] = {"images": images,
                                         "from": "activation cache" if train_cached else "computed",
                                         "seconds": round(time.perf_counter() - pass_started, 3)}
-            log(f"trust: pooled features of {len(items)} training images "
+            log(f"trust: pooled features of {images} training images "
                 + ("through the activation cache" if train_cached else "computed with the best model")
                 + f" in {timing['train_features']['seconds']:.1f}s")
         tensors = fit_tensors(unknown.method, options, train_features, train_labels, len(setup.data.classes))

@@ -29,9 +29,13 @@ def load_best_weights(model: torch.nn.Module, path: Path) -> None:
 def store_trust(stem: Path, record: dict, tensors: dict[str, torch.Tensor]) -> None:
     """Write checkpoint `stem` again with `record` under "trust" and `tensors` under `trust.`."""
     weights, meta = load_checkpoint(stem)
-    weights = {name: t for name, t in weights.items() if not name.startswith(TENSOR_PREFIX)}
-    weights.update({TENSOR_PREFIX + name: t.contiguous() for name, t in tensors.items()})
-    save_checkpoint(stem, weights, {**meta, "trust": validate_record(record)})
+    save_checkpoint(stem, with_trust_tensors(weights, tensors), {**meta, "trust": validate_record(record)})
+
+
+def with_trust_tensors(weights: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """`weights` with its `trust.` tensors replaced by `tensors`."""
+    kept = {name: t for name, t in weights.items() if not name.startswith(TENSOR_PREFIX)}
+    return {**kept, **{TENSOR_PREFIX + name: t.contiguous() for name, t in tensors.items()}}
 
 
 def read_trust(meta: dict, weights: dict[str, torch.Tensor], where: Path) -> Trust | None:
