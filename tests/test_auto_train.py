@@ -118,9 +118,9 @@ def test_a_chosen_fine_tune_takes_over_its_trial_and_its_spec_reruns(tmp_path, t
     assert "epoch 1/8" not in final.replace("refit: epoch", "")
     assert result.summary["epochs_run"] == 8 and result.summary["test"]["count"] == 12
     refit = result.summary["refit"]
-    assert refit["epoch"] == result.summary["best_epoch"] and refit == decisions["final"]["refit"]
+    assert refit["epoch"] == 8 and refit == decisions["final"]["refit"]  # all the epochs, whichever was kept
     assert refit["train_images"] == result.summary["num_train"] + result.summary["num_val"]
-    assert "trains again on the training and validation images together (train.refit)" in final
+    assert "trains again, all its epochs, on the training and validation images together (train.refit)" in final
     # trials fit no calibration (the final run fits its own): the only trust lines are the final run's
     trials = log[:log.index("final run:")]
     assert "| trust: calibration and unknown detection are off" in trials and "| trust: temperature" not in trials

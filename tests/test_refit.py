@@ -1,4 +1,4 @@
-"""train.refit: the kept epoch trained again on train + val; the test split scores those weights."""
+"""train.refit: the training again on train + val, all its epochs; the test split scores the last one's weights."""
 
 from __future__ import annotations
 
@@ -96,6 +96,22 @@ def test_the_refitted_model_is_the_one_trained_on_both_splits_and_the_test_split
 
     meta = load_checkpoint(run_dir / "best")[1]
     assert meta["trust"]["unknown"]["tensors"]["bank"][0] == 27
+
+
+def test_the_refit_trains_every_epoch_the_first_training_ran_not_only_up_to_the_kept_one(tmp_path, capsys):
+    """No validation split is left to choose an epoch by: the refit keeps its last, whichever the first kept."""
+    root = data_with_test(tmp_path)
+    train = {**TRAIN, "epochs": 4, "keep": "best", "strategy": "head_only"}
+    plain = write_spec(tmp_path, root, "plain.json", train={**train, "keep": "last"}, data={"reader": reader(root)})
+    refit = write_spec(tmp_path, root, "refit.json", train={**train, "refit": True}, data={"reader": reader(root)})
+    code, _, err = cli_output(capsys, "run", str(refit), "--output", str(tmp_path / "refit-run"))
+    assert code == 0, err
+    summary = json.loads((tmp_path / "refit-run" / "summary.json").read_text())
+    assert summary["best_epoch"] < 4  # the first training kept an earlier epoch (the first of best val top-1)
+    assert summary["refit"]["epoch"] == 4 and "refit: epoch 1-4 again" in err
+    both = run_in_process(plain, tmp_path / "both-run", train_on_val=True)  # 4 epochs on both splits, the last
+    refitted = model_tensors(tmp_path / "refit-run")
+    assert all(torch.equal(refitted[name], value) for name, value in model_tensors(both.run_dir).items())
 
 
 def test_a_run_stopped_after_its_refit_finishes_without_training_again(tmp_path, capsys):

@@ -33,7 +33,7 @@ FINETUNE_LR = 3e-3
 BACKBONE_LR_MULT = 0.5  # as examples/flowers12_lite2.json
 FINETUNE_STEPS = 54  # optimizer steps of a fine-tune: the lite2 example's 3 epochs of 576 images, batch 32
 FINETUNE_EPOCHS = (3, 8)  # at least / at most
-# under this many validation images the final run trains its kept epoch again on train and val together
+# under this many validation images the final run trains again on train and val together, all its epochs
 # (train.refit; tlzoo.engine.refit): there the validation split is a quarter to a third of the labelled images,
 # and 20 recipes of 7 held-out small sets, refitted, scored 3.2 points more test top-1 on average (more on 18,
 # less on one, by 0.4; RESULTS.md, 2026-12-05 13:48, benchmarks/refit_ab.py); above it the split is a smaller

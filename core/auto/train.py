@@ -6,8 +6,9 @@ run whose directory also holds decisions.json and a report section saying how
 the model was chosen. The test split enters only that final run's spec. A
 chosen fine-tune's final run takes over its trial's epochs instead of training
 them again (tlzoo.engine.adopt); a head is trained by the final run. On a
-validation split under recipes.REFIT_BELOW images the final run then trains its
-kept epoch again on the training and validation images together (train.refit).
+validation split under recipes.REFIT_BELOW images the final run then trains
+again, all its epochs, on the training and validation images together
+(train.refit).
 
 Ctrl-C or SIGTERM during the search stops at once and keeps nothing (trial runs
 live in a scratch folder that is removed after the final run); during a head's
@@ -230,8 +231,8 @@ def final_run(search: Search, layout: Layout, choice, output: Path | None, strea
                                "start (a busier machine): later estimates were scaled by that factor.")
     adopting = "" if choice.trial_dir is None else " (it takes over its trial's epochs: the same spec and seed)"
     if spec["train"].get("refit"):
-        adopting += (f"; on a validation split of {search.sizes.val} images (under {REFIT_BELOW}) its kept epoch "
-                     "then trains again on the training and validation images together (train.refit)")
+        adopting += (f"; on a validation split of {search.sizes.val} images (under {REFIT_BELOW}) it then "
+                     "trains again, all its epochs, on the training and validation images together (train.refit)")
     checked = [row for row in decisions.rows if row.step == "fold check" and row.seconds is not None]
     why = ("the head, which validated better than the chosen fine-tune on the other folds" if checked and
            not checked[-1].kept else "the best validation score the budget could pay for")

@@ -233,16 +233,17 @@ class TrainSpec(StrictModel):
     head_first: HeadFirstSpec = HeadFirstSpec()
     calibration: CalibrationSpec = CalibrationSpec()
     unknown: UnknownSpec = UnknownSpec()
-    refit: bool = Field(False, description="after training, train the kept epoch again from the start on the "
-                        "training and validation images together and keep those weights (scikit-learn's refit): "
+    refit: bool = Field(False, description="after training, train again from the start on the training and "
+                        "validation images together, as many epochs as the first training ran, and keep the last "
+                        "epoch's weights (scikit-learn's refit): "
                         "the validation figures, temperature and unknown threshold stay those measured before "
                         "on images the model had not seen; the test split scores the refitted model")
 
     @model_validator(mode="after")
-    def _refit_keeps_an_epoch(self):
+    def _refit_keeps_the_model(self):
         if self.refit and self.ema.enabled:
-            raise ValueError("train.refit trains the kept epoch again, and with train.ema the kept weights may be "
-                             "the average: turn one of them off")
+            raise ValueError("train.refit keeps the refitted model's own weights, and with train.ema the kept "
+                             "weights may be the average: turn one of them off")
         return self
 
     @field_validator("device")
