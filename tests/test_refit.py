@@ -67,6 +67,7 @@ def test_the_refitted_model_is_the_one_trained_on_both_splits_and_the_test_split
     summary = json.loads((run_dir / "summary.json").read_text())
     assert summary["refit"]["epoch"] == 3 and summary["refit"]["train_images"] == 27  # 3 classes x (6 + 3)
     assert "refit: epoch 1-3 again on the 18 training and 9 validation images together" in err
+    assert "then trained again, epochs 1-3 on 27 train + val images (train.refit); test top-1" in out
     assert "epochs 1-3 trained again on 27 train + val images" in (run_dir / "report.html").read_text()
 
     # the weights: those of a run trained on both splits, not those of the run on the training split

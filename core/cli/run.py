@@ -68,8 +68,11 @@ def best_line(summary: dict) -> str:
     test = summary.get("test")
     held_out = f"; test top-1 {test['top1']:.4f} ({test['count']} held-out images)" if test else ""
     kept = "kept the last epoch," if summary.get("keep") == "last" else "best epoch"
+    refit = summary.get("refit")  # train.refit: the model kept (and tested) is not the one validated above
+    refitted = (f"; then trained again, epochs 1-{refit['epoch']} on {refit['train_images']} train + val images "
+                "(train.refit)" if refit else "")
     return (f"{kept} {summary['best_epoch']}/{summary['epochs_run']}: val top-1 {best['val_top1']:.4f}"
-            f"{top5}, val loss {best['val_loss']:.4f}{held_out}; run directory: {summary['run_dir']}")
+            f"{top5}, val loss {best['val_loss']:.4f}{refitted}{held_out}; run directory: {summary['run_dir']}")
 
 
 def check_tta(tta: str) -> None:
