@@ -27,8 +27,9 @@ import sys
 import time
 from pathlib import Path
 
+from results_md import publish  # benchmarks/, beside this script
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
 TLZOO = Path(sys.executable).parent / "tlzoo"
 RECIPE = re.compile(r"(?P<backbone>[^,]+), (?:(?P<head>head only)|top (?P<groups>\d+) groups \+ head), "
                     r"lr (?P<lr>[0-9.e-]+), (?P<epochs>\d+) epochs")
@@ -158,10 +159,7 @@ def main() -> None:
             f"{tally['runs']} runs, {tally['changed']} choices changed; target met {tally['met_before']} -> "
             f"{tally['met_after']} times; mean test top-1 {mean(tally['before']):.4f} -> {mean(tally['after']):.4f}. "
             f"The changed choices trained in {(time.monotonic() - started) / 60:.0f} min.\n\n" + "\n".join(lines) + "\n")
-    print(text)
-    if not args.no_append:
-        with RESULTS.open("a") as handle:
-            handle.write(text)
+    publish(text, append=not args.no_append)
 
 
 if __name__ == "__main__":

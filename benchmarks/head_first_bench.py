@@ -18,8 +18,9 @@ import shutil
 import time
 from pathlib import Path
 
+from results_md import publish  # benchmarks/, beside this script
+
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
 SMALL_SETS = ("flowers12-resplit", "flowers12-imbalanced-128", "patches", "flowers12-fewshot", "patches-fewshot",
               "flowers12-15shot-160", "flowers12-fewshot-s21", "flowers12-fewshot-s22", "flowers12-fewshot-s23",
               "patches-fewshot-s21", "patches-fewshot-s22", "patches-fewshot-s23", "glyphs-fewshot",
@@ -88,10 +89,7 @@ def main() -> None:
             f"{(time.monotonic() - started) / 60:.0f} min.\n\n" + "\n".join(lines)
             + f"\n\nFitted first against a random head: mean {100 * sum(differences) / len(differences):+.2f} points "
             f"of test top-1; better on {better}, worse on {worse} of {len(differences)}.\n")
-    print(text)
-    if not args.no_append:
-        with RESULTS.open("a") as handle:
-            handle.write(text)
+    publish(text, append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -25,10 +25,10 @@ from PIL import Image, ImageEnhance, ImageOps
 
 import tlzoo.findings.duplicates as duplicates
 from report import cpu_line, load_line  # benchmarks/report.py, beside this script
+from results_md import publish
 from tlzoo.cli.main import app
 
 HERE = Path(__file__).resolve().parent
-RESULTS = HERE / "RESULTS.md"
 COPIES = {
     "grey": lambda image: ImageOps.grayscale(image).convert("RGB"),
     "half": lambda image: image.resize((max(8, image.width // 2), max(8, image.height // 2))),
@@ -95,10 +95,7 @@ def main() -> None:
             f"PIXEL_AGREEMENT {checked}; efficientnet_lite0 features; {time.monotonic() - started:.0f} s in all.\n\n"
             "| data set | pairs reported, check off (by evidence) | check on | dropped | added | planted copies "
             "found (off / on) |\n|---|---|---|---:|---:|---|\n" + "\n".join(rows) + "\n")
-    print(text)
-    if not args.no_write:
-        with RESULTS.open("a") as handle:
-            handle.write(text)
+    publish(text, append=not args.no_write)
 
 
 if __name__ == "__main__":

@@ -39,8 +39,8 @@ from tlzoo.registry import get_registry
 from tlzoo.spec import resolve_spec
 
 from auto_train_bench import cpu_name  # benchmarks/, beside this script
+from results_md import publish
 
-RESULTS = Path(__file__).resolve().parent / "RESULTS.md"
 HEAD = re.compile(r"(\S+), head only, lr ([\d.e-]+), (\d+) epochs")
 FINETUNE = re.compile(r"(\S+), top (\d+) groups \+ head, lr ([\d.e-]+), (\d+) epochs")
 
@@ -98,6 +98,11 @@ def set_name(run: Path) -> str:
     return run.parent.parent.name if run.parent.name.startswith("seed") else run.parent.name
 
 
+def machine_line(load: tuple[float, float, float], started: float) -> str:
+    return (f"{cpu_name()}; {os.cpu_count()} cores. Load average before {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; "
+            f"the bench took {(time.monotonic() - started) / 60:.0f} min.")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
@@ -114,14 +119,10 @@ def main() -> None:
             lines.append(line)
     text = (f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: the final model trained on train + val "
             "(refit) or on train (benchmarks/refit_ab.py)\n\n"
-            f"{cpu_name()}; {os.cpu_count()} cores. Load average before {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; "
-            f"the bench took {(time.monotonic() - started) / 60:.0f} min.\n\n"
+            f"{machine_line(load, started)}\n\n"
             "| run | recipe | test top-1, train | test top-1, refit | points |\n|---|---|---:|---:|---:|\n"
             + "\n".join(lines) + "\n")
-    print(text)
-    if not args.no_append:
-        with RESULTS.open("a") as handle:
-            handle.write(text)
+    publish(text, append=not args.no_append)
 
 
 if __name__ == "__main__":

@@ -26,8 +26,8 @@ import os
 import time
 from pathlib import Path
 
-from auto_train_bench import cpu_name  # benchmarks/, beside this script
-from refit_ab import RESULTS, cases, set_name, test_top1
+from refit_ab import cases, machine_line, set_name, test_top1  # benchmarks/, beside this script
+from results_md import publish
 
 
 def variants(case, refitted_test_top1: float) -> dict[str, float]:
@@ -62,14 +62,10 @@ def main() -> None:
     means = " | ".join(f"{sums[name] / max(1, len(lines)):.4f}" for name in ("kept", "last", "short"))
     text = (f"\n## {time.strftime('%Y-%m-%d %H:%M UTC', time.gmtime())}: how long a refitted fine-tune trains "
             "(benchmarks/refit_epochs.py)\n\n"
-            f"{cpu_name()}; {os.cpu_count()} cores. Load average before {load[0]:.2f}, {load[1]:.2f}, {load[2]:.2f}; "
-            f"the bench took {(time.monotonic() - started) / 60:.0f} min.\n\n"
+            f"{machine_line(load, started)}\n\n"
             "| run | chosen fine-tune | test top-1, kept epoch | all epochs | kept epoch as the schedule |\n"
             "|---|---|---:|---:|---:|\n" + "\n".join(lines) + f"\n| mean of {len(lines)} | | {means} |\n")
-    print(text)
-    if not args.no_append:
-        with RESULTS.open("a") as handle:
-            handle.write(text)
+    publish(text, append=not args.no_append)
 
 
 if __name__ == "__main__":
