@@ -103,11 +103,16 @@ def machine_line(load: tuple[float, float, float], started: float) -> str:
             f"the bench took {(time.monotonic() - started) / 60:.0f} min.")
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+def run_dirs_arguments(doc: str) -> argparse.Namespace:
+    """RUN_DIR... [--no-append]: the command line of the scripts that read finished tlzoo train runs."""
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("runs", nargs="+", type=Path)
     parser.add_argument("--no-append", action="store_true")
-    args = parser.parse_args()
+    return parser.parse_args()
+
+
+def main() -> None:
+    args = run_dirs_arguments(__doc__)
     started, load = time.monotonic(), os.getloadavg()
     lines = []
     for run in args.runs:

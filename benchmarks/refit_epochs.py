@@ -9,8 +9,9 @@ chosen fine-tune kept an epoch before its last, the chosen recipe is trained on
 train + val (as refit_ab.py does) three ways and scored once on test:
 
 - kept: stopped after the kept epoch, the schedule planned for all epochs: what
-  the final run did, so its summary's test top-1 (refit_ab.py trained it again
-  and gave the same figure on all 20 recipes it ran);
+  the final run did before 0274b9d, so its summary's test top-1 (refit_ab.py
+  trained it again and gave the same figure on all 20 recipes it ran); for runs
+  of 0274b9d on, whose refit trains all the epochs, this column is "last" again;
 - last: all the planned epochs;
 - short: as many epochs as the kept one, the schedule planned for those.
 
@@ -19,14 +20,12 @@ train + val (as refit_ab.py does) three ways and scored once on test:
 
 from __future__ import annotations
 
-import argparse
 import dataclasses
 import json
 import os
 import time
-from pathlib import Path
 
-from refit_ab import cases, machine_line, set_name, test_top1  # benchmarks/, beside this script
+from refit_ab import cases, machine_line, run_dirs_arguments, set_name, test_top1  # benchmarks/, beside this script
 from results_md import publish
 
 
@@ -39,10 +38,7 @@ def variants(case, refitted_test_top1: float) -> dict[str, float]:
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("runs", nargs="+", type=Path)
-    parser.add_argument("--no-append", action="store_true")
-    args = parser.parse_args()
+    args = run_dirs_arguments(__doc__)
     started, load = time.monotonic(), os.getloadavg()
     lines, sums = [], {"kept": 0.0, "last": 0.0, "short": 0.0}
     for run in args.runs:

@@ -71,9 +71,9 @@ def refit_best(setup, state, trust: dict | None, make_trainer, log) -> dict:
     """Train again on train + val for the epochs the first training ran, store the last as best (with the trust
     record, its bank renewed); returns summary.json's `refit` part. `make_trainer(setup, progress)` is the
     engine's."""
-    epoch = state.epoch  # early stopping or a deadline may have ended the first training before its last epoch
+    epochs = state.epoch  # early stopping or a deadline may have ended the first training before its last epoch
     data = dataclasses.replace(setup.data, train=list(setup.data.train) + list(setup.data.val))
-    log(f"refit: epoch 1-{epoch} again on the {len(setup.data.train)} training and {len(setup.data.val)} "
+    log(f"refit: epoch 1-{epochs} again on the {len(setup.data.train)} training and {len(setup.data.val)} "
         f"validation images together (train.refit); its validation figures below are on images it trains on")
     started = time.perf_counter()
     seed_everything(setup.resolved.spec.train.seed)  # the new head starts as the first training's did
@@ -83,11 +83,11 @@ def refit_best(setup, state, trust: dict | None, make_trainer, log) -> dict:
     progress = PlainProgress(LineStream(lambda line: line.strip() and log("refit: " + line.strip())))
     trainer = make_trainer(again, progress)
     trainer.config = dataclasses.replace(trainer.config, patience=None)  # its validation means nothing now
-    trainer.epoch_hooks.append(StopAfter(epoch))
+    trainer.epoch_hooks.append(StopAfter(epochs))
     with progress:
         trainer.fit()
     seconds = time.perf_counter() - started
-    record = {"epoch": epoch, "train_images": len(data.train), "seconds": round(seconds, 3), "trust_before": trust}
+    record = {"epoch": epochs, "train_images": len(data.train), "seconds": round(seconds, 3), "trust_before": trust}
     store_refitted(setup, again, record, log)
     log(f"refit: done in {seconds:.1f}s; the test split scores the refitted model")
     return {key: value for key, value in record.items() if key != "trust_before"}
